@@ -1,0 +1,1 @@
+"""Installs model archives pushed from Cloud Storage into TensorFlow Serving, atomically."""

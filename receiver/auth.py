@@ -1,0 +1,183 @@
+"""Verify the OIDC token Pub/Sub signs and sends with every authenticated push.
+
+The signature, algorithm (RS256 only), `iat`/`exp` and the token's shape are checked by
+`google.auth.jwt.decode`, the same code `google.oauth2.id_token` uses. We add what it
+leaves to the caller: the issuer, the audience (compared here so that a wrong audience
+is a 403, not a 401) and the sender's email, which must be verified and allow-listed,
+because any Google account can mint a token for any audience.
+
+Caching: `google.oauth2.id_token.verify_token` fetches Google's certs on every call.
+`CertsCache` keeps them for the response's Cache-Control max-age and refetches early
+only when a token names an unknown key id, at most once a minute. If a refresh fails
+while older certs are held, they keep serving; with no certs at all the push gets a
+503 (Pub/Sub retries), never a 401.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import requests
+from google.auth import exceptions as google_auth_errors
+from google.auth import jwt
+
+from receiver.errors import AuthUnavailableError, ForbiddenError, UnauthenticatedError
+
+log = logging.getLogger(__name__)
+
+GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
+CLOCK_SKEW_SECONDS = 60  # tolerate small clock differences between Google and this host
+_DEFAULT_MAX_AGE = 60.0  # when the certs response says nothing about caching
+_UNKNOWN_KID_REFRESH_INTERVAL = 60.0
+_MAX_AGE_RE = re.compile(r"max-age=(\d+)")
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sent an authenticated push."""
+
+    email: str
+
+
+class CertsCache:
+    """Google's signing certificates ({kid: PEM}), fetched once and cached by max-age."""
+
+    def __init__(
+        self,
+        url: str,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self._session = session or requests.Session()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._certs: dict[str, str] = {}
+        self._expires_at = 0.0
+        self._fetched_at: float | None = None
+
+    def get(self, kid: str | None) -> Mapping[str, str]:
+        """The current certs, refreshed if expired or if `kid` is unknown (rate-limited)."""
+        with self._lock:
+            now = self._clock()
+            stale = now >= self._expires_at
+            unknown_kid = kid is not None and kid not in self._certs
+            may_refresh_early = (
+                self._fetched_at is None or now - self._fetched_at >= _UNKNOWN_KID_REFRESH_INTERVAL
+            )
+            if stale or (unknown_kid and may_refresh_early):
+                self._refresh(now)
+            return dict(self._certs)
+
+    def _refresh(self, now: float) -> None:
+        try:
+            certs, max_age = self._fetch()
+        except AuthUnavailableError:
+            if not self._certs:
+                raise
+            log.warning("could not refresh certs from %s; using the cached ones", self._url)
+            self._expires_at = now + _DEFAULT_MAX_AGE
+            return
+        self._certs = certs
+        self._fetched_at = now
+        self._expires_at = now + max_age
+
+    def _fetch(self) -> tuple[dict[str, str], float]:
+        if self._url.startswith("file://"):
+            path = Path(unquote(urlparse(self._url).path))
+            try:
+                return _parse_certs(path.read_bytes(), self._url), _DEFAULT_MAX_AGE
+            except OSError as exc:
+                raise AuthUnavailableError(f"cannot read certs file {path}: {exc}") from exc
+        try:
+            response = self._session.get(self._url, timeout=10)
+        except requests.RequestException as exc:
+            raise AuthUnavailableError(f"cannot fetch certs from {self._url}: {exc}") from exc
+        if response.status_code != 200:
+            raise AuthUnavailableError(
+                f"cannot fetch certs from {self._url}: HTTP {response.status_code}"
+            )
+        return _parse_certs(response.content, self._url), _max_age(response.headers)
+
+
+def _parse_certs(raw: bytes, url: str) -> dict[str, str]:
+    try:
+        certs = json.loads(raw)
+    except ValueError:
+        raise AuthUnavailableError(f"certs at {url} are not JSON") from None
+    if not isinstance(certs, dict) or not all(isinstance(v, str) for v in certs.values()):
+        raise AuthUnavailableError(f"certs at {url} are not a {{kid: PEM}} map")
+    return certs
+
+
+def _max_age(headers: Mapping[str, str]) -> float:
+    cache_control = headers.get("Cache-Control", "")
+    if "no-store" in cache_control or "no-cache" in cache_control:
+        return 0.0
+    match = _MAX_AGE_RE.search(cache_control)
+    return float(match.group(1)) if match else _DEFAULT_MAX_AGE
+
+
+class PushVerifier:
+    """Checks a push request's `Authorization` header; `verify` returns the sender."""
+
+    def __init__(self, certs: CertsCache, audience: str, allowed_senders: frozenset[str]) -> None:
+        self._certs = certs
+        self._audience = audience
+        self._allowed_senders = allowed_senders
+
+    def verify(self, authorization: str | None) -> Sender:
+        token = _bearer_token(authorization)
+        try:
+            header = jwt.decode_header(token)
+        except (google_auth_errors.GoogleAuthError, ValueError):
+            raise UnauthenticatedError("malformed token: not a signed JWT") from None
+        kid = header.get("kid") if isinstance(header, dict) else None
+        certs = self._certs.get(kid if isinstance(kid, str) else None)
+        try:
+            # audience=None: the audience is compared below, so that a mismatch is a 403.
+            claims = jwt.decode(
+                token, certs=certs, audience=None, clock_skew_in_seconds=CLOCK_SKEW_SECONDS
+            )
+        except (google_auth_errors.GoogleAuthError, ValueError) as exc:
+            raise UnauthenticatedError(f"invalid token: {_safe_message(exc, token)}") from None
+        return self._check_claims(claims)
+
+    def _check_claims(self, claims: Mapping[str, object]) -> Sender:
+        if claims.get("iss") not in GOOGLE_ISSUERS:
+            raise ForbiddenError(f"token issuer {claims.get('iss')!r} is not Google")
+        if claims.get("aud") != self._audience:
+            raise ForbiddenError(
+                f"token audience {claims.get('aud')!r} is not RECEIVER_AUDIENCE {self._audience!r}"
+            )
+        email = claims.get("email")
+        if not isinstance(email, str) or email not in self._allowed_senders:
+            raise ForbiddenError(f"sender {email!r} is not in RECEIVER_ALLOWED_SENDERS")
+        if claims.get("email_verified") is not True:
+            raise ForbiddenError(f"sender {email!r} has no verified email claim")
+        return Sender(email=email)
+
+
+def _bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise UnauthenticatedError("missing Authorization header")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthenticatedError("Authorization header is not 'Bearer <token>'")
+    return token.strip()
+
+
+def _safe_message(exc: Exception, token: str) -> str:
+    """google-auth's message, unless it would echo any part of the token."""
+    message = str(exc)
+    if any(part and part in message for part in token.split(".")):
+        return "token could not be decoded"
+    return message[:200]

@@ -1,0 +1,179 @@
+"""Settings: one frozen object read from the environment once and validated at start-up.
+
+Every environment variable the receiver reads is named once, in `ENV`, with its
+default and meaning; the README's configuration table is checked against it by a test.
+A bad value raises `ConfigError` with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from receiver.errors import ConfigError
+
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+GIB = 1024**3
+
+# name -> (default, meaning). None means required or derived from another variable.
+ENV: dict[str, tuple[str | None, str]] = {
+    "RECEIVER_SOURCE": (None, "gs://BUCKET/PREFIX the models are published under (required)"),
+    "RECEIVER_MODEL_DIR": ("/models", "TF Serving's model base directory"),
+    "RECEIVER_STATE_DIR": (None, "journal and quarantine; default <model dir>/.receiver"),
+    "RECEIVER_KEEP_VERSIONS": ("2", "versions kept per model after an install; 0 keeps all"),
+    "RECEIVER_AUTH": ("google", "`google` (verify push tokens) or `none` (explicitly off)"),
+    "RECEIVER_AUDIENCE": (None, "expected `aud` of push tokens (required with auth on)"),
+    "RECEIVER_ALLOWED_SENDERS": (None, "comma-separated service-account emails (required)"),
+    "RECEIVER_CERTS_URL": (GOOGLE_CERTS_URL, "Google's signing certs: https:// or file://"),
+    "RECEIVER_MAX_UNPACKED_BYTES": (str(64 * GIB), "largest total unpacked size of a model"),
+    "RECEIVER_MAX_FILES": ("100000", "most entries an archive may hold"),
+    "RECEIVER_MAX_RATIO": ("200", "largest unpacked/compressed ratio (bomb guard)"),
+    "RECEIVER_MAX_ATTEMPTS": ("5", "attempts for a job that fails transiently"),
+}
+
+_AUTH_MODES = ("google", "none")
+_SOURCE_RE = re.compile(
+    r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$"
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an archive may unpack to; breaking one fails the job for good."""
+
+    max_unpacked_bytes: int
+    max_files: int
+    max_ratio: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the receiver is configured with; built once by `from_env`."""
+
+    bucket: str
+    prefix: str  # "" or ending in "/"
+    model_dir: Path
+    state_dir: Path
+    keep_versions: int
+    auth: str
+    audience: str
+    allowed_senders: frozenset[str]
+    certs_url: str
+    limits: Limits
+    max_attempts: int
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth != "none"
+
+    @property
+    def source(self) -> str:
+        return f"gs://{self.bucket}/{self.prefix}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate the settings; raise `ConfigError` naming the first bad variable."""
+        env = _Reader(environ)
+        bucket, prefix = _parse_source(env.required("RECEIVER_SOURCE"))
+        model_dir = env.path("RECEIVER_MODEL_DIR")
+        state_dir = env.path("RECEIVER_STATE_DIR", default=model_dir / ".receiver")
+        auth = env.choice("RECEIVER_AUTH", _AUTH_MODES)
+        settings = cls(
+            bucket=bucket,
+            prefix=prefix,
+            model_dir=model_dir,
+            state_dir=state_dir,
+            keep_versions=env.integer("RECEIVER_KEEP_VERSIONS", minimum=0),
+            auth=auth,
+            audience=env.text("RECEIVER_AUDIENCE"),
+            allowed_senders=frozenset(env.csv("RECEIVER_ALLOWED_SENDERS")),
+            certs_url=env.text("RECEIVER_CERTS_URL"),
+            limits=Limits(
+                max_unpacked_bytes=env.integer("RECEIVER_MAX_UNPACKED_BYTES", minimum=1),
+                max_files=env.integer("RECEIVER_MAX_FILES", minimum=1),
+                max_ratio=env.integer("RECEIVER_MAX_RATIO", minimum=1),
+            ),
+            max_attempts=env.integer("RECEIVER_MAX_ATTEMPTS", minimum=1),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Rules that involve more than one variable."""
+        if not self.auth_enabled:
+            return
+        if not self.audience:
+            raise ConfigError(
+                "RECEIVER_AUDIENCE is required while RECEIVER_AUTH=google: set it to the "
+                "push subscription's --push-auth-token-audience"
+            )
+        if not self.allowed_senders:
+            raise ConfigError(
+                "RECEIVER_ALLOWED_SENDERS is required while RECEIVER_AUTH=google: any Google "
+                "account can mint a token for any audience, so name the push service account"
+            )
+        if not self.certs_url.startswith(("https://", "http://", "file://")):
+            raise ConfigError(
+                f"RECEIVER_CERTS_URL has value {self.certs_url!r}: use an https:// or file:// URL"
+            )
+
+
+def _parse_source(value: str) -> tuple[str, str]:
+    match = _SOURCE_RE.match(value)
+    if not match:
+        raise ConfigError(
+            f"RECEIVER_SOURCE has value {value!r}: expected gs://BUCKET or gs://BUCKET/PREFIX"
+        )
+    prefix = (match["prefix"] or "").strip("/")
+    return match["bucket"], f"{prefix}/" if prefix else ""
+
+
+class _Reader:
+    """Typed access to the environment, falling back to the defaults in `ENV`."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or ENV[name][0]
+
+    def required(self, name: str) -> str:
+        value = self._raw(name)
+        if value is None:
+            raise ConfigError(f"{name} is required: {ENV[name][1]}")
+        return value
+
+    def text(self, name: str) -> str:
+        return self._raw(name) or ""
+
+    def path(self, name: str, default: Path | None = None) -> Path:
+        value = self._raw(name)
+        if value is None:
+            assert default is not None, name
+            return default
+        path = Path(value)
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        return path
+
+    def integer(self, name: str, minimum: int) -> int:
+        value = self.required(name)
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} has value {value!r}: not a whole number") from None
+        if number < minimum:
+            raise ConfigError(f"{name} has value {value!r}: must be at least {minimum}")
+        return number
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.required(name).lower()
+        if value not in allowed:
+            raise ConfigError(f"{name} has value {value!r}: must be one of {', '.join(allowed)}")
+        return value
+
+    def csv(self, name: str) -> list[str]:
+        return [item.strip() for item in self.text(name).split(",") if item.strip()]

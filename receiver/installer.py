@@ -1,0 +1,118 @@
+"""The install pipeline: one job's object generation becomes `<model dir>/<model>/<version>`.
+
+download (pinned generation, checksummed) -> unpack into staging -> SavedModel check
+-> atomic rename -> prune. Whatever fails, staging is removed and nothing is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from receiver import archive, servable
+from receiver.config import Settings
+from receiver.errors import PermanentError
+from receiver.journal import Job
+from receiver.storage import CHUNK_SIZE, Download, ObjectStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]  # called with bytes downloaded so far
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    target: Path
+    already_installed: bool
+    pruned: list[int]
+
+
+class Installer:
+    """Runs the pipeline for one job at a time; shared by the worker and the CLI."""
+
+    def __init__(self, settings: Settings, store: ObjectStore) -> None:
+        self.settings = settings
+        self.store = store
+
+    def install(self, job: Job, on_progress: Progress = lambda _: None) -> InstallResult:
+        model_root = self.settings.model_dir / job.model
+        target = model_root / str(job.version)
+        if target.exists():
+            return self._existing(job, target)
+        staging = servable.new_staging_dir(model_root, job.version)
+        try:
+            with self.store.open(
+                job.bucket, job.object_name, job.generation, job.crc32c, job.md5
+            ) as download:
+                self._unpack(job, download, staging, on_progress)
+            root = servable.find_saved_model(staging)
+            servable.install(
+                root,
+                target,
+                provenance=_provenance(job),
+                on_progress=lambda: on_progress(download.bytes_read),
+            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        pruned = servable.prune(model_root, self.settings.keep_versions)
+        log.info(
+            "job %s: installed %s version %s from %s", job.id, job.model, job.version, job.source
+        )
+        if pruned:
+            log.info("job %s: pruned %s versions %s", job.id, job.model, pruned)
+        return InstallResult(target, already_installed=False, pruned=pruned)
+
+    def _unpack(self, job: Job, download: Download, staging: Path, on_progress: Progress) -> None:
+        limits = self.settings.limits
+        reporting = _ReportingStream(download, on_progress)
+        if job.archive_format == "zip":
+            # Zip keeps its index at the end: spool to a hidden file beside staging first.
+            spool = staging.with_name(staging.name.replace(".staging-", ".download-", 1))
+            try:
+                with spool.open("wb") as out:
+                    shutil.copyfileobj(reporting, out, CHUNK_SIZE)
+                download.verify()
+                archive.unpack_zip(spool, staging, limits)
+            finally:
+                spool.unlink(missing_ok=True)
+        else:
+            archive.unpack_tar(reporting, staging, limits, lambda: download.bytes_read)
+            download.verify()
+
+    def _existing(self, job: Job, target: Path) -> InstallResult:
+        """A version already there: ours (a redelivery, or a resume after a crash) or not."""
+        provenance = servable.read_provenance(target)
+        ours = (provenance.get("bucket"), provenance.get("object"), provenance.get("generation"))
+        if ours == (job.bucket, job.object_name, job.generation):
+            return InstallResult(target, already_installed=True, pruned=[])
+        source = f"gs://{provenance.get('bucket')}/{provenance.get('object')}#{provenance.get('generation')}"
+        raise PermanentError(
+            f"{job.model} version {job.version} is already installed"
+            f"{' from ' + source if provenance else ''}; versions are immutable, "
+            "publish a new version number"
+        )
+
+
+class _ReportingStream:
+    """Passes reads through, telling `on_progress` how far the download has got."""
+
+    def __init__(self, download: Download, on_progress: Progress) -> None:
+        self._download = download
+        self._on_progress = on_progress
+
+    def read(self, size: int = -1, /) -> bytes:
+        chunk = self._download.read(size)
+        self._on_progress(self._download.bytes_read)
+        return chunk
+
+
+def _provenance(job: Job) -> dict[str, object]:
+    return {
+        "bucket": job.bucket,
+        "object": job.object_name,
+        "generation": job.generation,
+        "job": job.id,
+    }

@@ -1,0 +1,257 @@
+"""The durable job table: one row per (bucket, object, generation), shared by all processes.
+
+SQLite in WAL mode under the state dir. Every gunicorn worker process opens it; every
+write is one `BEGIN IMMEDIATE` transaction, so claims are exclusive across processes and
+a job acknowledged to Pub/Sub is on disk (synchronous=FULL) before the response.
+
+    queued --claim--> running --> installed
+       ^                 |  \\--> failed      (permanent, or out of attempts)
+       '--retry_later----'
+A running job holds a lease that its worker renews while it makes progress; a job whose
+lease ran out (its process died) is claimed again by whoever looks next.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from receiver.events import ObjectEvent
+from receiver.layout import ModelVersion
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    bucket         TEXT    NOT NULL,
+    object_name    TEXT    NOT NULL,
+    generation     INTEGER NOT NULL,
+    model          TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    archive_format TEXT    NOT NULL,
+    size           INTEGER,
+    md5            TEXT,
+    crc32c         TEXT,
+    state          TEXT    NOT NULL,
+    reason         TEXT,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    not_before     REAL    NOT NULL DEFAULT 0,
+    lease_until    REAL,
+    owner          TEXT,
+    bytes_done     INTEGER NOT NULL DEFAULT 0,
+    created_at     REAL    NOT NULL,
+    updated_at     REAL    NOT NULL,
+    UNIQUE (bucket, object_name, generation)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, not_before);
+"""
+
+_BUSY_TIMEOUT_SECONDS = 30.0
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    INSTALLED = "installed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    bucket: str
+    object_name: str
+    generation: int
+    model: str
+    version: int
+    archive_format: str
+    size: int | None
+    md5: str | None
+    crc32c: str | None
+    state: JobState
+    reason: str | None
+    attempts: int
+    not_before: float
+    lease_until: float | None
+    owner: str | None
+    bytes_done: int
+    created_at: float
+    updated_at: float
+
+    @property
+    def source(self) -> str:
+        return f"gs://{self.bucket}/{self.object_name}#{self.generation}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "job": self.id,
+            "model": self.model,
+            "version": self.version,
+            "object": f"gs://{self.bucket}/{self.object_name}",
+            "generation": self.generation,
+            "state": self.state.value,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "bytes_done": self.bytes_done,
+            "size": self.size,
+            "updated_at": self.updated_at,
+        }
+
+
+class Journal:
+    """Jobs on disk. Safe to share between threads; each thread gets its own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    def initialize(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection().executescript(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None
+            )
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken before any read so concurrent claims cannot interleave."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def enqueue(self, event: ObjectEvent, target: ModelVersion) -> tuple[Job, bool]:
+        """Record a job for this object generation; returns (job, created)."""
+        now = time.time()
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO jobs (bucket, object_name, generation, model, version,"
+                " archive_format, size, md5, crc32c, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.bucket,
+                    event.name,
+                    event.generation,
+                    target.model,
+                    target.version,
+                    target.archive_format,
+                    event.size,
+                    event.md5,
+                    event.crc32c,
+                    JobState.QUEUED.value,
+                    now,
+                    now,
+                ),
+            )
+            created = cursor.rowcount == 1
+            row = db.execute(
+                "SELECT * FROM jobs WHERE bucket = ? AND object_name = ? AND generation = ?",
+                (event.bucket, event.name, event.generation),
+            ).fetchone()
+        return _job(row), created
+
+    def claim(self, owner: str, lease_seconds: float) -> Job | None:
+        """Take the oldest runnable job: queued and due, or running with an expired lease."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE (state = ? AND not_before <= ?)"
+                " OR (state = ? AND lease_until < ?) ORDER BY id LIMIT 1",
+                (JobState.QUEUED.value, now, JobState.RUNNING.value, now),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state = ?, owner = ?, lease_until = ?, attempts = attempts + 1,"
+                " bytes_done = 0, updated_at = ? WHERE id = ?",
+                (JobState.RUNNING.value, owner, now + lease_seconds, now, row["id"]),
+            )
+            claimed = db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()
+        return _job(claimed)
+
+    def heartbeat(self, job_id: int, owner: str, bytes_done: int, lease_seconds: float) -> bool:
+        """Record progress and extend the lease; False if the job is no longer ours."""
+        now = time.time()
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET bytes_done = ?, lease_until = ?, updated_at = ?"
+                " WHERE id = ? AND owner = ? AND state = ?",
+                (bytes_done, now + lease_seconds, now, job_id, owner, JobState.RUNNING.value),
+            )
+        return cursor.rowcount == 1
+
+    def finish(self, job_id: int, state: JobState, reason: str | None = None) -> None:
+        """Move a job to a final state (installed or failed) with its reason."""
+        self._set(job_id, state=state.value, reason=reason, lease_until=None)
+
+    def retry_later(self, job_id: int, reason: str, delay_seconds: float) -> None:
+        """Put a job back in the queue, not to be claimed for `delay_seconds`."""
+        self._set(
+            job_id,
+            state=JobState.QUEUED.value,
+            reason=reason,
+            lease_until=None,
+            not_before=time.time() + delay_seconds,
+        )
+
+    def requeue(self, job_id: int) -> Job | None:
+        """Run a job again from scratch (the `retry` command); None if there is no such job."""
+        self._set(job_id, state=JobState.QUEUED.value, reason=None, attempts=0, not_before=0.0)
+        return self.get(job_id)
+
+    def release_running(self) -> int:
+        """At start-up, before any worker runs: every running job was cut off; queue it again."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET state = ?, lease_until = NULL, owner = NULL WHERE state = ?",
+                (JobState.QUEUED.value, JobState.RUNNING.value),
+            )
+        return cursor.rowcount
+
+    def _set(self, job_id: int, **fields: object) -> None:
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE jobs SET {columns}, updated_at = ? WHERE id = ?",
+                (*fields.values(), time.time(), job_id),
+            )
+
+    def get(self, job_id: int) -> Job | None:
+        row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def recent(self, limit: int = 20) -> list[Job]:
+        rows = self._connection().execute(
+            "SELECT * FROM jobs ORDER BY updated_at DESC, id DESC LIMIT ?", (limit,)
+        )
+        return [_job(row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._connection().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        counts = {state.value: 0 for state in JobState}
+        counts.update({state: count for state, count in rows})
+        return counts
+
+
+def _job(row: sqlite3.Row) -> Job:
+    values = dict(row)
+    values["state"] = JobState(values["state"])
+    return Job(**values)

@@ -1,0 +1,92 @@
+"""Builds the receiver's collaborators from `Settings` and holds them together.
+
+The web app, the gunicorn hooks and the CLI all start from `Runtime.create(settings)`,
+so each piece is built one way only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from receiver import servable
+from receiver.auth import CertsCache, PushVerifier
+from receiver.config import Settings
+from receiver.installer import Installer
+from receiver.journal import Journal
+from receiver.quarantine import Quarantine
+from receiver.storage import ObjectStore
+from receiver.worker import RetryPolicy, Worker
+
+log = logging.getLogger(__name__)
+
+AUTH_OFF_WARNING = (
+    "authentication is OFF (RECEIVER_AUTH=none): anyone who can reach this endpoint "
+    "can make it download and install objects from the source bucket"
+)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    journal: Journal
+    verifier: PushVerifier | None  # None: auth explicitly switched off
+    store: ObjectStore
+    installer: Installer
+    worker: Worker
+    quarantine: Quarantine
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        journal = Journal(settings.state_dir / "journal.sqlite3")
+        journal.initialize()
+        store = ObjectStore.from_environment()
+        installer = Installer(settings, store)
+        verifier = None
+        if settings.auth_enabled:
+            verifier = PushVerifier(
+                CertsCache(settings.certs_url), settings.audience, settings.allowed_senders
+            )
+        return cls(
+            settings=settings,
+            journal=journal,
+            verifier=verifier,
+            store=store,
+            installer=installer,
+            worker=Worker(journal, installer, RetryPolicy(settings.max_attempts)),
+            quarantine=Quarantine(settings.state_dir / "quarantine"),
+        )
+
+
+def prepare_host(settings: Settings) -> None:
+    """Once per start, before any worker runs: directories, journal, and crash clean-up."""
+    settings.model_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(settings.state_dir / "journal.sqlite3")
+    journal.initialize()
+    for path in servable.remove_debris(settings.model_dir):
+        log.warning("removed debris of an interrupted install: %s", path)
+    resumed = journal.release_running()
+    if resumed:
+        log.warning("%s interrupted job(s) queued again", resumed)
+    if not settings.auth_enabled:
+        log.warning(AUTH_OFF_WARNING)
+
+
+def status(runtime: Runtime) -> dict[str, object]:
+    """What /status shows: models, recent jobs, quarantine, and the auth mode."""
+    settings = runtime.settings
+    body: dict[str, object] = {
+        "auth": "google" if settings.auth_enabled else "none",
+        "source": settings.source,
+        "model_dir": str(settings.model_dir),
+        "models": servable.installed_models(settings.model_dir),
+        "jobs": runtime.journal.counts(),
+        "recent_jobs": [job.to_dict() for job in runtime.journal.recent()],
+        "quarantine": {
+            "count": runtime.quarantine.count(),
+            "recent": runtime.quarantine.entries(),
+        },
+    }
+    if not settings.auth_enabled:
+        body["warning"] = AUTH_OFF_WARNING
+    return body

@@ -1,0 +1,173 @@
+"""What TF Serving sees: SavedModel checks, the atomic install, pruning, and clean-up.
+
+TF Serving treats any child of `<model dir>/<model>/` whose name parses as an int64 as
+a version and loads it without checking it is complete. So a version is assembled in a
+hidden sibling (`.staging-…`, a name TF Serving skips) on the same filesystem, fsynced,
+and appears under its number by one `rename`. Removal goes the other way: one rename to
+a hidden `.trash-…` name, then delete. Start-up sweeps away hidden debris a crash left.
+
+Each installed version carries `.receiver.json` (where it came from); TF Serving ignores
+it, and it lets a redelivered or resumed job recognise its own install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from receiver.errors import PermanentError
+from receiver.layout import is_model_name, parse_version
+
+PROVENANCE_FILE = ".receiver.json"
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+_DEBRIS_PREFIXES = (".staging-", ".trash-", ".download-")
+_JUNK_AT_ROOT = frozenset({"__MACOSX", ".DS_Store"})
+
+
+def find_saved_model(staging: Path) -> Path:
+    """The directory holding the SavedModel: the archive root, or its single top-level dir."""
+    root = staging
+    if not _has_saved_model(root):
+        entries = [entry for entry in staging.iterdir() if entry.name not in _JUNK_AT_ROOT]
+        if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
+            root = entries[0]
+    if not _has_saved_model(root):
+        raise PermanentError(
+            "not a SavedModel: no saved_model.pb or saved_model.pbtxt at the archive root "
+            "or inside its single top-level directory"
+        )
+    variables = root / "variables"
+    if variables.exists() and not (variables / "variables.index").is_file():
+        raise PermanentError(
+            "not a complete SavedModel: variables/ has no variables.index "
+            "(TF Serving would load it without its weights)"
+        )
+    return root
+
+
+def _has_saved_model(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in SAVED_MODEL_FILES)
+
+
+def new_staging_dir(model_root: Path, version: int) -> Path:
+    model_root.mkdir(parents=True, exist_ok=True)
+    staging = model_root / f".staging-{version}-{secrets.token_hex(6)}"
+    staging.mkdir()
+    return staging
+
+
+def read_provenance(version_dir: Path) -> dict[str, object]:
+    """Where an installed version came from ({} if unknown, e.g. placed by hand)."""
+    try:
+        provenance = json.loads((version_dir / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return provenance if isinstance(provenance, dict) else {}
+
+
+def install(
+    root: Path,
+    target: Path,
+    provenance: dict[str, object],
+    on_progress: Callable[[], None] = lambda: None,
+) -> None:
+    """Make `root` appear as `target` in one rename, durably. Never replaces a version."""
+    (root / PROVENANCE_FILE).write_text(json.dumps({**provenance, "installed_at": time.time()}))
+    _fsync_tree(root, on_progress)
+    try:
+        os.rename(root, target)
+    except OSError as exc:
+        if target.exists():
+            raise PermanentError(
+                f"{target} already exists; versions are immutable, publish a new version number"
+            ) from exc
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_tree(root: Path, on_progress: Callable[[], None]) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            on_progress()
+        _fsync_dir(Path(directory))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def installed_versions(model_root: Path) -> list[int]:
+    """Version numbers present for one model, ascending."""
+    if not model_root.is_dir():
+        return []
+    versions = []
+    for entry in model_root.iterdir():
+        version = parse_version(entry.name)
+        if version is not None and entry.is_dir():
+            versions.append(version)
+    return sorted(versions)
+
+
+def installed_models(model_dir: Path) -> dict[str, list[int]]:
+    """Every model under the model dir with its versions (models without versions included)."""
+    if not model_dir.is_dir():
+        return {}
+    return {
+        entry.name: installed_versions(entry)
+        for entry in sorted(model_dir.iterdir())
+        if entry.is_dir() and is_model_name(entry.name)
+    }
+
+
+def prune(model_root: Path, keep: int) -> list[int]:
+    """Withdraw all but the `keep` highest versions (0 keeps all); returns those removed."""
+    if keep <= 0:
+        return []
+    removed = installed_versions(model_root)[:-keep]
+    for version in removed:
+        withdraw(model_root / str(version))
+    return removed
+
+
+def withdraw(version_dir: Path) -> None:
+    """Take a version away from TF Serving in one rename, then delete it."""
+    trash = version_dir.with_name(f".trash-{version_dir.name}-{secrets.token_hex(6)}")
+    try:
+        os.rename(version_dir, trash)
+    except FileNotFoundError:
+        return  # another process withdrew it first
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_debris(model_dir: Path) -> list[Path]:
+    """Delete hidden staging, trash and download leftovers of an earlier crash."""
+    removed: list[Path] = []
+    if not model_dir.is_dir():
+        return removed
+    for model_root in model_dir.iterdir():
+        if not model_root.is_dir() or not is_model_name(model_root.name):
+            continue
+        for entry in model_root.iterdir():
+            if entry.name.startswith(_DEBRIS_PREFIXES):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed

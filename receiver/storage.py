@@ -1,0 +1,170 @@
+"""Cloud Storage access: stream one pinned object generation, checking its checksum.
+
+Downloads bypass `Blob.download_to_filename` (measured here at 10-12x slower than curl
+on a 500 MB object): the media is read over the client's own HTTP session in 1 MiB
+chunks, its bytes fed to the caller (the unpacker) and to google-crc32c as they arrive,
+so memory stays flat and the checksum costs almost nothing. `Accept-Encoding: gzip` and
+`decode_content=False` keep the bytes exactly as stored, which is what the checksums cover.
+
+Third-party exceptions stop here: they become `TransientError` (worth a retry) or
+`PermanentError` (the object generation is gone, or we may not read it).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from typing import Any
+from urllib.parse import quote
+
+import google.auth
+import google_crc32c
+import requests
+import urllib3.exceptions
+from google.cloud import storage
+
+from receiver.errors import PermanentError, TransientError
+
+CHUNK_SIZE = 1024 * 1024
+_READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
+_TIMEOUT = (10, 60)  # connect, and longest silence between two reads, in seconds
+_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class ObjectStore:
+    """Reads objects from Cloud Storage (or the emulator named by STORAGE_EMULATOR_HOST)."""
+
+    def __init__(self, client: storage.Client, session: requests.Session) -> None:
+        self.client = client
+        self._session = session
+
+    @classmethod
+    def from_environment(cls) -> ObjectStore:
+        """Application Default Credentials, or anonymous access to the storage emulator."""
+        session: requests.Session
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            session = requests.Session()
+        else:
+            from google.auth.transport.requests import AuthorizedSession
+
+            credentials, _ = google.auth.default(scopes=[_READ_ONLY_SCOPE])
+            session = AuthorizedSession(credentials)
+        return cls(storage.Client(_http=session), session)
+
+    def media_url(self, bucket: str, name: str, generation: int) -> str:
+        return (
+            f"{self.client.api_endpoint}/download/storage/v1/b/{quote(bucket, safe='')}"
+            f"/o/{quote(name, safe='')}?alt=media&generation={generation}"
+        )
+
+    def open(
+        self, bucket: str, name: str, generation: int, crc32c: str | None, md5: str | None
+    ) -> Download:
+        """Start streaming exactly this generation; checksums given here are checked at the end."""
+        url = self.media_url(bucket, name, generation)
+        try:
+            response = self._session.get(
+                url, stream=True, timeout=_TIMEOUT, headers={"Accept-Encoding": "gzip"}
+            )
+        except requests.RequestException as exc:
+            raise TransientError(f"cannot reach Cloud Storage: {exc}") from exc
+        where = f"gs://{bucket}/{name}#{generation}"
+        if response.status_code != 200:
+            response.close()
+            _raise_for_status(response.status_code, where)
+        stored = _parse_goog_hash(response.headers.get("X-Goog-Hash", ""))
+        return Download(
+            response,
+            where=where,
+            crc32c=crc32c or stored.get("crc32c"),
+            md5=None if (crc32c or stored.get("crc32c")) else (md5 or stored.get("md5")),
+        )
+
+
+def _raise_for_status(status: int, where: str) -> None:
+    if status == 404:
+        raise PermanentError(f"{where} does not exist (deleted or overwritten)")
+    if status in (401, 403):
+        raise PermanentError(
+            f"{where}: permission denied (HTTP {status}); grant the receiver's service "
+            "account roles/storage.objectViewer on the bucket, then retry the job"
+        )
+    if status in _RETRYABLE_STATUS:
+        raise TransientError(f"{where}: Cloud Storage answered HTTP {status}")
+    raise PermanentError(f"{where}: Cloud Storage answered HTTP {status}")
+
+
+def _parse_goog_hash(header: str) -> dict[str, str]:
+    """`X-Goog-Hash: crc32c=AAAAAA==,md5=...` -> {"crc32c": ..., "md5": ...}."""
+    hashes = {}
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if value:
+            hashes[name] = value
+    return hashes
+
+
+class Download:
+    """A file-like, read-only stream of one object's bytes that checksums what it yields."""
+
+    def __init__(
+        self, response: requests.Response, where: str, crc32c: str | None, md5: str | None
+    ) -> None:
+        self._response = response
+        self.where = where
+        self._expected_crc32c = crc32c
+        self._expected_md5 = md5
+        self._crc32c = google_crc32c.Checksum()
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self.bytes_read = 0
+        self.size = int(response.headers.get("Content-Length", 0)) or None
+
+    def read(self, size: int = -1) -> bytes:
+        amount = CHUNK_SIZE if size is None or size < 0 else size
+        try:
+            chunk: bytes = self._response.raw.read(amount, decode_content=False)
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            raise TransientError(
+                f"{self.where}: download broke off after {self.bytes_read} bytes: {exc}"
+            ) from exc
+        self._crc32c.update(chunk)
+        if self._md5 is not None:
+            self._md5.update(chunk)
+        self.bytes_read += len(chunk)
+        return chunk
+
+    def drain(self) -> None:
+        """Read what the consumer left (tar padding), so the checksum covers every byte."""
+        while self.read(CHUNK_SIZE):
+            pass
+
+    def verify(self) -> None:
+        """Raise `TransientError` unless every byte arrived and matches the object's checksum."""
+        self.drain()
+        if self.size is not None and self.bytes_read != self.size:
+            raise TransientError(
+                f"{self.where}: got {self.bytes_read} of {self.size} bytes (truncated download)"
+            )
+        if self._expected_crc32c:
+            actual = base64.b64encode(self._crc32c.digest()).decode()
+            if actual != self._expected_crc32c:
+                raise TransientError(
+                    f"{self.where}: crc32c mismatch (expected {self._expected_crc32c}, "
+                    f"got {actual})"
+                )
+        elif self._md5 is not None and self._expected_md5:
+            actual = base64.b64encode(self._md5.digest()).decode()
+            if actual != self._expected_md5:
+                raise TransientError(
+                    f"{self.where}: md5 mismatch (expected {self._expected_md5}, got {actual})"
+                )
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> Download:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()

@@ -1,0 +1,133 @@
+"""The job loop: claim a job from the journal, install it, record the outcome.
+
+One worker thread runs in each gunicorn worker process (started and stopped by the
+hooks in gunicorn.conf.py); the journal's claims keep them from taking the same job.
+Transient failures are retried with capped exponential backoff and jitter, up to
+RECEIVER_MAX_ATTEMPTS; permanent ones fail the job at once with their reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from receiver.errors import PermanentError, TransientError
+from receiver.installer import Installer
+from receiver.journal import Job, JobState, Journal
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120.0  # a running job whose worker is silent this long is taken over
+_HEARTBEAT_SECONDS = 2.0
+_IDLE_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to wait before attempt n+1: base * 2**(n-1), capped, with +-50% jitter."""
+
+    max_attempts: int
+    base_seconds: float = 2.0
+    cap_seconds: float = 300.0
+
+    def delay(self, attempts: int) -> float:
+        raw = min(self.base_seconds * 2.0 ** max(attempts - 1, 0), self.cap_seconds)
+        return raw * random.uniform(0.5, 1.5)
+
+
+class Worker:
+    """Runs jobs one at a time. `run_once` is one step, so tests can drive it directly."""
+
+    def __init__(self, journal: Journal, installer: Installer, retry: RetryPolicy) -> None:
+        self.journal = journal
+        self.installer = installer
+        self.retry = retry
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="receiver-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        log.info("worker %s: started", self.owner)
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                log.exception("worker %s: unexpected error; carrying on", self.owner)
+                worked = False
+            if not worked:
+                self.wake.wait(_IDLE_POLL_SECONDS)
+                self.wake.clear()
+        log.info("worker %s: stopped", self.owner)
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when there was nothing to do."""
+        job = self.journal.claim(self.owner, LEASE_SECONDS)
+        if job is None:
+            return False
+        if job.attempts > self.retry.max_attempts:
+            self._fail(job, f"gave up after {job.attempts - 1} attempts: {job.reason}")
+            return True
+        log.info("job %s: attempt %s, %s", job.id, job.attempts, job.source)
+        try:
+            result = self.installer.install(job, on_progress=self._heartbeat(job))
+        except PermanentError as exc:
+            self._fail(job, exc.reason)
+        except TransientError as exc:
+            self._retry_or_fail(job, exc.reason)
+        except Exception as exc:  # a bug, or an OS error we did not foresee: keep the reason
+            log.exception("job %s: unexpected error", job.id)
+            self._retry_or_fail(job, f"unexpected error: {exc!r}")
+        else:
+            note = "already installed" if result.already_installed else None
+            self.journal.finish(job.id, JobState.INSTALLED, note)
+        return True
+
+    def _retry_or_fail(self, job: Job, reason: str) -> None:
+        if job.attempts >= self.retry.max_attempts:
+            self._fail(job, f"gave up after {job.attempts} attempts: {reason}")
+            return
+        delay = self.retry.delay(job.attempts)
+        log.warning(
+            "job %s: attempt %s failed, retrying in %.1fs: %s", job.id, job.attempts, delay, reason
+        )
+        self.journal.retry_later(job.id, reason, delay)
+
+    def _fail(self, job: Job, reason: str) -> None:
+        """The one place a job is recorded as failed for good."""
+        log.error("job %s: failed: %s", job.id, reason)
+        self.journal.finish(job.id, JobState.FAILED, reason)
+
+    def _heartbeat(self, job: Job) -> _Heartbeat:
+        return _Heartbeat(self.journal, job.id, self.owner)
+
+
+class _Heartbeat:
+    """Progress callback: records bytes done and renews the lease every few seconds."""
+
+    def __init__(self, journal: Journal, job_id: int, owner: str) -> None:
+        self._journal = journal
+        self._job_id = job_id
+        self._owner = owner
+        self._last = time.monotonic()
+
+    def __call__(self, bytes_done: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= _HEARTBEAT_SECONDS:
+            self._last = now
+            self._journal.heartbeat(self._job_id, self._owner, bytes_done, LEASE_SECONDS)
