@@ -9,6 +9,7 @@ and the receiver verifies these tokens with exactly the code that verifies Googl
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ class DevSigner:
     private_key_pem: bytes
     kid: str
     certs_path: Path
+
+    @functools.cached_property
+    def _signer(self) -> crypt.RSASigner:
+        # Loading the key checks it, which costs more than signing: do it once.
+        return crypt.RSASigner.from_string(self.private_key_pem, key_id=self.kid)
 
     @property
     def certs_url(self) -> str:
@@ -69,8 +75,7 @@ class DevSigner:
             "exp": now + lifetime_seconds,
         }
         payload.update(claims)
-        signer = crypt.RSASigner.from_string(self.private_key_pem, key_id=self.kid)
-        token: bytes = jwt.encode(signer, payload)
+        token: bytes = jwt.encode(self._signer, payload)
         return token.decode()
 
 

@@ -1,0 +1,153 @@
+"""Shared fixtures: real storage emulator, real signing key and certs endpoint, the app.
+
+Chain: emulator -> bucket -> settings -> app -> client, as in Flask's tutorial. Nothing
+Google runs is patched: the storage client talks to fake-gcs-server, and tokens are real
+RS256 JWTs checked by the production verifier against a local certs endpoint.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from receiver.config import Settings
+from receiver.devkeys import DEV_SENDER, DevSigner
+from receiver.devtools import StorageEmulator, free_port
+from receiver.runtime import Runtime
+from receiver.web import create_app
+from tests.helpers import AUDIENCE
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[StorageEmulator]:
+    server = StorageEmulator().start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = server.url
+    yield server
+    server.stop()
+    if previous is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture(scope="session")
+def gcs(emulator: StorageEmulator) -> storage.Client:
+    return storage.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulator.url},
+    )
+
+
+@pytest.fixture
+def bucket(gcs: storage.Client) -> storage.Bucket:
+    """A fresh, empty bucket for each test."""
+    return gcs.create_bucket(f"models-{secrets.token_hex(6)}")
+
+
+class CertsEndpoint:
+    """A local stand-in for https://www.googleapis.com/oauth2/v1/certs that counts fetches."""
+
+    def __init__(self, certs_path: Path) -> None:
+        self.certs_path = certs_path
+        self.fetches = 0
+        self.failing = False
+        self.max_age = 3600
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                endpoint.fetches += 1
+                if endpoint.failing:
+                    self.send_error(500)
+                    return
+                body = endpoint.certs_path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Cache-Control", f"public, max-age={endpoint.max_age}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth2/v1/certs"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> DevSigner:
+    return DevSigner.create(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture
+def certs_endpoint(signer: DevSigner) -> Iterator[CertsEndpoint]:
+    endpoint = CertsEndpoint(signer.certs_path)
+    yield endpoint
+    endpoint.close()
+
+
+@pytest.fixture
+def token(signer: DevSigner) -> Callable[..., str]:
+    """Mint a real signed push token; keyword arguments override claims."""
+
+    def mint(**claims: object) -> str:
+        claims.setdefault("aud", AUDIENCE)
+        return signer.mint(str(claims.pop("aud")), **claims)
+
+    return mint
+
+
+@pytest.fixture
+def environ(
+    tmp_path: Path, bucket: storage.Bucket, certs_endpoint: CertsEndpoint
+) -> dict[str, str]:
+    """The environment a deployed receiver would get, pointing at local stand-ins."""
+    return {
+        "RECEIVER_SOURCE": f"gs://{bucket.name}/models",
+        "RECEIVER_MODEL_DIR": str(tmp_path / "models"),
+        "RECEIVER_STATE_DIR": str(tmp_path / "state"),
+        "RECEIVER_AUDIENCE": AUDIENCE,
+        "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
+        "RECEIVER_CERTS_URL": certs_endpoint.url,
+    }
+
+
+@pytest.fixture
+def settings(environ: dict[str, str]) -> Settings:
+    return Settings.from_env(environ)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Flask:
+    return create_app(settings)
+
+
+@pytest.fixture
+def runtime(app: Flask) -> Runtime:
+    rt: Runtime = app.extensions["receiver"]
+    return rt
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -1,0 +1,41 @@
+"""Helpers shared by the tests: fixture paths, publishing a model, building pushes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from google.cloud import storage
+
+from receiver.devtools import archive_directory, notification_push
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
+HALF_PLUS_TWO = FIXTURES / "half_plus_two" / "00000123"
+AUDIENCE = "https://receiver.test/push"
+
+
+def upload_model(
+    bucket: storage.Bucket,
+    version: int = 123,
+    archive_format: str = "tar.gz",
+    model: str = "half_plus_two",
+    source: Path = HALF_PLUS_TWO,
+    data: bytes | None = None,
+) -> storage.Blob:
+    """Publish a model archive the way a training pipeline would."""
+    blob = bucket.blob(f"models/{model}/{version}.{archive_format}")
+    blob.upload_from_string(
+        data if data is not None else archive_directory(source, archive_format, top="00000123")
+    )
+    return blob
+
+
+def push_body(blob: storage.Blob, **kwargs: str) -> bytes:
+    return json.dumps(notification_push(blob, **kwargs)).encode()
+
+
+def same_files(installed: Path, source: Path = HALF_PLUS_TWO) -> bool:
+    """True when every file of the source model is installed with identical bytes."""
+    files = [p.relative_to(source) for p in source.rglob("*") if p.is_file()]
+    return all((installed / f).read_bytes() == (source / f).read_bytes() for f in files)

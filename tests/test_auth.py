@@ -1,0 +1,185 @@
+"""Token verification, with real RS256 tokens and a real local certs endpoint."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import load_pem_x509_certificate
+
+from receiver.auth import CertsCache, PushVerifier
+from receiver.devkeys import DEV_SENDER
+from receiver.errors import AuthUnavailableError, ForbiddenError, UnauthenticatedError
+from tests.helpers import AUDIENCE
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned_token(header: dict, claims: dict) -> str:
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+
+
+def good_claims() -> dict:
+    now = int(time.time())
+    return {
+        "iss": "https://accounts.google.com",
+        "aud": AUDIENCE,
+        "email": DEV_SENDER,
+        "email_verified": True,
+        "iat": now,
+        "exp": now + 3600,
+    }
+
+
+@pytest.fixture
+def verifier(certs_endpoint):
+    return PushVerifier(CertsCache(certs_endpoint.url), AUDIENCE, frozenset({DEV_SENDER}))
+
+
+def test_a_good_token_names_its_sender(verifier, token):
+    assert verifier.verify(f"Bearer {token()}").email == DEV_SENDER
+
+
+def test_legacy_issuer_is_accepted(verifier, token):
+    assert verifier.verify(f"Bearer {token(iss='accounts.google.com')}").email == DEV_SENDER
+
+
+def test_hs256_signed_with_the_public_key_is_refused(verifier, signer):
+    # The classic algorithm-confusion attack: HMAC keyed with the published certificate.
+    certificate = json.loads(signer.certs_path.read_text())[signer.kid]
+    public_pem = (
+        load_pem_x509_certificate(certificate.encode())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    signing_input = unsigned_token({"alg": "HS256", "kid": signer.kid}, good_claims())
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    with pytest.raises(UnauthenticatedError):
+        verifier.verify(f"Bearer {signing_input}.{b64(mac)}")
+
+
+def test_alg_none_is_refused(verifier, signer):
+    forged = unsigned_token({"alg": "none", "kid": signer.kid}, good_claims()) + "."
+    with pytest.raises(UnauthenticatedError):
+        verifier.verify(f"Bearer {forged}")
+
+
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        (None, "missing Authorization header"),
+        ("", "missing Authorization header"),
+        ("Basic dXNlcjpwYXNz", "not 'Bearer <token>'"),
+        ("Bearer ", "not 'Bearer <token>'"),
+        ("Bearer garbage", "malformed token"),
+        ("Bearer a.b.c", "malformed token"),
+    ],
+)
+def test_missing_or_malformed_tokens_are_401(verifier, header, error):
+    with pytest.raises(UnauthenticatedError, match=error):
+        verifier.verify(header)
+
+
+def test_tampered_claims_fail_the_signature(verifier, token):
+    header, _, signature = token().split(".")
+    forged_claims = b64(json.dumps({**good_claims(), "email": "attacker@x.com"}).encode())
+    with pytest.raises(UnauthenticatedError, match="signature"):
+        verifier.verify(f"Bearer {header}.{forged_claims}.{signature}")
+
+
+def test_unknown_kid_is_401(verifier, token, signer):
+    header, claims, signature = token().split(".")
+    other_header = b64(json.dumps({"alg": "RS256", "kid": "not-a-google-key"}).encode())
+    with pytest.raises(UnauthenticatedError, match="not-a-google-key"):
+        verifier.verify(f"Bearer {other_header}.{claims}.{signature}")
+
+
+def test_expired_token_is_401(verifier, token):
+    now = int(time.time())
+    with pytest.raises(UnauthenticatedError, match="expired"):
+        verifier.verify(f"Bearer {token(iat=now - 7200, exp=now - 3600)}")
+
+
+@pytest.mark.parametrize(
+    ("claims", "error"),
+    [
+        ({"aud": "https://someone-else.example.com/"}, "audience"),
+        ({"iss": "https://evil.example.com"}, "issuer"),
+        ({"email": "stranger@other-project.iam.gserviceaccount.com"}, "not in RECEIVER_ALLOWED"),
+        ({"email_verified": False}, "no verified email"),
+        ({"email_verified": "true"}, "no verified email"),
+    ],
+)
+def test_valid_tokens_for_someone_else_are_403(verifier, token, claims, error):
+    with pytest.raises(ForbiddenError, match=error):
+        verifier.verify(f"Bearer {token(**claims)}")
+
+
+def test_error_messages_never_echo_the_token(verifier, token):
+    secret = token()
+    mangled = secret[:-10] + "AAAAAAAAAA"
+    with pytest.raises(UnauthenticatedError) as error:
+        verifier.verify(f"Bearer {mangled}")
+    for part in secret.split("."):
+        assert part not in str(error.value)
+
+
+def test_certs_are_fetched_once_for_many_tokens(verifier, token, certs_endpoint):
+    for _ in range(200):
+        verifier.verify(f"Bearer {token()}")
+    assert certs_endpoint.fetches == 1
+
+
+def test_certs_are_refetched_when_max_age_runs_out(certs_endpoint, token):
+    now = [1000.0]
+    certs_endpoint.max_age = 10
+    cache = CertsCache(certs_endpoint.url, clock=lambda: now[0])
+    verifier = PushVerifier(cache, AUDIENCE, frozenset({DEV_SENDER}))
+    verifier.verify(f"Bearer {token()}")
+    now[0] += 9
+    verifier.verify(f"Bearer {token()}")
+    assert certs_endpoint.fetches == 1
+    now[0] += 2
+    verifier.verify(f"Bearer {token()}")
+    assert certs_endpoint.fetches == 2
+
+
+def test_unknown_kid_refreshes_at_most_once_a_minute(certs_endpoint):
+    now = [1000.0]
+    cache = CertsCache(certs_endpoint.url, clock=lambda: now[0])
+    cache.get("a")
+    for _ in range(50):
+        cache.get("rotated-key")
+    assert certs_endpoint.fetches == 1
+    now[0] += 61
+    cache.get("rotated-key")
+    assert certs_endpoint.fetches == 2
+
+
+def test_unreachable_certs_endpoint_is_transient_not_401(token):
+    cache = CertsCache("http://127.0.0.1:9/certs")
+    verifier = PushVerifier(cache, AUDIENCE, frozenset({DEV_SENDER}))
+    with pytest.raises(AuthUnavailableError):
+        verifier.verify(f"Bearer {token()}")
+
+
+def test_cached_certs_keep_serving_when_a_refresh_fails(certs_endpoint, token):
+    now = [1000.0]
+    certs_endpoint.max_age = 10
+    verifier = PushVerifier(
+        CertsCache(certs_endpoint.url, clock=lambda: now[0]), AUDIENCE, frozenset({DEV_SENDER})
+    )
+    verifier.verify(f"Bearer {token()}")
+    certs_endpoint.failing = True
+    now[0] += 3600
+    assert verifier.verify(f"Bearer {token()}").email == DEV_SENDER
+
+
+def test_certs_from_a_file_url(signer, token):
+    verifier = PushVerifier(CertsCache(signer.certs_url), AUDIENCE, frozenset({DEV_SENDER}))
+    assert verifier.verify(f"Bearer {token()}").email == DEV_SENDER

@@ -1,0 +1,65 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from receiver.config import ENV, Settings
+from receiver.errors import ConfigError
+from tests.helpers import PROJECT_ROOT
+
+MINIMAL = {
+    "RECEIVER_SOURCE": "gs://my-bucket/exports/models/",
+    "RECEIVER_AUDIENCE": "https://receiver.example.com/",
+    "RECEIVER_ALLOWED_SENDERS": "push@p.iam.gserviceaccount.com, other@p.iam.gserviceaccount.com",
+}
+
+
+def test_defaults_fill_everything_but_the_source_and_auth():
+    settings = Settings.from_env(MINIMAL)
+    assert (settings.bucket, settings.prefix) == ("my-bucket", "exports/models/")
+    assert settings.model_dir == Path("/models")
+    assert settings.state_dir == Path("/models/.receiver")
+    assert settings.keep_versions == 2
+    assert settings.auth_enabled
+    assert settings.certs_url == "https://www.googleapis.com/oauth2/v1/certs"
+    assert settings.allowed_senders == {
+        "push@p.iam.gserviceaccount.com",
+        "other@p.iam.gserviceaccount.com",
+    }
+
+
+def test_bucket_without_prefix():
+    settings = Settings.from_env({**MINIMAL, "RECEIVER_SOURCE": "gs://my-bucket"})
+    assert (settings.bucket, settings.prefix) == ("my-bucket", "")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"RECEIVER_SOURCE": ""}, "RECEIVER_SOURCE"),
+        ({"RECEIVER_SOURCE": "s3://bucket/x"}, "RECEIVER_SOURCE"),
+        ({"RECEIVER_KEEP_VERSIONS": "two"}, "RECEIVER_KEEP_VERSIONS"),
+        ({"RECEIVER_KEEP_VERSIONS": "-1"}, "RECEIVER_KEEP_VERSIONS"),
+        ({"RECEIVER_AUTH": "off"}, "RECEIVER_AUTH"),
+        ({"RECEIVER_ALLOWED_SENDERS": ""}, "RECEIVER_ALLOWED_SENDERS"),
+        ({"RECEIVER_AUDIENCE": ""}, "RECEIVER_AUDIENCE"),
+        ({"RECEIVER_CERTS_URL": "ftp://x"}, "RECEIVER_CERTS_URL"),
+        ({"RECEIVER_MAX_FILES": "0"}, "RECEIVER_MAX_FILES"),
+    ],
+)
+def test_bad_values_name_the_variable(overrides, variable):
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({**MINIMAL, **overrides})
+    assert variable in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_auth_can_be_switched_off_only_explicitly():
+    settings = Settings.from_env({"RECEIVER_SOURCE": "gs://bkt/p", "RECEIVER_AUTH": "none"})
+    assert not settings.auth_enabled
+
+
+def test_readme_documents_every_variable():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    assert set(ENV) <= documented
