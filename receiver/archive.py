@@ -64,6 +64,7 @@ class Unpacker:
         if not parts:
             raise ArchiveError(f"entry {name!r} has no file name")
         self._make_dirs(parts[:-1])
+        self._count_entry()
         path = self._path(parts)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
