@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
@@ -25,7 +26,7 @@ from receiver.devkeys import DEV_SENDER, DevSigner
 from receiver.devtools import StorageEmulator, free_port
 from receiver.runtime import Runtime
 from receiver.web import create_app
-from tests.helpers import AUDIENCE
+from tests.helpers import AUDIENCE, push_body
 
 
 @pytest.fixture(scope="session")
@@ -151,3 +152,18 @@ def runtime(app: Flask) -> Runtime:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def push(client: FlaskClient, token: Callable[..., str]) -> Callable[..., TestResponse]:
+    """POST a correctly signed push for `blob`, as Pub/Sub would."""
+
+    def send(blob: storage.Blob, **kwargs: str) -> TestResponse:
+        return client.post(
+            "/",
+            data=push_body(blob, **kwargs),
+            headers={"Authorization": f"Bearer {token()}"},
+            content_type="application/json",
+        )
+
+    return send

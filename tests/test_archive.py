@@ -59,7 +59,9 @@ def entry(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfi
 
 @pytest.mark.parametrize("archive_format", ["tar.gz", "tgz", "tar", "zip"])
 def test_every_format_unpacks_the_model_byte_for_byte(staging, archive_format):
-    unpack(archive_directory(HALF_PLUS_TWO, archive_format, top="00000123"), staging, archive_format)
+    unpack(
+        archive_directory(HALF_PLUS_TWO, archive_format, top="00000123"), staging, archive_format
+    )
     assert same_files(staging / "00000123")
     assert outside(staging) == []
 

@@ -1,0 +1,115 @@
+import multiprocessing
+import time
+from pathlib import Path
+
+from receiver.events import EventKind, ObjectEvent
+from receiver.journal import JobState, Journal
+from receiver.layout import ModelVersion
+
+
+def event(generation: int = 1, name: str = "p/m/1.tar.gz") -> ObjectEvent:
+    return ObjectEvent(
+        bucket="b",
+        name=name,
+        generation=generation,
+        kind=EventKind.FINALIZE,
+        event_type="OBJECT_FINALIZE",
+        delivery_format="pubsub-push",
+        crc32c="AAAAAA==",
+    )
+
+
+TARGET = ModelVersion("m", 1, "tar.gz")
+
+
+def journal_at(path: Path) -> Journal:
+    journal = Journal(path / "journal.sqlite3")
+    journal.initialize()
+    return journal
+
+
+def test_one_job_per_object_generation(tmp_path):
+    journal = journal_at(tmp_path)
+    first, created = journal.enqueue(event(), TARGET)
+    again, created_again = journal.enqueue(event(), TARGET)
+    newer, created_newer = journal.enqueue(event(generation=2), TARGET)
+    assert (created, created_again, created_newer) == (True, False, True)
+    assert again.id == first.id != newer.id
+
+
+def test_jobs_survive_a_restart(tmp_path):
+    job, _ = journal_at(tmp_path).enqueue(event(), TARGET)
+    reopened = journal_at(tmp_path)
+    assert reopened.get(job.id) == job
+    assert reopened.counts()["queued"] == 1
+
+
+def test_a_claimed_job_is_not_claimed_twice(tmp_path):
+    journal = journal_at(tmp_path)
+    journal.enqueue(event(), TARGET)
+    assert journal.claim("a", lease_seconds=60) is not None
+    assert journal.claim("b", lease_seconds=60) is None
+
+
+def test_an_expired_lease_lets_another_worker_take_over(tmp_path):
+    journal = journal_at(tmp_path)
+    journal.enqueue(event(), TARGET)
+    first = journal.claim("dead-worker", lease_seconds=0.01)
+    time.sleep(0.05)
+    second = journal.claim("live-worker", lease_seconds=60)
+    assert second is not None and second.id == first.id
+    assert (second.owner, second.attempts) == ("live-worker", 2)
+    assert not journal.heartbeat(first.id, "dead-worker", 10, 60)
+
+
+def test_retry_later_waits_before_the_job_is_claimable(tmp_path):
+    journal = journal_at(tmp_path)
+    job, _ = journal.enqueue(event(), TARGET)
+    journal.claim("w", 60)
+    journal.retry_later(job.id, "storage 503", delay_seconds=3600)
+    assert journal.claim("w", 60) is None
+    assert journal.get(job.id).reason == "storage 503"
+
+
+def test_release_running_requeues_interrupted_jobs(tmp_path):
+    journal = journal_at(tmp_path)
+    job, _ = journal.enqueue(event(), TARGET)
+    journal.claim("w", 3600)
+    assert journal.release_running() == 1
+    assert journal.get(job.id).state is JobState.QUEUED
+
+
+def test_requeue_resets_a_failed_job(tmp_path):
+    journal = journal_at(tmp_path)
+    job, _ = journal.enqueue(event(), TARGET)
+    journal.claim("w", 60)
+    journal.finish(job.id, JobState.FAILED, "corrupt archive")
+    again = journal.requeue(job.id)
+    assert (again.state, again.attempts, again.reason) == (JobState.QUEUED, 0, None)
+    assert journal.requeue(999) is None
+
+
+def _claim_in_process(path: str, barrier, results) -> None:
+    journal = Journal(Path(path))
+    barrier.wait()
+    job = journal.claim(f"process-{multiprocessing.current_process().pid}", 60)
+    results.put(job.id if job else None)
+
+
+def test_concurrent_processes_claim_each_job_once(tmp_path):
+    journal = journal_at(tmp_path)
+    for generation in range(3):
+        journal.enqueue(event(generation=generation + 1), TARGET)
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(6), context.Queue()
+    processes = [
+        context.Process(target=_claim_in_process, args=(str(journal.path), barrier, results))
+        for _ in range(6)
+    ]
+    for process in processes:
+        process.start()
+    claimed = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join()
+    assert sorted(c for c in claimed if c is not None) == [1, 2, 3]
+    assert claimed.count(None) == 3

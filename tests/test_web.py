@@ -1,0 +1,165 @@
+"""The HTTP contract: status codes and bodies as Pub/Sub and an operator see them."""
+
+import base64
+import json
+
+import pytest
+
+from receiver import quarantine
+from receiver.config import Settings
+from receiver.errors import ConfigError
+from receiver.web import create_app
+from tests.helpers import push_body, upload_model
+
+
+def test_factory_refuses_bad_settings():
+    with pytest.raises(ConfigError, match="RECEIVER_SOURCE"):
+        create_app(Settings.from_env({}))
+
+
+def test_healthz(client):
+    assert client.get("/healthz").status_code == 200
+
+
+def test_queued_push_answers_202_with_the_job(client, bucket, push, runtime):
+    response = push(upload_model(bucket, 123))
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["outcome"] == "queued"
+    assert (body["model"], body["version"]) == ("half_plus_two", 123)
+    assert runtime.journal.get(body["job"]) is not None
+
+
+def test_duplicate_pushes_are_acknowledged_without_a_second_job(client, bucket, push, runtime):
+    blob = upload_model(bucket, 123)
+    first = push(blob, message_id="1")
+    again = push(blob, message_id="2")  # Cloud Storage republished: new message id
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.get_json()["outcome"] == "duplicate"
+    assert again.get_json()["job"] == first.get_json()["job"]
+    assert runtime.journal.counts()["queued"] == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda m: m["attributes"].update(bucketId="some-other-bucket"), "not the source bucket"),
+        (lambda m: m["attributes"].update(eventType="OBJECT_DELETE"), "not an upload"),
+        (lambda m: m["attributes"].update(eventType="OBJECT_METADATA_UPDATE"), "not an upload"),
+        (lambda m: m["attributes"].update(objectId="models/readme.txt"), "is not named"),
+        (lambda m: m["attributes"].update(objectId="elsewhere/m/1.tar"), "outside the prefix"),
+    ],
+)
+def test_events_that_are_not_ours_are_acknowledged_and_ignored(
+    client, bucket, token, runtime, mutate, reason
+):
+    envelope = json.loads(push_body(upload_model(bucket, 1)))
+    mutate(envelope["message"])
+    response = client.post("/", json=envelope, headers={"Authorization": f"Bearer {token()}"})
+    assert response.status_code == 200
+    assert response.get_json()["outcome"] == "ignored"
+    assert reason in response.get_json()["reason"]
+    assert runtime.journal.recent() == []
+
+
+def test_malformed_envelope_is_acknowledged_as_rejected_and_quarantined(client, token, runtime):
+    body = b'{"message": {"attributes": {"hello": "world"}}}'
+    response = client.post(
+        "/",
+        data=body,
+        headers={"Authorization": f"Bearer {token()}"},
+        content_type="application/json",
+    )
+    assert response.status_code == 200
+    answer = response.get_json()
+    assert answer["outcome"] == "rejected"
+    assert "not a Cloud Storage notification" in answer["reason"]
+    (kept,) = runtime.quarantine.directory.glob("*.json")
+    record = json.loads(kept.read_text())
+    assert record["body"] == body.decode()
+    assert "Authorization" not in record["headers"]
+    status = client.get("/status").get_json()
+    assert status["quarantine"]["count"] == 1
+    assert status["quarantine"]["recent"][0]["reason"] == answer["reason"]
+
+
+def test_quarantine_is_bounded(client, token, runtime):
+    for _ in range(quarantine.MAX_ENTRIES + 5):
+        runtime.quarantine.keep(b"x", {}, "test")
+    assert runtime.quarantine.count() == quarantine.MAX_ENTRIES
+
+
+FAULTS = {
+    "no header": (lambda t: None, 401),
+    "garbage": (lambda t: "Bearer garbage", 401),
+    "wrong kid": (lambda t: "Bearer " + _with_kid(t(), "unknown-kid"), 401),
+    "expired": (lambda t: "Bearer " + t(iat=1000, exp=2000), 401),
+    "wrong aud": (lambda t: "Bearer " + t(aud="https://elsewhere.example.com/"), 403),
+    "wrong iss": (lambda t: "Bearer " + t(iss="https://login.example.com"), 403),
+    "sender not allowed": (
+        lambda t: "Bearer " + t(email="someone@else.iam.gserviceaccount.com"),
+        403,
+    ),
+    "email unverified": (lambda t: "Bearer " + t(email_verified=False), 403),
+}
+
+
+def _with_kid(token: str, kid: str) -> str:
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "kid": kid}).encode())
+    return header.rstrip(b"=").decode() + token[token.index(".") :]
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_token_faults_get_401_or_403_and_queue_nothing(client, bucket, token, runtime, fault):
+    make_header, status = FAULTS[fault]
+    header = make_header(token)
+    headers = {"Authorization": header} if header else {}
+    response = client.post("/", data=push_body(upload_model(bucket, 1)), headers=headers)
+    assert response.status_code == status
+    assert response.get_json()["reason"]
+    assert runtime.journal.recent() == []
+    assert runtime.quarantine.count() == 0
+
+
+def test_unauthenticated_garbage_is_401_not_quarantined(client, runtime):
+    response = client.post("/", data=b"not json")
+    assert response.status_code == 401
+    assert runtime.quarantine.count() == 0
+
+
+def test_body_over_16_mib_is_413(client, token):
+    response = client.post(
+        "/", data=b"x" * (16 * 1024 * 1024 + 1), headers={"Authorization": f"Bearer {token()}"}
+    )
+    assert response.status_code == 413
+    assert response.get_json()["outcome"] == "too_large"
+
+
+def test_unreachable_certs_endpoint_is_503(client, bucket, token, certs_endpoint):
+    certs_endpoint.failing = True
+    response = client.post(
+        "/", data=push_body(upload_model(bucket, 1)), headers={"Authorization": f"Bearer {token()}"}
+    )
+    assert response.status_code == 503
+    assert "certs" in response.get_json()["reason"]
+
+
+def test_status_lists_models_jobs_and_auth_mode(client, bucket, push, runtime):
+    push(upload_model(bucket, 123))
+    runtime.worker.run_once()
+    status = client.get("/status").get_json()
+    assert status["auth"] == "google"
+    assert "warning" not in status
+    assert status["models"] == {"half_plus_two": [123]}
+    job = status["recent_jobs"][0]
+    assert (job["state"], job["model"], job["version"]) == ("installed", "half_plus_two", 123)
+
+
+def test_auth_off_is_announced_in_every_status(environ, bucket):
+    app = create_app(Settings.from_env({**environ, "RECEIVER_AUTH": "none"}))
+    client = app.test_client()
+    response = client.post("/", data=push_body(upload_model(bucket, 1)))
+    assert response.status_code == 202
+    status = client.get("/status").get_json()
+    assert status["auth"] == "none"
+    assert "authentication is OFF" in status["warning"]
