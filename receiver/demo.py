@@ -99,7 +99,7 @@ def _upload_sample(emulator_url: str, workdir: Path) -> dict[int, Path]:
     """Upload versions 123 and 124 of the sample; write each one's push body to a file."""
     client = storage.Client(
         project="demo",
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        credentials=AnonymousCredentials(),
         client_options={"api_endpoint": emulator_url},
     )
     bucket = client.bucket(BUCKET)

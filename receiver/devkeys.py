@@ -35,7 +35,8 @@ class DevSigner:
     @functools.cached_property
     def _signer(self) -> crypt.RSASigner:
         # Loading the key checks it, which costs more than signing: do it once.
-        return crypt.RSASigner.from_string(self.private_key_pem, key_id=self.kid)
+        signer: crypt.RSASigner = crypt.RSASigner.from_string(self.private_key_pem, key_id=self.kid)
+        return signer
 
     @property
     def certs_url(self) -> str:

@@ -13,13 +13,14 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from werkzeug.test import TestResponse
 
 from receiver.config import Settings
 from receiver.devkeys import DEV_SENDER, DevSigner
@@ -111,9 +112,8 @@ def certs_endpoint(signer: DevSigner) -> Iterator[CertsEndpoint]:
 def token(signer: DevSigner) -> Callable[..., str]:
     """Mint a real signed push token; keyword arguments override claims."""
 
-    def mint(**claims: object) -> str:
-        claims.setdefault("aud", AUDIENCE)
-        return signer.mint(str(claims.pop("aud")), **claims)
+    def mint(**claims: Any) -> str:
+        return signer.mint(claims.pop("aud", AUDIENCE), **claims)
 
     return mint
 

@@ -39,9 +39,9 @@ def unpack(data: bytes, staging: Path, archive_format: str, limits: Limits = LIM
         unpack_tar(stream, staging, limits, stream.tell)
 
 
-def tar_of(*members: tuple[tarfile.TarInfo, bytes | None], mode: str = "w:gz") -> bytes:
+def tar_of(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for info, data in members:
             if data is not None:
                 info.size = len(data)
@@ -87,7 +87,7 @@ def test_links_inside_the_archive_are_kept(staging):
     assert (staging / "m" / "copy.pb").read_bytes() == b"graph"
 
 
-HOSTILE_TARS = {
+HOSTILE_TARS: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
     "dot-dot": [(entry("../escaped.txt"), b"x")],
     "nested-dot-dot": [(entry("a/../../escaped.txt"), b"x")],
     "absolute": [(entry("/tmp/escaped.txt"), b"x")],

@@ -41,7 +41,11 @@ def test_real_finalize_push_envelope():
 
 @pytest.mark.parametrize("as_number", [False, True])
 def test_int64_fields_as_strings_or_numbers(as_number):
-    resource = {"generation": "1587627537231057", "size": "352", "crc32c": "rTVTeQ=="}
+    resource: dict[str, object] = {
+        "generation": "1587627537231057",
+        "size": "352",
+        "crc32c": "rTVTeQ==",
+    }
     if as_number:
         resource = {**resource, "generation": 1587627537231057, "size": 352}
     attributes = {k: v for k, v in ATTRIBUTES.items() if k != "objectGeneration"}
