@@ -19,7 +19,13 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from receiver.devkeys import DEV_SENDER, DevSigner
-from receiver.devtools import StorageEmulator, archive_directory, environ_with, notification_push
+from receiver.devtools import (
+    StorageEmulator,
+    archive_directory,
+    environ_with,
+    free_port,
+    notification_push,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_MODEL = Path(__file__).resolve().parent / "sample" / "half_plus_two" / "00000123"
@@ -28,6 +34,8 @@ PREFIX = "models"
 
 
 def run_demo(port: int, workdir: Path, once: bool) -> int:
+    """Run the demo on `port` (0: any free port); `once`: stop after the first install."""
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = workdir / "models"
     audience = f"http://localhost:{port}/"
