@@ -58,7 +58,8 @@ class Gunicorn:
     def status(self) -> dict:
         response = requests.get(f"{self.url}/status", timeout=10)
         response.raise_for_status()
-        return response.json()
+        body: dict = response.json()
+        return body
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
