@@ -24,6 +24,7 @@ def test_a_push_installs_the_model(gunicorn, bucket, token, settings, tmp_path):
     assert same_files(saved_model.parent)
     wait_for(lambda: gunicorn.status()["recent_jobs"][0]["state"] == "installed")
     assert gunicorn.status()["models"] == {"half_plus_two": [123]}
+    assert secret.split(".")[2] not in gunicorn.log()  # tokens are never logged
 
 
 def test_concurrent_duplicate_pushes_install_once(gunicorn, bucket, token, settings, tmp_path):
