@@ -14,9 +14,8 @@ from tests.helpers import HALF_PLUS_TWO, PROJECT_ROOT, push_body, same_files, up
 
 def test_a_push_installs_the_model(gunicorn, bucket, token, settings, tmp_path):
     gunicorn.start()
-    status, answer = curl_push(
-        gunicorn.url, token(), push_body(upload_model(bucket, 123)), tmp_path
-    )
+    secret = token()
+    status, answer = curl_push(gunicorn.url, secret, push_body(upload_model(bucket, 123)), tmp_path)
     assert (status, answer["outcome"]) == (202, "queued")
     saved_model = settings.model_dir / "half_plus_two" / "123" / "saved_model.pb"
     wait_for(saved_model.exists, what="saved_model.pb")
