@@ -26,8 +26,8 @@ wsgi_app = "receiver.web:create_app()"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-# A request is never longer than reading a 16 MiB body; installs run off the request.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+# Must exceed RECEIVER_ACK_TIMEOUT: with RECEIVER_ACK=installed a push waits for its install.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "600"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "25"))
 
 # Logging: the receiver's own records and gunicorn's go to stderr, one line each.
@@ -42,19 +42,30 @@ def on_starting(server: Any) -> None:
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
-        print(f"receiver: configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(str(exc))
+    if settings.ack == "installed" and server.cfg.timeout <= settings.ack_timeout:
+        _refuse(
+            f"GUNICORN_TIMEOUT ({server.cfg.timeout}s) must exceed RECEIVER_ACK_TIMEOUT "
+            f"({settings.ack_timeout:g}s) when RECEIVER_ACK=installed"
+        )
     prepare_host(settings)
 
 
+def _refuse(message: str) -> None:
+    print(f"receiver: configuration error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def post_worker_init(worker: Any) -> None:
-    """Start this process's install thread."""
+    """Start this process's install thread; pushes waiting on installs watch `alive`."""
     configure_logging()
-    worker.wsgi.extensions["receiver"].worker.start()
+    runtime = worker.wsgi.extensions["receiver"]
+    runtime.serving = lambda: worker.alive
+    runtime.worker.start()
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Stop the install thread; a job cut short is resumed after restart."""
     app = getattr(worker, "wsgi", None)
     if app is not None and "receiver" in getattr(app, "extensions", {}):
-        app.extensions["receiver"].worker.stop(timeout=graceful_timeout)
+        app.extensions["receiver"].worker.stop(grace=max(graceful_timeout - 5, 1))

@@ -31,9 +31,21 @@ ENV: dict[str, tuple[str | None, str]] = {
     "RECEIVER_MAX_FILES": ("100000", "most entries an archive may hold"),
     "RECEIVER_MAX_RATIO": ("200", "largest unpacked/compressed ratio (bomb guard)"),
     "RECEIVER_MAX_ATTEMPTS": ("5", "attempts for a job that fails transiently"),
+    "RECEIVER_RETRY_DELAY": ("2", "seconds before the first retry; doubles each attempt"),
+    "RECEIVER_READ_TIMEOUT": ("60", "seconds of silence from Cloud Storage before a retry"),
+    "RECEIVER_ACK": ("queued", "`queued` (202 once journaled) or `installed` (answer when done)"),
+    "RECEIVER_ACK_TIMEOUT": ("540", "longest wait in `installed` mode before a 503"),
+    "RECEIVER_ON_DELETE": ("ignore", "`ignore` or `remove` a version whose object is deleted"),
+    "RECEIVER_SYNC_ON_START": ("true", "install the bucket's newest versions at start"),
+    "RECEIVER_SYNC_INTERVAL": ("0", "seconds between repeated syncs; 0 = only at start"),
 }
 
 _AUTH_MODES = ("google", "none")
+_ACK_MODES = ("queued", "installed")
+_DELETE_MODES = ("ignore", "remove")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# Pub/Sub's longest ack deadline: a push answered later counts as a nack anyway.
+MAX_ACK_TIMEOUT = 600
 _SOURCE_RE = re.compile(
     r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$"
 )
@@ -63,6 +75,13 @@ class Settings:
     certs_url: str
     limits: Limits
     max_attempts: int
+    retry_delay: float
+    read_timeout: float
+    ack: str
+    ack_timeout: float
+    on_delete: str
+    sync_on_start: bool
+    sync_interval: float
 
     @property
     def auth_enabled(self) -> bool:
@@ -96,12 +115,24 @@ class Settings:
                 max_ratio=env.integer("RECEIVER_MAX_RATIO", minimum=1),
             ),
             max_attempts=env.integer("RECEIVER_MAX_ATTEMPTS", minimum=1),
+            retry_delay=env.number("RECEIVER_RETRY_DELAY", minimum=0),
+            read_timeout=env.number("RECEIVER_READ_TIMEOUT", minimum=0.1),
+            ack=env.choice("RECEIVER_ACK", _ACK_MODES),
+            ack_timeout=env.number("RECEIVER_ACK_TIMEOUT", minimum=1),
+            on_delete=env.choice("RECEIVER_ON_DELETE", _DELETE_MODES),
+            sync_on_start=env.boolean("RECEIVER_SYNC_ON_START"),
+            sync_interval=env.number("RECEIVER_SYNC_INTERVAL", minimum=0),
         )
         settings.validate()
         return settings
 
     def validate(self) -> None:
         """Rules that involve more than one variable."""
+        if self.ack_timeout >= MAX_ACK_TIMEOUT:
+            raise ConfigError(
+                f"RECEIVER_ACK_TIMEOUT has value {self.ack_timeout:g}: must be below "
+                f"{MAX_ACK_TIMEOUT}, Pub/Sub's longest ack deadline"
+            )
         if not self.auth_enabled:
             return
         if not self.audience:
@@ -168,6 +199,22 @@ class _Reader:
         if number < minimum:
             raise ConfigError(f"{name} has value {value!r}: must be at least {minimum}")
         return number
+
+    def number(self, name: str, minimum: float) -> float:
+        value = self.required(name)
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} has value {value!r}: not a number") from None
+        if not number >= minimum:  # also refuses nan
+            raise ConfigError(f"{name} has value {value!r}: must be at least {minimum:g}")
+        return number
+
+    def boolean(self, name: str) -> bool:
+        value = self.required(name).lower()
+        if value not in _BOOLEANS:
+            raise ConfigError(f"{name} has value {value!r}: must be true or false")
+        return _BOOLEANS[value]
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:
         value = self.required(name).lower()

@@ -3,7 +3,8 @@
     ReceiverError
     ├── ConfigError                  bad environment; start-up stops
     ├── PermanentError               retrying cannot help: the job is failed, the push acked (200)
-    │   └── RejectedDeliveryError    authenticated but unusable: acked as `rejected`, quarantined
+    │   ├── RejectedDeliveryError    authenticated but unusable: acked as `rejected`, quarantined
+    │   └── SupersededError          older than every version kept: skipped, never downloaded
     ├── TransientError               may work later: the job is retried, the push nacked (503)
     │   └── AuthUnavailableError     Google's certs could not be fetched (503, not 401)
     ├── UnauthenticatedError         no token, malformed token, bad signature, expired (401)
@@ -45,6 +46,12 @@ class RejectedDeliveryError(PermanentError):
     """An authenticated delivery whose body cannot be used (malformed envelope, unknown shape)."""
 
     outcome = "rejected"
+
+
+class SupersededError(PermanentError):
+    """The version is older than every version kept; installing it would only prune it."""
+
+    outcome = "skipped"
 
 
 class TransientError(ReceiverError):

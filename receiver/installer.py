@@ -14,7 +14,7 @@ from pathlib import Path
 
 from receiver import archive, servable
 from receiver.config import Settings
-from receiver.errors import PermanentError
+from receiver.errors import PermanentError, SupersededError
 from receiver.journal import Job
 from receiver.storage import CHUNK_SIZE, Download, ObjectStore
 
@@ -42,6 +42,11 @@ class Installer:
         target = model_root / str(job.version)
         if target.exists():
             return self._existing(job, target)
+        if servable.superseded(model_root, job.version, self.settings.keep_versions):
+            raise SupersededError(
+                f"{job.model} version {job.version} is older than every version kept "
+                f"(RECEIVER_KEEP_VERSIONS={self.settings.keep_versions}); not downloaded"
+            )
         staging = servable.new_staging_dir(model_root, job.version)
         try:
             with self.store.open(

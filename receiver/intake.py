@@ -1,17 +1,22 @@
-"""Decide what a parsed event means for us: queue a job, or acknowledge with a reason.
+"""Decide what a parsed event means for us: queue a job, withdraw a version, or say why not.
 
-Pure policy over an `ObjectEvent` and the journal; the HTTP layer only maps the
-returned `Outcome` to a response.
+Policy over an `ObjectEvent`, the journal and the model dir; the HTTP layer only maps
+the returned `Outcome` to a response. `settle` is the install-ack mode's wait.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from receiver import servable
 from receiver.config import Settings
 from receiver.events import EventKind, ObjectEvent
 from receiver.journal import Job, JobState, Journal
 from receiver.layout import Ignored, parse_object_name
+
+_SETTLE_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -34,26 +39,93 @@ def accept(event: ObjectEvent, settings: Settings, journal: Journal) -> Outcome:
     """Record a job for a new model version, or say why the event needs none."""
     if event.bucket != settings.bucket:
         return _ignored(f"bucket {event.bucket!r} is not the source bucket {settings.bucket!r}")
+    if event.kind in (EventKind.DELETE, EventKind.ARCHIVE):
+        return _withdraw(event, settings)
     if event.kind is not EventKind.FINALIZE:
         return _ignored(f"event type {event.event_type} is not an upload; nothing to install")
     target = parse_object_name(event.name, settings.prefix)
     if isinstance(target, Ignored):
         return _ignored(target.reason)
+    model_root = settings.model_dir / target.model
+    if servable.superseded(model_root, target.version, settings.keep_versions):
+        return Outcome(
+            200,
+            "skipped",
+            f"{target.model} version {target.version} is older than every version kept "
+            f"(RECEIVER_KEEP_VERSIONS={settings.keep_versions}); not downloaded",
+        )
     job, created = journal.enqueue(event, target)
     if created:
         return Outcome(202, "queued", f"installing {job.model} version {job.version}", job)
     return _duplicate(job)
 
 
+def _withdraw(event: ObjectEvent, settings: Settings) -> Outcome:
+    """OBJECT_DELETE / OBJECT_ARCHIVE: remove the version it installed, if so configured."""
+    if settings.on_delete != "remove":
+        return _ignored(f"{event.event_type} ignored (RECEIVER_ON_DELETE=ignore)")
+    if event.overwritten_by_generation is not None:
+        return _ignored(f"{event.event_type} is an overwrite, not a withdrawal")
+    target = parse_object_name(event.name, settings.prefix)
+    if isinstance(target, Ignored):
+        return _ignored(target.reason)
+    version_dir = settings.model_dir / target.model / str(target.version)
+    provenance = servable.read_provenance(version_dir)
+    source = (provenance.get("bucket"), provenance.get("object"), provenance.get("generation"))
+    if source != (event.bucket, event.name, event.generation):
+        return _ignored(
+            f"{target.model} version {target.version} was not installed from this object generation"
+        )
+    refusal = servable.remove_version(version_dir.parent, target.version)
+    if refusal:
+        return _ignored(refusal)
+    return Outcome(200, "removed", f"withdrew {target.model} version {target.version}")
+
+
 def _duplicate(job: Job) -> Outcome:
     if job.state is JobState.INSTALLED:
         return Outcome(200, "duplicate", "this object generation is already installed", job)
-    if job.state is JobState.FAILED:
+    if job.state.final:
         return Outcome(
-            200, "duplicate", f"this object generation failed earlier: {job.reason}", job
+            200, "duplicate", f"this object generation was {job.state}: {job.reason}", job
         )
     return Outcome(200, "duplicate", f"this object generation is already {job.state.value}", job)
 
 
 def _ignored(reason: str) -> Outcome:
     return Outcome(200, "ignored", reason)
+
+
+def settle(
+    job: Job,
+    journal: Journal,
+    timeout: float,
+    serving: Callable[[], bool] = lambda: True,
+) -> Outcome:
+    """Wait for a job to end (RECEIVER_ACK=installed); 503 if it fails transiently or times out.
+
+    A redelivery of the same push waits on the same job: it never starts a second download.
+    """
+    deadline = time.monotonic() + timeout
+    # Attempts already made when we started waiting; a transient failure after that is news.
+    baseline = job.attempts if job.state is JobState.QUEUED else job.attempts - 1
+    while True:
+        current = journal.get(job.id) or job
+        if current.state is JobState.INSTALLED:
+            return Outcome(
+                200, "installed", f"installed {current.model} version {current.version}", current
+            )
+        if current.state.final:
+            return Outcome(200, current.state.value, current.reason or "", current)
+        if current.state is JobState.QUEUED and current.attempts > baseline and current.reason:
+            return Outcome(503, "retry", f"will retry: {current.reason}", current)
+        if not serving():
+            return Outcome(503, "retry", "shutting down; the job resumes after restart", current)
+        if time.monotonic() >= deadline:
+            return Outcome(
+                503,
+                "retry",
+                f"still {current.state.value} after {timeout:g}s; redeliver to wait on",
+                current,
+            )
+        time.sleep(_SETTLE_POLL_SECONDS)

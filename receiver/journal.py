@@ -6,7 +6,8 @@ a job acknowledged to Pub/Sub is on disk (synchronous=FULL) before the response.
 
     queued --claim--> running --> installed
        ^                 |  \\--> failed      (permanent, or out of attempts)
-       '--retry_later----'
+       |                 |  \\--> skipped     (older than every version kept)
+       '--retry_later----'  (or release: interrupted by shutdown, not an attempt)
 A running job holds a lease that its worker renews while it makes progress; a job whose
 lease ran out (its process died) is claimed again by whoever looks next.
 """
@@ -49,6 +50,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     UNIQUE (bucket, object_name, generation)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, not_before);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 _BUSY_TIMEOUT_SECONDS = 30.0
@@ -59,6 +64,11 @@ class JobState(enum.StrEnum):
     RUNNING = "running"
     INSTALLED = "installed"
     FAILED = "failed"
+    SKIPPED = "skipped"  # superseded before it was installed
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.INSTALLED, JobState.FAILED, JobState.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -212,6 +222,15 @@ class Journal:
             not_before=time.time() + delay_seconds,
         )
 
+    def release(self, job_id: int) -> None:
+        """Give back a job interrupted by shutdown; the interrupted attempt does not count."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, owner = NULL, lease_until = NULL,"
+                " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
+                (JobState.QUEUED.value, time.time(), job_id),
+            )
+
     def requeue(self, job_id: int) -> Job | None:
         """Run a job again from scratch (the `retry` command); None if there is no such job."""
         self._set(job_id, state=JobState.QUEUED.value, reason=None, attempts=0, not_before=0.0)
@@ -233,6 +252,20 @@ class Journal:
                 f"UPDATE jobs SET {columns}, updated_at = ? WHERE id = ?",
                 (*fields.values(), time.time(), job_id),
             )
+
+    def set_meta(self, key: str, value: str | None, only_if_unset: bool = False) -> bool:
+        """Write (or with None, delete) a small shared value; False if `only_if_unset` lost."""
+        with self._tx() as db:
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                return True
+            verb = "INSERT OR IGNORE" if only_if_unset else "INSERT OR REPLACE"
+            cursor = db.execute(f"{verb} INTO meta (key, value) VALUES (?, ?)", (key, value))
+        return cursor.rowcount == 1
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def get(self, job_id: int) -> Job | None:
         row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

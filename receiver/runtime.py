@@ -7,6 +7,7 @@ so each piece is built one way only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from receiver import servable
@@ -16,6 +17,7 @@ from receiver.installer import Installer
 from receiver.journal import Journal
 from receiver.quarantine import Quarantine
 from receiver.storage import ObjectStore
+from receiver.sync import FIRST_SYNC_KEY, Syncer
 from receiver.worker import RetryPolicy, Worker
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,14 @@ class Runtime:
     installer: Installer
     worker: Worker
     quarantine: Quarantine
+    # False once gunicorn starts shutting this process down (set by gunicorn.conf.py).
+    serving: Callable[[], bool] = lambda: True
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         journal = Journal(settings.state_dir / "journal.sqlite3")
         journal.initialize()
-        store = ObjectStore.from_environment()
+        store = ObjectStore.from_environment(settings.read_timeout)
         installer = Installer(settings, store)
         verifier = None
         if settings.auth_enabled:
@@ -53,7 +57,12 @@ class Runtime:
             verifier=verifier,
             store=store,
             installer=installer,
-            worker=Worker(journal, installer, RetryPolicy(settings.max_attempts)),
+            worker=Worker(
+                journal,
+                installer,
+                RetryPolicy(settings.max_attempts, settings.retry_delay),
+                Syncer(settings, store, journal),
+            ),
             quarantine=Quarantine(settings.state_dir / "quarantine"),
         )
 
@@ -65,6 +74,7 @@ def prepare_host(settings: Settings) -> None:
     journal.initialize()
     for path in servable.remove_debris(settings.model_dir):
         log.warning("removed debris of an interrupted install: %s", path)
+    journal.set_meta(FIRST_SYNC_KEY, None)  # readiness waits for this start's first sync
     resumed = journal.release_running()
     if resumed:
         log.warning("%s interrupted job(s) queued again", resumed)
@@ -78,6 +88,8 @@ def status(runtime: Runtime) -> dict[str, object]:
     body: dict[str, object] = {
         "auth": "google" if settings.auth_enabled else "none",
         "source": settings.source,
+        "ack": settings.ack,
+        "last_sync": runtime.journal.get_meta("last_sync"),
         "model_dir": str(settings.model_dir),
         "models": servable.installed_models(settings.model_dir),
         "jobs": runtime.journal.counts(),

@@ -12,12 +12,14 @@ it, and it lets a redelivered or resumed job recognise its own install.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from receiver.errors import PermanentError
@@ -26,6 +28,7 @@ from receiver.layout import is_model_name, parse_version
 PROVENANCE_FILE = ".receiver.json"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _DEBRIS_PREFIXES = (".staging-", ".trash-", ".download-")
+_LOCK_FILE = ".lock"
 _JUNK_AT_ROOT = frozenset({"__MACOSX", ".DS_Store"})
 
 
@@ -135,14 +138,45 @@ def installed_models(model_dir: Path) -> dict[str, list[int]]:
     }
 
 
+@contextlib.contextmanager
+def model_lock(model_root: Path) -> Iterator[None]:
+    """Serialise decisions about one model's versions across processes (prune, remove)."""
+    model_root.mkdir(parents=True, exist_ok=True)
+    with open(model_root / _LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def superseded(model_root: Path, version: int, keep: int) -> bool:
+    """Would `version` be pruned at once? True when it is older than every version kept."""
+    kept = installed_versions(model_root)[-keep:] if keep > 0 else []
+    return len(kept) >= keep > 0 and version < kept[0]
+
+
 def prune(model_root: Path, keep: int) -> list[int]:
     """Withdraw all but the `keep` highest versions (0 keeps all); returns those removed."""
     if keep <= 0:
         return []
-    removed = installed_versions(model_root)[:-keep]
-    for version in removed:
-        withdraw(model_root / str(version))
+    with model_lock(model_root):
+        removed = installed_versions(model_root)[:-keep]
+        for version in removed:
+            withdraw(model_root / str(version))
     return removed
+
+
+def remove_version(model_root: Path, version: int) -> str | None:
+    """Withdraw one version unless it is the model's last; returns why not, or None."""
+    with model_lock(model_root):
+        versions = installed_versions(model_root)
+        if version not in versions:
+            return f"version {version} is not installed"
+        if versions == [version]:
+            return f"version {version} is the last one; TF Serving would be left with none"
+        withdraw(model_root / str(version))
+    return None
 
 
 def withdraw(version_dir: Path) -> None:

@@ -22,25 +22,29 @@ import google.auth
 import google_crc32c
 import requests
 import urllib3.exceptions
+from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
 
 from receiver.errors import PermanentError, TransientError
+from receiver.events import EventKind, ObjectEvent
 
 CHUNK_SIZE = 1024 * 1024
 _READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
-_TIMEOUT = (10, 60)  # connect, and longest silence between two reads, in seconds
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class ObjectStore:
     """Reads objects from Cloud Storage (or the emulator named by STORAGE_EMULATOR_HOST)."""
 
-    def __init__(self, client: storage.Client, session: requests.Session) -> None:
+    def __init__(
+        self, client: storage.Client, session: requests.Session, read_timeout: float = 60
+    ) -> None:
         self.client = client
         self._session = session
+        self._timeout = (10.0, read_timeout)  # connect; longest silence between two reads
 
     @classmethod
-    def from_environment(cls) -> ObjectStore:
+    def from_environment(cls, read_timeout: float = 60) -> ObjectStore:
         """Application Default Credentials, or anonymous access to the storage emulator."""
         session: requests.Session
         if os.environ.get("STORAGE_EMULATOR_HOST"):
@@ -50,7 +54,33 @@ class ObjectStore:
 
             credentials, _ = google.auth.default(scopes=[_READ_ONLY_SCOPE])
             session = AuthorizedSession(credentials)
-        return cls(storage.Client(_http=session), session)
+        return cls(storage.Client(_http=session), session, read_timeout)
+
+    def list_objects(self, bucket: str, prefix: str) -> list[ObjectEvent]:
+        """Every live object under `prefix`, as finalize events (what sync reconciles)."""
+        try:
+            blobs = list(
+                self.client.list_blobs(bucket, prefix=prefix, timeout=self._timeout, retry=None)
+            )
+        except (google_exceptions.GoogleAPICallError, requests.RequestException) as exc:
+            status = getattr(exc, "code", None)
+            if isinstance(status, int) and status in (401, 403, 404):
+                raise PermanentError(f"cannot list gs://{bucket}/{prefix}: {exc}") from exc
+            raise TransientError(f"cannot list gs://{bucket}/{prefix}: {exc}") from exc
+        return [
+            ObjectEvent(
+                bucket=bucket,
+                name=blob.name,
+                generation=int(blob.generation),
+                kind=EventKind.FINALIZE,
+                event_type="OBJECT_FINALIZE",
+                delivery_format="sync",
+                size=blob.size,
+                md5=blob.md5_hash,
+                crc32c=blob.crc32c,
+            )
+            for blob in blobs
+        ]
 
     def media_url(self, bucket: str, name: str, generation: int) -> str:
         return (
@@ -65,7 +95,7 @@ class ObjectStore:
         url = self.media_url(bucket, name, generation)
         try:
             response = self._session.get(
-                url, stream=True, timeout=_TIMEOUT, headers={"Accept-Encoding": "gzip"}
+                url, stream=True, timeout=self._timeout, headers={"Accept-Encoding": "gzip"}
             )
         except requests.RequestException as exc:
             raise TransientError(f"cannot reach Cloud Storage: {exc}") from exc

@@ -16,6 +16,7 @@ from receiver import events, intake
 from receiver.config import Settings
 from receiver.errors import PayloadTooLargeError, ReceiverError, RejectedDeliveryError
 from receiver.runtime import Runtime, status
+from receiver.sync import readiness
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,10 @@ def push() -> tuple[Response, int]:
         rt.verifier.verify(request.headers.get("Authorization"))
     event = events.parse_delivery(request.get_data(), dict(request.headers.items()))
     outcome = intake.accept(event, rt.settings, rt.journal)
-    if outcome.status == 202:
+    if outcome.job is not None and not outcome.job.state.final:
         rt.worker.wake.set()
+        if rt.settings.ack == "installed":
+            outcome = intake.settle(outcome.job, rt.journal, rt.settings.ack_timeout, rt.serving)
     log.info("push %s: %s (%s)", event.name, outcome.outcome, outcome.reason)
     return jsonify(outcome.to_dict()), outcome.status
 
@@ -57,6 +60,12 @@ def push() -> tuple[Response, int]:
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     return jsonify({"status": "ok"}), 200
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    ready, reason = readiness(runtime().settings, runtime().journal)
+    return jsonify({"ready": ready, "reason": reason}), 200 if ready else 503
 
 
 @bp.get("/status")

@@ -16,15 +16,20 @@ import threading
 import time
 from dataclasses import dataclass
 
-from receiver.errors import PermanentError, TransientError
+from receiver.errors import PermanentError, SupersededError, TransientError
 from receiver.installer import Installer
 from receiver.journal import Job, JobState, Journal
+from receiver.sync import Syncer
 
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0  # a running job whose worker is silent this long is taken over
 _HEARTBEAT_SECONDS = 2.0
 _IDLE_POLL_SECONDS = 0.5
+
+
+class _Cancelled(Exception):
+    """Raised inside an install when the process is shutting down and out of grace time."""
 
 
 @dataclass(frozen=True)
@@ -43,29 +48,47 @@ class RetryPolicy:
 class Worker:
     """Runs jobs one at a time. `run_once` is one step, so tests can drive it directly."""
 
-    def __init__(self, journal: Journal, installer: Installer, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        installer: Installer,
+        retry: RetryPolicy,
+        syncer: Syncer | None = None,
+    ) -> None:
         self.journal = journal
         self.installer = installer
         self.retry = retry
+        self.syncer = syncer
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.wake = threading.Event()
         self._stop = threading.Event()
+        self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="receiver-worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, grace: float) -> None:
+        """Warm stop: let the running install finish within `grace` s, then cancel it cleanly."""
         self._stop.set()
         self.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._thread is None:
+            return
+        self._thread.join(grace)
+        if self._thread.is_alive():
+            log.warning(
+                "worker %s: install still running after %.0fs; cancelling", self.owner, grace
+            )
+            self._cancel.set()
+            self._thread.join(10)
 
     def run(self) -> None:
         log.info("worker %s: started", self.owner)
         while not self._stop.is_set():
             try:
+                if self.syncer is not None:
+                    self.syncer.run_if_due()
                 worked = self.run_once()
             except Exception:
                 log.exception("worker %s: unexpected error; carrying on", self.owner)
@@ -86,6 +109,11 @@ class Worker:
         log.info("job %s: attempt %s, %s", job.id, job.attempts, job.source)
         try:
             result = self.installer.install(job, on_progress=self._heartbeat(job))
+        except _Cancelled:
+            log.warning("job %s: interrupted by shutdown; it resumes after restart", job.id)
+            self.journal.release(job.id)
+        except SupersededError as exc:
+            self.journal.finish(job.id, JobState.SKIPPED, exc.reason)
         except PermanentError as exc:
             self._fail(job, exc.reason)
         except TransientError as exc:
@@ -114,19 +142,22 @@ class Worker:
         self.journal.finish(job.id, JobState.FAILED, reason)
 
     def _heartbeat(self, job: Job) -> _Heartbeat:
-        return _Heartbeat(self.journal, job.id, self.owner)
+        return _Heartbeat(self.journal, job.id, self.owner, self._cancel)
 
 
 class _Heartbeat:
     """Progress callback: records bytes done and renews the lease every few seconds."""
 
-    def __init__(self, journal: Journal, job_id: int, owner: str) -> None:
+    def __init__(self, journal: Journal, job_id: int, owner: str, cancel: threading.Event) -> None:
         self._journal = journal
         self._job_id = job_id
         self._owner = owner
+        self._cancel = cancel
         self._last = time.monotonic()
 
     def __call__(self, bytes_done: int) -> None:
+        if self._cancel.is_set():
+            raise _Cancelled()
         now = time.monotonic()
         if now - self._last >= _HEARTBEAT_SECONDS:
             self._last = now

@@ -77,9 +77,17 @@ class Gunicorn:
 
 @pytest.fixture
 def gunicorn(environ: dict[str, str], emulator, tmp_path: Path) -> Iterator[Gunicorn]:
-    """A receiver with 2 worker processes, not started yet (tests may prepare the disk first)."""
+    """A receiver with 2 worker processes, not started yet (tests may prepare the disk first).
+
+    Sync at start is off unless a test turns it on, so a test's own push is what installs.
+    """
     server = Gunicorn(
-        {**environ, "WEB_CONCURRENCY": "2", "STORAGE_EMULATOR_HOST": emulator.url},
+        {
+            **environ,
+            "WEB_CONCURRENCY": "2",
+            "STORAGE_EMULATOR_HOST": emulator.url,
+            "RECEIVER_SYNC_ON_START": "false",
+        },
         tmp_path / "gunicorn.log",
     )
     yield server
