@@ -28,7 +28,6 @@ from receiver.layout import is_model_name, parse_version
 PROVENANCE_FILE = ".receiver.json"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _DEBRIS_PREFIXES = (".staging-", ".trash-", ".download-")
-_LOCK_FILE = ".lock"
 _JUNK_AT_ROOT = frozenset({"__MACOSX", ".DS_Store"})
 
 
@@ -142,12 +141,13 @@ def installed_models(model_dir: Path) -> dict[str, list[int]]:
 def model_lock(model_root: Path) -> Iterator[None]:
     """Serialise decisions about one model's versions across processes (prune, remove)."""
     model_root.mkdir(parents=True, exist_ok=True)
-    with open(model_root / _LOCK_FILE, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    # flock on the directory itself: no lock file for TF Serving (or a person) to trip over.
+    fd = os.open(model_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def superseded(model_root: Path, version: int, keep: int) -> bool:

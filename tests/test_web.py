@@ -44,7 +44,7 @@ def test_duplicate_pushes_are_acknowledged_without_a_second_job(client, bucket, 
     ("mutate", "reason"),
     [
         (lambda m: m["attributes"].update(bucketId="some-other-bucket"), "not the source bucket"),
-        (lambda m: m["attributes"].update(eventType="OBJECT_DELETE"), "not an upload"),
+        (lambda m: m["attributes"].update(eventType="OBJECT_DELETE"), "RECEIVER_ON_DELETE=ignore"),
         (lambda m: m["attributes"].update(eventType="OBJECT_METADATA_UPDATE"), "not an upload"),
         (lambda m: m["attributes"].update(objectId="models/readme.txt"), "is not named"),
         (lambda m: m["attributes"].update(objectId="elsewhere/m/1.tar"), "outside the prefix"),
