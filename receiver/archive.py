@@ -42,6 +42,10 @@ class ArchiveError(PermanentError):
     """The archive is corrupt, hostile, or over a limit."""
 
 
+class CorruptArchiveError(ArchiveError):
+    """The bytes do not parse as an archive (which a download mangled in transit looks like)."""
+
+
 class Unpacker:
     """Creates entries under `root`, refusing anything that could escape it."""
 
@@ -172,7 +176,7 @@ def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callabl
             for member in tar:
                 _unpack_tar_member(tar, member, unpacker)
     except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise ArchiveError(f"corrupt tar archive: {exc}") from exc
+        raise CorruptArchiveError(f"corrupt tar archive: {exc}") from exc
 
 
 def _unpack_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, unpacker: Unpacker) -> None:
@@ -199,7 +203,7 @@ def unpack_zip(path: Path, root: Path, limits: Limits) -> None:
             for info in archive.infolist():
                 _unpack_zip_member(archive, info, unpacker)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
-        raise ArchiveError(f"corrupt zip archive: {exc}") from exc
+        raise CorruptArchiveError(f"corrupt zip archive: {exc}") from exc
     except (RuntimeError, NotImplementedError) as exc:  # encrypted, unknown compression
         raise ArchiveError(f"unsupported zip archive: {exc}") from exc
 

@@ -84,7 +84,13 @@ class Installer:
             finally:
                 spool.unlink(missing_ok=True)
         else:
-            archive.unpack_tar(reporting, staging, limits, lambda: download.bytes_read)
+            try:
+                archive.unpack_tar(reporting, staging, limits, lambda: download.bytes_read)
+            except archive.CorruptArchiveError:
+                # Bytes damaged on the way look like a corrupt archive: a checksum mismatch
+                # (raised by verify) makes that a retry instead of a permanent failure.
+                download.verify()
+                raise
             download.verify()
 
     def _existing(self, job: Job, target: Path) -> InstallResult:

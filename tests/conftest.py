@@ -27,6 +27,7 @@ from receiver.devkeys import DEV_SENDER, DevSigner
 from receiver.devtools import StorageEmulator, free_port
 from receiver.runtime import Runtime
 from receiver.web import create_app
+from tests.faultproxy import FaultProxy
 from tests.helpers import AUDIENCE, push_body
 
 
@@ -167,3 +168,21 @@ def push(client: FlaskClient, token: Callable[..., str]) -> Callable[..., TestRe
         )
 
     return send
+
+
+@pytest.fixture
+def fault_proxy(emulator: StorageEmulator) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(emulator.url)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxied_app(
+    environ: dict[str, str], fault_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> Flask:
+    """An app whose storage traffic goes through the fault proxy; retries without delay."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fault_proxy.url)
+    return create_app(
+        Settings.from_env({**environ, "RECEIVER_RETRY_DELAY": "0", "RECEIVER_READ_TIMEOUT": "1"})
+    )

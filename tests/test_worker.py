@@ -1,12 +1,21 @@
 """The worker and install pipeline against the real storage emulator."""
 
 import io
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tarfile
+import time
 
 import pytest
 
+from receiver.config import Settings
 from receiver.devtools import archive_directory
 from receiver.journal import JobState
+from receiver.servable import installed_versions
+from receiver.web import create_app
 from receiver.worker import RetryPolicy, Worker
 from tests.helpers import FIXTURES, HALF_PLUS_TWO, push_body, same_files, upload_model
 
@@ -125,3 +134,130 @@ def test_transient_failures_are_retried_then_given_up(runtime, bucket, client, t
     assert (job.state, job.attempts) == (JobState.FAILED, 3)
     assert job.reason.startswith("gave up after 3 attempts: ")
     assert visible(settings.model_dir) == ["half_plus_two"]
+
+
+@pytest.fixture
+def proxied(proxied_app):
+    return proxied_app.extensions["receiver"], proxied_app.test_client()
+
+
+def push_with(client, token, blob):
+    response = client.post(
+        "/", data=push_body(blob), headers={"Authorization": f"Bearer {token()}"}
+    )
+    assert response.status_code == 202
+    return response.get_json()["job"]
+
+
+@pytest.mark.parametrize("fault", ["503", "reset", "truncate", "stall", "corrupt"])
+def test_each_storage_fault_is_retried_until_the_install_succeeds(
+    proxied, fault_proxy, bucket, token, settings, fault
+):
+    runtime, client = proxied
+    fault_proxy.stall_seconds = 3  # beyond RECEIVER_READ_TIMEOUT=1
+    fault_proxy.faults = [fault, fault]
+    job_id = push_with(client, token, upload_model(bucket, 123))
+    for _ in range(3):
+        runtime.worker.run_once()
+    job = runtime.journal.get(job_id)
+    assert (job.state, job.attempts) == (JobState.INSTALLED, 3)
+    assert fault_proxy.downloads == 3
+    assert same_files(settings.model_dir / "half_plus_two" / "123")
+    assert visible(settings.model_dir / "half_plus_two") == sorted(
+        str(p.relative_to(settings.model_dir / "half_plus_two"))
+        for p in (settings.model_dir / "half_plus_two").rglob("*")
+        if not p.name.startswith(".staging")
+    )
+
+
+def test_out_of_attempts_the_job_fails_with_its_last_reason(
+    proxied, fault_proxy, bucket, token, settings
+):
+    runtime, client = proxied
+    fault_proxy.faults = ["503"] * 10
+    job_id = push_with(client, token, upload_model(bucket, 123))
+    for _ in range(settings.max_attempts + 2):
+        runtime.worker.run_once()
+    job = runtime.journal.get(job_id)
+    assert job.state is JobState.FAILED
+    assert job.attempts == settings.max_attempts == 5
+    assert "HTTP 503" in job.reason
+    assert fault_proxy.downloads == 5
+    assert visible(settings.model_dir) == ["half_plus_two"]  # no version, no staging
+
+
+def test_retry_command_runs_a_failed_job_again(proxied, fault_proxy, bucket, token, environ):
+    runtime, client = proxied
+    fault_proxy.faults = ["503"] * 5
+    job_id = push_with(client, token, upload_model(bucket, 123))
+    for _ in range(5):
+        runtime.worker.run_once()
+    assert runtime.journal.get(job_id).state is JobState.FAILED
+    retry = subprocess.run(
+        [sys.executable, "-m", "receiver", "retry", str(job_id)],
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(retry.stdout)["state"] == "queued"
+    runtime.worker.run_once()
+    assert runtime.journal.get(job_id).state is JobState.INSTALLED
+
+
+def test_superseded_job_is_skipped_without_a_download(
+    proxied, fault_proxy, bucket, token, settings
+):
+    runtime, client = proxied
+    old = push_with(client, token, upload_model(bucket, 3))
+    for version in (5, 6):
+        push_with(client, token, upload_model(bucket, version))
+    # Claim order is oldest first: take 3 out of the way so 5 and 6 install first.
+    runtime.journal.retry_later(old, "test: later", 0.5)
+    runtime.worker.run_once()
+    runtime.worker.run_once()
+    downloads = fault_proxy.downloads
+    time.sleep(0.6)
+    runtime.worker.run_once()
+    job = runtime.journal.get(old)
+    assert job.state is JobState.SKIPPED
+    assert "older than every version kept" in job.reason
+    assert fault_proxy.downloads == downloads
+    assert servable_versions(settings) == [5, 6]
+
+
+def servable_versions(settings):
+    return installed_versions(settings.model_dir / "half_plus_two")
+
+
+def test_disk_full_fails_cleanly_and_keeps_the_installed_versions(tmp_path, environ, bucket, token):
+    small_disk = tmp_path / "small-disk"
+    small_disk.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small_disk)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        settings = Settings.from_env(
+            {**environ, "RECEIVER_MODEL_DIR": str(small_disk), "RECEIVER_RETRY_DELAY": "0",
+             "RECEIVER_MAX_ATTEMPTS": "2"}
+        )  # fmt: skip
+        app = create_app(settings)
+        runtime, client = app.extensions["receiver"], app.test_client()
+        push_with(client, token, upload_model(bucket, 1))
+        runtime.worker.run_once()
+        big = tmp_path / "big"
+        shutil.copytree(HALF_PLUS_TWO, big)
+        (big / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(12 * 2**20))
+        job_id = push_with(client, token, upload_model(bucket, 2, source=big))
+        runtime.worker.run_once()
+        assert runtime.journal.get(job_id).state is JobState.QUEUED  # transient: retried
+        runtime.worker.run_once()
+        job = runtime.journal.get(job_id)
+        assert job.state is JobState.FAILED
+        assert "disk full" in job.reason or "No space left" in job.reason
+        assert same_files(small_disk / "half_plus_two" / "1")
+        assert sorted(os.listdir(small_disk / "half_plus_two")) == ["1"]
+    finally:
+        subprocess.run(["umount", str(small_disk)], check=False)
