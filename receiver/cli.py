@@ -6,12 +6,16 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from receiver.config import Settings
 from receiver.devkeys import DEV_SENDER, DevSigner
 from receiver.errors import ReceiverError
-from receiver.journal import Journal
+from receiver.journal import JobState, Journal
+from receiver.logs import configure_logging
+from receiver.runtime import Runtime
+from receiver.sync import sync
 
 DEFAULT_DEMO_DIR = Path(".demo")
 
@@ -45,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--lifetime", type=int, default=3600, help="seconds until it expires")
     token.set_defaults(run=_token)
 
+    sync = commands.add_parser(
+        "sync", help="install the bucket's newest versions once, then exit (an init step)"
+    )
+    sync.set_defaults(run=_sync)
+
     retry = commands.add_parser("retry", help="run a failed job again (reads the environment)")
     retry.add_argument("job", type=int)
     retry.set_defaults(run=_retry)
@@ -61,6 +70,31 @@ def _token(args: argparse.Namespace) -> int:
     signer = DevSigner.create(args.keys)
     print(signer.mint(args.audience, email=args.email, lifetime_seconds=args.lifetime))
     return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(os.environ)
+    configure_logging()
+    # No crash clean-up here: a receiver may be running beside this command.
+    settings.model_dir.mkdir(parents=True, exist_ok=True)
+    runtime = Runtime.create(settings)
+    jobs = sync(settings, runtime.store, runtime.journal)
+    pending = {job.id for job in jobs}
+    while pending:
+        if not runtime.worker.run_once():
+            time.sleep(0.2)  # a retry is waiting for its backoff
+        pending = {i for i in pending if not _final(runtime.journal, i)}
+    results = [runtime.journal.get(job.id) for job in jobs]
+    for job in results:
+        if job is not None:
+            print(json.dumps(job.to_dict()))
+    failed = [job for job in results if job is not None and job.state is JobState.FAILED]
+    return 1 if failed else 0
+
+
+def _final(journal: Journal, job_id: int) -> bool:
+    job = journal.get(job_id)
+    return job is None or job.state.final
 
 
 def _retry(args: argparse.Namespace) -> int:

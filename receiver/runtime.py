@@ -42,6 +42,7 @@ class Runtime:
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
+        settings.model_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal(settings.state_dir / "journal.sqlite3")
         journal.initialize()
         store = ObjectStore.from_environment(settings.read_timeout)

@@ -98,6 +98,8 @@ class Syncer:
 
 def readiness(settings: Settings, journal: Journal) -> tuple[bool, str]:
     """Ready once the model dir is writable and the first sync's installs have ended."""
+    if not settings.model_dir.is_dir():
+        return False, f"model dir {settings.model_dir} does not exist"
     if not os.access(settings.model_dir, os.W_OK):
         return False, f"model dir {settings.model_dir} is not writable"
     if not settings.sync_on_start:

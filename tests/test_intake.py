@@ -1,0 +1,107 @@
+"""What each event means: deletes, overwrites, out-of-order versions (through the HTTP API)."""
+
+import json
+
+import pytest
+
+from receiver.config import Settings
+from receiver.web import create_app
+from tests.helpers import push_body, same_files, upload_model
+
+
+@pytest.fixture
+def removing(environ):
+    """A receiver configured with RECEIVER_ON_DELETE=remove, and a way to push to it."""
+    app = create_app(Settings.from_env({**environ, "RECEIVER_ON_DELETE": "remove"}))
+    return app.extensions["receiver"], app.test_client()
+
+
+def send(client, token, blob, event_type="OBJECT_FINALIZE", **attributes):
+    envelope = json.loads(push_body(blob, event_type=event_type))
+    envelope["message"]["attributes"].update(attributes)
+    return client.post("/", json=envelope, headers={"Authorization": f"Bearer {token()}"})
+
+
+def install(runtime, client, token, blob):
+    assert send(client, token, blob).status_code == 202
+    runtime.worker.run_once()
+
+
+def versions(settings):
+    return sorted(p.name for p in (settings.model_dir / "half_plus_two").iterdir())
+
+
+def test_delete_withdraws_the_version_that_object_installed(removing, bucket, token, settings):
+    runtime, client = removing
+    first, second = upload_model(bucket, 1), upload_model(bucket, 2)
+    install(runtime, client, token, first)
+    install(runtime, client, token, second)
+    response = send(client, token, second, "OBJECT_DELETE")
+    assert (response.status_code, response.get_json()["outcome"]) == (200, "removed")
+    assert versions(settings) == ["1"]
+
+
+def test_archive_withdraws_too(removing, bucket, token, settings):
+    runtime, client = removing
+    first, second = upload_model(bucket, 1), upload_model(bucket, 2)
+    install(runtime, client, token, first)
+    install(runtime, client, token, second)
+    assert send(client, token, first, "OBJECT_ARCHIVE").get_json()["outcome"] == "removed"
+    assert versions(settings) == ["2"]
+
+
+def test_the_last_version_is_never_removed(removing, bucket, token, settings):
+    runtime, client = removing
+    only = upload_model(bucket, 1)
+    install(runtime, client, token, only)
+    response = send(client, token, only, "OBJECT_DELETE")
+    assert (response.status_code, response.get_json()["outcome"]) == (200, "ignored")
+    assert "last one" in response.get_json()["reason"]
+    assert same_files(settings.model_dir / "half_plus_two" / "1")
+
+
+def test_a_delete_caused_by_an_overwrite_is_not_a_withdrawal(removing, bucket, token, settings):
+    runtime, client = removing
+    first, second = upload_model(bucket, 1), upload_model(bucket, 2)
+    install(runtime, client, token, first)
+    install(runtime, client, token, second)
+    response = send(client, token, second, "OBJECT_DELETE", overwrittenByGeneration="999")
+    assert "overwrite" in response.get_json()["reason"]
+    assert versions(settings) == ["1", "2"]
+
+
+def test_delete_of_another_generation_leaves_the_version(removing, bucket, token, settings):
+    runtime, client = removing
+    first, second = upload_model(bucket, 1), upload_model(bucket, 2)
+    install(runtime, client, token, first)
+    install(runtime, client, token, second)
+    response = send(client, token, second, "OBJECT_DELETE", objectGeneration="12345")
+    assert response.get_json()["outcome"] == "ignored"
+    assert versions(settings) == ["1", "2"]
+
+
+def test_deletes_are_ignored_by_default(client, runtime, bucket, token, settings):
+    first, second = upload_model(bucket, 1), upload_model(bucket, 2)
+    install(runtime, client, token, first)
+    install(runtime, client, token, second)
+    response = send(client, token, second, "OBJECT_DELETE")
+    assert "RECEIVER_ON_DELETE=ignore" in response.get_json()["reason"]
+    assert versions(settings) == ["1", "2"]
+
+
+def test_a_version_older_than_everything_kept_is_skipped(client, runtime, bucket, token, settings):
+    for version in (5, 6):
+        install(runtime, client, token, upload_model(bucket, version))
+    response = send(client, token, upload_model(bucket, 3))
+    assert (response.status_code, response.get_json()["outcome"]) == (200, "skipped")
+    assert "RECEIVER_KEEP_VERSIONS=2" in response.get_json()["reason"]
+    assert runtime.journal.counts()["queued"] == 0
+    assert versions(settings) == ["5", "6"]
+
+
+def test_an_older_version_still_installs_while_there_is_room(
+    client, runtime, bucket, token, settings
+):
+    install(runtime, client, token, upload_model(bucket, 6))
+    install(runtime, client, token, upload_model(bucket, 3))
+    assert versions(settings) == ["3", "6"]

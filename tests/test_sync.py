@@ -1,0 +1,82 @@
+"""Sync (bucket -> model dir) and readiness, against the real storage emulator."""
+
+import json
+
+import pytest
+
+from receiver.config import Settings
+from receiver.journal import Journal
+from receiver.storage import ObjectStore
+from receiver.sync import FIRST_SYNC_KEY, Syncer, newest_versions, readiness, sync
+from tests.helpers import upload_model
+
+
+def test_newest_version_per_model(runtime, bucket, settings):
+    for model, version in [("a", 1), ("a", 10), ("a", 9), ("b", 3)]:
+        upload_model(bucket, version, model=model)
+    bucket.blob("models/a/notes.txt").upload_from_string(b"not a model")
+    listing = runtime.store.list_objects(bucket.name, settings.prefix)
+    newest = newest_versions(listing, settings.prefix)
+    assert {model: target.version for model, (_, target) in newest.items()} == {"a": 10, "b": 3}
+
+
+def test_sync_queues_what_is_missing_and_nothing_else(runtime, bucket, settings):
+    upload_model(bucket, 2, model="served")
+    upload_model(bucket, 7, model="fresh")
+    (settings.model_dir / "served" / "2").mkdir(parents=True)  # already there
+    jobs = sync(settings, runtime.store, runtime.journal)
+    assert [(job.model, job.version) for job in jobs] == [("fresh", 7)]
+    runtime.worker.run_once()
+    assert sync(settings, runtime.store, runtime.journal) == []
+
+
+def test_a_missed_push_is_healed_by_the_next_sync(runtime, bucket, settings):
+    upload_model(bucket, 1)
+    syncer = Syncer(settings, runtime.store, runtime.journal)
+    assert syncer.run_if_due()
+    runtime.worker.run_once()
+    assert (settings.model_dir / "half_plus_two" / "1" / "saved_model.pb").exists()
+
+
+def test_ready_only_after_the_first_sync_installs(runtime, bucket, settings):
+    upload_model(bucket, 1)
+    ready, reason = readiness(settings, runtime.journal)
+    assert (ready, reason) == (False, "the first sync of the bucket has not finished")
+    Syncer(settings, runtime.store, runtime.journal).run_if_due()
+    ready, reason = readiness(settings, runtime.journal)
+    assert not ready and "half_plus_two version 1" in reason
+    runtime.worker.run_once()
+    assert readiness(settings, runtime.journal) == (True, "ready")
+
+
+def test_ready_at_once_when_the_bucket_is_empty(runtime, settings):
+    Syncer(settings, runtime.store, runtime.journal).run_if_due()
+    assert json.loads(runtime.journal.get_meta(FIRST_SYNC_KEY)) == []
+    assert readiness(settings, runtime.journal)[0]
+
+
+def test_without_sync_on_start_ready_needs_only_a_writable_model_dir(environ, tmp_path):
+    settings = Settings.from_env({**environ, "RECEIVER_SYNC_ON_START": "false"})
+    settings.model_dir.mkdir(parents=True)
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.initialize()
+    assert readiness(settings, journal) == (True, "ready (no sync at start)")
+
+
+def test_an_unreachable_bucket_leaves_the_receiver_unready(settings, monkeypatch, tmp_path):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.initialize()
+    settings.model_dir.mkdir(parents=True)
+    syncer = Syncer(settings, ObjectStore.from_environment(), journal)
+    assert not syncer.run_if_due()
+    assert not syncer.run_if_due()  # backing off: not due again yet
+    assert not readiness(settings, journal)[0]
+
+
+@pytest.mark.parametrize("interval", ["0", "30"])
+def test_sync_runs_again_only_with_an_interval(runtime, environ, interval):
+    settings = Settings.from_env({**environ, "RECEIVER_SYNC_INTERVAL": interval})
+    syncer = Syncer(settings, runtime.store, runtime.journal)
+    assert syncer.run_if_due()
+    assert not syncer.run_if_due()  # neither is due again right away
