@@ -8,12 +8,14 @@ emulator; media downloads (`alt=media`) take the next fault from `faults`:
     "truncate"  promise the full length, send half, close cleanly
     "stall"     send half the body, then go silent for `stall_seconds`
     "corrupt"   send every byte, one of them flipped
+    "hold"      send half the body, set `holding`, wait for `release` to be set, send the rest
 
 `throttle` (bytes/s) slows every download, for tests that act in the middle of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import struct
@@ -40,6 +42,8 @@ class FaultProxy:
         self.throttle: float | None = None
         self.stall_seconds = 5.0
         self.downloads = 0
+        self.holding = threading.Event()  # a "hold" download is paused halfway
+        self.release = threading.Event()
         self._lock = threading.Lock()
         proxy = self
 
@@ -86,7 +90,9 @@ class FaultProxy:
         reply_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
         if fault == "corrupt" and content:
             content = bytes([content[0] ^ 0xFF]) + content[1:]
-        if fault in ("reset", "truncate", "stall"):
+        if fault == "hold":
+            self._send_held(handler, upstream.status_code, reply_headers, content)
+        elif fault in ("reset", "truncate", "stall"):
             self._send_half(handler, upstream.status_code, reply_headers, content, fault)
         else:
             self._send(handler, upstream.status_code, reply_headers, content)
@@ -129,9 +135,30 @@ class FaultProxy:
             )
         handler.close_connection = True
 
+    def _send_held(
+        self,
+        handler: http.server.BaseHTTPRequestHandler,
+        status: int,
+        headers: dict[str, str],
+        content: bytes,
+    ) -> None:
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(content)))
+        handler.end_headers()
+        half = len(content) // 2
+        self._write(handler, content[:half])
+        handler.wfile.flush()
+        self.holding.set()
+        self.release.wait(120)
+        self._write(handler, content[half:])
+
     def _write(self, handler: http.server.BaseHTTPRequestHandler, content: bytes) -> None:
         if not self.throttle:
-            handler.wfile.write(content)
+            # The receiver may have gone away meanwhile (killed, or gave up).
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                handler.wfile.write(content)
             return
         step = max(int(self.throttle / 20), 1)
         for start in range(0, len(content), step):
