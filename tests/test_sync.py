@@ -80,3 +80,11 @@ def test_sync_runs_again_only_with_an_interval(runtime, environ, interval):
     syncer = Syncer(settings, runtime.store, runtime.journal)
     assert syncer.run_if_due()
     assert not syncer.run_if_due()  # neither is due again right away
+
+
+def test_a_missing_model_dir_is_not_ready(environ, tmp_path):
+    settings = Settings.from_env({**environ, "RECEIVER_MODEL_DIR": str(tmp_path / "gone")})
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.initialize()
+    ready, reason = readiness(settings, journal)
+    assert not ready and "does not exist" in reason

@@ -26,7 +26,10 @@ def test_a_push_installs_the_model(gunicorn, bucket, token, settings, tmp_path):
     assert secret.split(".")[2] not in gunicorn.log()  # tokens are never logged
 
 
-def test_concurrent_duplicate_pushes_install_once(gunicorn, bucket, token, settings, tmp_path):
+def test_concurrent_duplicate_pushes_install_once(
+    gunicorn, fault_proxy, bucket, token, settings, tmp_path
+):
+    gunicorn.env["STORAGE_EMULATOR_HOST"] = fault_proxy.url  # to count downloads
     gunicorn.start()
     blob = upload_model(bucket, 123)
     bodies = [push_body(blob, message_id=str(n)) for n in range(20)]
@@ -39,6 +42,7 @@ def test_concurrent_duplicate_pushes_install_once(gunicorn, bucket, token, setti
     status = gunicorn.status()
     assert sum(status["jobs"].values()) == 1
     assert gunicorn.log().count("installed half_plus_two version 123") == 1
+    assert fault_proxy.downloads == 1
 
 
 def complete(version_dir, expected):
