@@ -18,6 +18,7 @@ import os
 import posixpath
 import stat
 import tarfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -55,6 +56,7 @@ class Unpacker:
         self._compressed_bytes = compressed_bytes
         self._dirs: set[tuple[str, ...]] = {()}
         self._files: set[tuple[str, ...]] = set()
+        self._lock = threading.Lock()  # directory uploads write several files at once
         self.entries = 0
         self.unpacked_bytes = 0
 
@@ -79,7 +81,8 @@ class Unpacker:
             while chunk := source.read(CHUNK_SIZE):
                 self._count_bytes(len(chunk))
                 _write(out, chunk)
-        self._files.add(parts)
+        with self._lock:
+            self._files.add(parts)
 
     def symlink(self, name: str, target: str) -> None:
         parts = self._parts(name)
@@ -122,11 +125,15 @@ class Unpacker:
         return os.path.join(self.root, *parts)
 
     def _make_dirs(self, parts: tuple[str, ...]) -> None:
+        with self._lock:
+            self._make_dirs_locked(parts)
+
+    def _make_dirs_locked(self, parts: tuple[str, ...]) -> None:
         for depth in range(1, len(parts) + 1):
             prefix = parts[:depth]
             if prefix in self._dirs:
                 continue
-            self._count_entry()
+            self._count_entry_locked()
             try:
                 os.mkdir(self._path(prefix), 0o755)
             except FileExistsError:
@@ -137,6 +144,10 @@ class Unpacker:
             self._dirs.add(prefix)
 
     def _count_entry(self) -> None:
+        with self._lock:
+            self._count_entry_locked()
+
+    def _count_entry_locked(self) -> None:
         self.entries += 1
         if self.entries > self.limits.max_files:
             raise ArchiveError(
@@ -144,7 +155,8 @@ class Unpacker:
             )
 
     def _count_bytes(self, amount: int) -> None:
-        self.unpacked_bytes += amount
+        with self._lock:
+            self.unpacked_bytes += amount
         if self.unpacked_bytes > self.limits.max_unpacked_bytes:
             raise ArchiveError(
                 f"archive unpacks to more than {self.limits.max_unpacked_bytes} bytes "

@@ -38,11 +38,15 @@ ENV: dict[str, tuple[str | None, str]] = {
     "RECEIVER_ON_DELETE": ("ignore", "`ignore` or `remove` a version whose object is deleted"),
     "RECEIVER_SYNC_ON_START": ("true", "install the bucket's newest versions at start"),
     "RECEIVER_SYNC_INTERVAL": ("0", "seconds between repeated syncs; 0 = only at start"),
+    "RECEIVER_UNWRAPPED_WITHOUT_METADATA": ("reject", "`reject` or `finalize` bare object pushes"),
+    "RECEIVER_DONE_MARKER": ("_SUCCESS", "object that completes a directory upload"),
+    "RECEIVER_MODEL_CONFIG_FILE": ("", "TF Serving --model_config_file to keep up to date"),
 }
 
 _AUTH_MODES = ("google", "none")
 _ACK_MODES = ("queued", "installed")
 _DELETE_MODES = ("ignore", "remove")
+_UNWRAPPED_MODES = ("reject", "finalize")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # Pub/Sub's longest ack deadline: a push answered later counts as a nack anyway.
 MAX_ACK_TIMEOUT = 600
@@ -82,6 +86,9 @@ class Settings:
     on_delete: str
     sync_on_start: bool
     sync_interval: float
+    unwrapped_without_metadata: str
+    done_marker: str
+    model_config_file: Path | None
 
     @property
     def auth_enabled(self) -> bool:
@@ -122,12 +129,23 @@ class Settings:
             on_delete=env.choice("RECEIVER_ON_DELETE", _DELETE_MODES),
             sync_on_start=env.boolean("RECEIVER_SYNC_ON_START"),
             sync_interval=env.number("RECEIVER_SYNC_INTERVAL", minimum=0),
+            unwrapped_without_metadata=env.choice(
+                "RECEIVER_UNWRAPPED_WITHOUT_METADATA", _UNWRAPPED_MODES
+            ),
+            done_marker=env.required("RECEIVER_DONE_MARKER"),
+            model_config_file=env.path("RECEIVER_MODEL_CONFIG_FILE")
+            if env.text("RECEIVER_MODEL_CONFIG_FILE")
+            else None,
         )
         settings.validate()
         return settings
 
     def validate(self) -> None:
         """Rules that involve more than one variable."""
+        if "/" in self.done_marker:
+            raise ConfigError(
+                f"RECEIVER_DONE_MARKER has value {self.done_marker!r}: a file name, without '/'"
+            )
         if self.ack_timeout >= MAX_ACK_TIMEOUT:
             raise ConfigError(
                 f"RECEIVER_ACK_TIMEOUT has value {self.ack_timeout:g}: must be below "

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from receiver import archive, servable
 from receiver.config import Settings
 from receiver.errors import PermanentError, SupersededError
+from receiver.events import ObjectEvent
 from receiver.journal import Job
+from receiver.layout import DIRECTORY, directory_prefix
 from receiver.storage import CHUNK_SIZE, Download, ObjectStore
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]  # called with bytes downloaded so far
+_PARALLEL_DOWNLOADS = 8  # objects of a directory upload fetched at once
 
 
 @dataclass(frozen=True)
@@ -48,18 +53,17 @@ class Installer:
                 f"(RECEIVER_KEEP_VERSIONS={self.settings.keep_versions}); not downloaded"
             )
         staging = servable.new_staging_dir(model_root, job.version)
+        progress = _Progress(on_progress)
         try:
-            with self.store.open(
-                job.bucket, job.object_name, job.generation, job.crc32c, job.md5
-            ) as download:
-                self._unpack(job, download, staging, on_progress)
+            if job.archive_format == DIRECTORY:
+                self._fetch_directory(job, staging, progress)
+            else:
+                with self.store.open(
+                    job.bucket, job.object_name, job.generation, job.crc32c, job.md5
+                ) as download:
+                    self._unpack(job, download, staging, progress)
             root = servable.find_saved_model(staging)
-            servable.install(
-                root,
-                target,
-                provenance=_provenance(job),
-                on_progress=lambda: on_progress(download.bytes_read),
-            )
+            servable.install(root, target, _provenance(job), on_progress=progress.tick)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         pruned = servable.prune(model_root, self.settings.keep_versions)
@@ -70,9 +74,40 @@ class Installer:
             log.info("job %s: pruned %s versions %s", job.id, job.model, pruned)
         return InstallResult(target, already_installed=False, pruned=pruned)
 
-    def _unpack(self, job: Job, download: Download, staging: Path, on_progress: Progress) -> None:
+    def _fetch_directory(self, job: Job, staging: Path, progress: _Progress) -> None:
+        """A directory upload: every object beside the marker, as listed, in parallel."""
+        folder = directory_prefix(job.object_name)
+        objects = [
+            obj
+            for obj in self.store.list_objects(job.bucket, folder)
+            if obj.name != job.object_name and not obj.name.endswith("/")
+        ]
+        if not objects:
+            raise PermanentError(f"gs://{job.bucket}/{folder} holds nothing but its done marker")
+        unpacker = archive.Unpacker(
+            staging, self.settings.limits, compressed_bytes=lambda: unpacker.unpacked_bytes
+        )
+
+        def fetch(obj: ObjectEvent) -> None:
+            # Pinned to the generation listed: a later overwrite cannot mix into this version.
+            with self.store.open(
+                obj.bucket, obj.name, obj.generation, obj.crc32c, obj.md5
+            ) as download:
+                unpacker.file(obj.name[len(folder) :], _ReportingStream(download, progress))
+                download.verify()
+
+        with ThreadPoolExecutor(max_workers=_PARALLEL_DOWNLOADS) as pool:
+            futures = [pool.submit(fetch, obj) for obj in objects]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    def _unpack(self, job: Job, download: Download, staging: Path, progress: _Progress) -> None:
         limits = self.settings.limits
-        reporting = _ReportingStream(download, on_progress)
+        reporting = _ReportingStream(download, progress)
         if job.archive_format == "zip":
             # Zip keeps its index at the end: spool to a hidden file beside staging first.
             spool = staging.with_name(staging.name.replace(".staging-", ".download-", 1))
@@ -107,16 +142,33 @@ class Installer:
         )
 
 
-class _ReportingStream:
-    """Passes reads through, telling `on_progress` how far the download has got."""
+class _Progress:
+    """Adds up bytes downloaded (by one stream or several at once) and reports the total."""
 
-    def __init__(self, download: Download, on_progress: Progress) -> None:
-        self._download = download
+    def __init__(self, on_progress: Progress) -> None:
         self._on_progress = on_progress
+        self._lock = threading.Lock()
+        self.bytes = 0
+
+    def add(self, amount: int) -> None:
+        with self._lock:
+            self.bytes += amount
+        self._on_progress(self.bytes)
+
+    def tick(self) -> None:
+        self._on_progress(self.bytes)
+
+
+class _ReportingStream:
+    """Passes reads through, adding what arrives to the job's progress."""
+
+    def __init__(self, download: Download, progress: _Progress) -> None:
+        self._download = download
+        self._progress = progress
 
     def read(self, size: int = -1, /) -> bytes:
         chunk = self._download.read(size)
-        self._on_progress(self._download.bytes_read)
+        self._progress.add(len(chunk))
         return chunk
 
 

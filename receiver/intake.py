@@ -43,7 +43,7 @@ def accept(event: ObjectEvent, settings: Settings, journal: Journal) -> Outcome:
         return _withdraw(event, settings)
     if event.kind is not EventKind.FINALIZE:
         return _ignored(f"event type {event.event_type} is not an upload; nothing to install")
-    target = parse_object_name(event.name, settings.prefix)
+    target = parse_object_name(event.name, settings.prefix, settings.done_marker)
     if isinstance(target, Ignored):
         return _ignored(target.reason)
     model_root = settings.model_dir / target.model
@@ -66,7 +66,7 @@ def _withdraw(event: ObjectEvent, settings: Settings) -> Outcome:
         return _ignored(f"{event.event_type} ignored (RECEIVER_ON_DELETE=ignore)")
     if event.overwritten_by_generation is not None:
         return _ignored(f"{event.event_type} is an overwrite, not a withdrawal")
-    target = parse_object_name(event.name, settings.prefix)
+    target = parse_object_name(event.name, settings.prefix, settings.done_marker)
     if isinstance(target, Ignored):
         return _ignored(target.reason)
     version_dir = settings.model_dir / target.model / str(target.version)

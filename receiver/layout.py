@@ -1,7 +1,9 @@
 """Object names <-> (model, version): which uploads are models, and what they are called.
 
-A model archive is published as `PREFIX/<model>/<version>.<ext>`. Anything else under
-the bucket is not ours and is acknowledged with the reason it was ignored.
+A model version is published either as one archive, `PREFIX/<model>/<version>.<ext>`, or
+as a directory of objects, `PREFIX/<model>/<version>/...`, completed by a marker object
+`PREFIX/<model>/<version>/<done marker>` (default `_SUCCESS`). For a directory only the
+marker's event means anything. Anything else is acknowledged with the reason it was ignored.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 # Longest suffix first, so `x.tar.gz` is not read as a `.gz` file.
 ARCHIVE_FORMATS = ("tar.gz", "tgz", "tar", "zip")
+DIRECTORY = "directory"  # the "archive format" of a directory upload
 MAX_VERSION = 2**63 - 1  # TF Serving parses version directories as int64
 MAX_MODEL_NAME = 128
 
@@ -34,19 +37,24 @@ class Ignored:
     reason: str
 
 
-def parse_object_name(name: str, prefix: str) -> ModelVersion | Ignored:
+def parse_object_name(
+    name: str, prefix: str, done_marker: str = "_SUCCESS"
+) -> ModelVersion | Ignored:
     """Map an object name to the model version it publishes, or say why it is not one."""
     if not name.startswith(prefix):
         return Ignored(f"object {name!r} is outside the prefix {prefix!r}")
     parts = name[len(prefix) :].split("/")
-    if len(parts) != 2:
+    if len(parts) < 2:
         return Ignored(f"object {name!r} is not named {prefix}<model>/<version>.<ext>")
-    model, filename = parts
+    model = parts[0]
     if not is_model_name(model):
         return Ignored(
             f"model name {model!r} must match [A-Za-z0-9][A-Za-z0-9._-]* "
             f"and be at most {MAX_MODEL_NAME} characters"
         )
+    if len(parts) > 2:
+        return _directory_object(model, parts[1], parts[2:], prefix, done_marker)
+    filename = parts[1]
     for archive_format in ARCHIVE_FORMATS:
         stem = filename.removesuffix(f".{archive_format}")
         if stem != filename:
@@ -59,6 +67,25 @@ def parse_object_name(name: str, prefix: str) -> ModelVersion | Ignored:
     if version is None:
         return Ignored(f"version {stem!r} must be a positive whole number that fits int64")
     return ModelVersion(model, version, archive_format)
+
+
+def _directory_object(
+    model: str, version_text: str, rest: list[str], prefix: str, done_marker: str
+) -> ModelVersion | Ignored:
+    version = parse_version(version_text)
+    if version is None:
+        return Ignored(f"object is not under {prefix}<model>/<version>/ (version {version_text!r})")
+    if rest != [done_marker]:
+        return Ignored(
+            f"part of the directory upload of {model} version {version}; "
+            f"installed when {prefix}{model}/{version_text}/{done_marker} appears"
+        )
+    return ModelVersion(model, version, DIRECTORY)
+
+
+def directory_prefix(marker_name: str) -> str:
+    """The folder (with trailing slash) that a done-marker object completes."""
+    return marker_name.rsplit("/", 1)[0] + "/"
 
 
 def is_model_name(name: str) -> bool:

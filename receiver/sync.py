@@ -31,12 +31,15 @@ _MAX_FAILURE_BACKOFF_SECONDS = 60.0
 
 
 def newest_versions(
-    events: list[ObjectEvent], prefix: str
+    events: list[ObjectEvent], prefix: str, done_marker: str = "_SUCCESS"
 ) -> dict[str, tuple[ObjectEvent, ModelVersion]]:
-    """For each model in the listing, its highest version (latest generation on a tie)."""
+    """For each model in the listing, its highest version (latest generation on a tie).
+
+    Archives and completed directory uploads (their done markers) are both candidates.
+    """
     newest: dict[str, tuple[ObjectEvent, ModelVersion]] = {}
     for event in events:
-        target = parse_object_name(event.name, prefix)
+        target = parse_object_name(event.name, prefix, done_marker)
         if not isinstance(target, ModelVersion):
             continue
         best = newest.get(target.model)
@@ -52,7 +55,9 @@ def sync(settings: Settings, store: ObjectStore, journal: Journal) -> list[Job]:
     """Queue what the bucket has that the model dir lacks; returns the jobs to wait for."""
     listing = store.list_objects(settings.bucket, settings.prefix)
     jobs = []
-    for model, (event, target) in sorted(newest_versions(listing, settings.prefix).items()):
+    for model, (event, target) in sorted(
+        newest_versions(listing, settings.prefix, settings.done_marker).items()
+    ):
         installed = servable.installed_versions(settings.model_dir / model)
         if installed and installed[-1] >= target.version:
             continue

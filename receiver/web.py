@@ -47,7 +47,11 @@ def push() -> tuple[Response, int]:
     rt = runtime()
     if rt.verifier is not None:
         rt.verifier.verify(request.headers.get("Authorization"))
-    event = events.parse_delivery(request.get_data(), dict(request.headers.items()))
+    event = events.parse_delivery(
+        request.get_data(),
+        dict(request.headers.items()),
+        rt.settings.unwrapped_without_metadata,
+    )
     outcome = intake.accept(event, rt.settings, rt.journal)
     if outcome.job is not None and not outcome.job.state.final:
         rt.worker.wake.set()

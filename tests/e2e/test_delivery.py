@@ -71,8 +71,12 @@ def test_redeliveries_join_the_running_job(proxied, fault_proxy, bucket, token, 
         assert fault_proxy.holding.wait(60)
         fault_proxy.release.set()
         results = [future.result() for future in answers]
-    assert all(result == (200, results[0][1]) for result in results)
-    assert results[0][1]["outcome"] == "installed"
+    # Each answer waited for the one install (or, arriving after it, found it done).
+    assert {(status, answer["outcome"]) for status, answer in results} <= {
+        (200, "installed"),
+        (200, "duplicate"),
+    }
+    assert (200, "installed") in {(status, answer["outcome"]) for status, answer in results}
     assert fault_proxy.downloads == 1
 
 
