@@ -114,6 +114,7 @@ def _parse_pubsub_message(message: dict[str, Any], delivery_format: str) -> Obje
     attributes = message.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise RejectedDeliveryError("message.attributes is not a JSON object")
+    _require_notification_attributes(attributes)
     resource = _object_resource(message.get("data"), attributes.get("payloadFormat"))
     message_id = message.get("messageId") or message.get("message_id")
     return _from_notification(attributes, resource, delivery_format, message_id)
@@ -144,11 +145,7 @@ def _from_notification(
     message_id: str | None,
 ) -> ObjectEvent:
     """A Cloud Storage notification: attributes say what happened, the resource adds detail."""
-    missing = [key for key in ("eventType", "bucketId", "objectId") if key not in attributes]
-    if missing:
-        raise RejectedDeliveryError(
-            f"not a Cloud Storage notification: attributes lack {', '.join(missing)}"
-        )
+    _require_notification_attributes(attributes)
     generation = attributes.get("objectGeneration", resource.get("generation"))
     event_type = str(attributes["eventType"])
     return ObjectEvent(
@@ -166,6 +163,14 @@ def _from_notification(
             attributes.get("overwrittenByGeneration"), "overwrittenByGeneration"
         ),
     )
+
+
+def _require_notification_attributes(attributes: Mapping[str, Any]) -> None:
+    missing = [key for key in ("eventType", "bucketId", "objectId") if key not in attributes]
+    if missing:
+        raise RejectedDeliveryError(
+            f"not a Cloud Storage notification: attributes lack {', '.join(missing)}"
+        )
 
 
 def _parse_binary_cloudevent(body: bytes, headers: dict[str, str]) -> ObjectEvent:

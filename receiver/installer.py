@@ -20,6 +20,7 @@ from receiver.errors import PermanentError, SupersededError
 from receiver.events import ObjectEvent
 from receiver.journal import Job
 from receiver.layout import DIRECTORY, directory_prefix
+from receiver.modelconfig import update_model_config
 from receiver.storage import CHUNK_SIZE, Download, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class Installer:
         )
         if pruned:
             log.info("job %s: pruned %s versions %s", job.id, job.model, pruned)
+        if self.settings.model_config_file is not None:
+            update_model_config(self.settings.model_config_file, self.settings.model_dir)
+        log.info("models now: %s", servable.installed_models(self.settings.model_dir))
         return InstallResult(target, already_installed=False, pruned=pruned)
 
     def _fetch_directory(self, job: Job, staging: Path, progress: _Progress) -> None:

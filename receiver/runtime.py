@@ -10,11 +10,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from receiver import servable
+from receiver import modelconfig, servable
 from receiver.auth import CertsCache, PushVerifier
 from receiver.config import Settings
 from receiver.installer import Installer
 from receiver.journal import Journal
+from receiver.modelconfig import update_model_config
 from receiver.quarantine import Quarantine
 from receiver.storage import ObjectStore
 from receiver.sync import FIRST_SYNC_KEY, Syncer
@@ -79,6 +80,8 @@ def prepare_host(settings: Settings) -> None:
     resumed = journal.release_running()
     if resumed:
         log.warning("%s interrupted job(s) queued again", resumed)
+    if settings.model_config_file is not None:
+        update_model_config(settings.model_config_file, settings.model_dir)
     if not settings.auth_enabled:
         log.warning(AUTH_OFF_WARNING)
 
@@ -100,6 +103,8 @@ def status(runtime: Runtime) -> dict[str, object]:
             "recent": runtime.quarantine.entries(),
         },
     }
+    if settings.model_config_file is not None:
+        body["model_config"] = modelconfig.describe(settings.model_config_file)
     if not settings.auth_enabled:
         body["warning"] = AUTH_OFF_WARNING
     return body

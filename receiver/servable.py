@@ -89,7 +89,7 @@ def install(
                 f"{target} already exists; versions are immutable, publish a new version number"
             ) from exc
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _fsync_tree(root: Path, on_progress: Callable[[], None]) -> None:
@@ -103,10 +103,10 @@ def _fsync_tree(root: Path, on_progress: Callable[[], None]) -> None:
                 finally:
                     os.close(fd)
             on_progress()
-        _fsync_dir(Path(directory))
+        fsync_dir(Path(directory))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -138,11 +138,11 @@ def installed_models(model_dir: Path) -> dict[str, list[int]]:
 
 
 @contextlib.contextmanager
-def model_lock(model_root: Path) -> Iterator[None]:
-    """Serialise decisions about one model's versions across processes (prune, remove)."""
-    model_root.mkdir(parents=True, exist_ok=True)
+def directory_lock(directory: Path) -> Iterator[None]:
+    """Serialise changes under `directory` across processes (a model's versions, a config)."""
+    directory.mkdir(parents=True, exist_ok=True)
     # flock on the directory itself: no lock file for TF Serving (or a person) to trip over.
-    fd = os.open(model_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -160,7 +160,7 @@ def prune(model_root: Path, keep: int) -> list[int]:
     """Withdraw all but the `keep` highest versions (0 keeps all); returns those removed."""
     if keep <= 0:
         return []
-    with model_lock(model_root):
+    with directory_lock(model_root):
         removed = installed_versions(model_root)[:-keep]
         for version in removed:
             withdraw(model_root / str(version))
@@ -169,7 +169,7 @@ def prune(model_root: Path, keep: int) -> list[int]:
 
 def remove_version(model_root: Path, version: int) -> str | None:
     """Withdraw one version unless it is the model's last; returns why not, or None."""
-    with model_lock(model_root):
+    with directory_lock(model_root):
         versions = installed_versions(model_root)
         if version not in versions:
             return f"version {version} is not installed"

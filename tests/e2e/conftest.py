@@ -94,15 +94,19 @@ def gunicorn(environ: dict[str, str], emulator, tmp_path: Path) -> Iterator[Guni
     server.stop(signal.SIGKILL)
 
 
-def curl_push(url: str, token: str, body: bytes, tmp_path: Path) -> tuple[int, dict]:
+def curl_push(
+    url: str, token: str, body: bytes, tmp_path: Path, headers: dict[str, str] | None = None
+) -> tuple[int, dict]:
     """POST a push with real curl; returns (status, JSON body)."""
     body_file = tmp_path / f"push-{time.monotonic_ns()}.json"
     body_file.write_bytes(body)
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    header_args = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
     result = subprocess.run(
         [
             "curl", "-sS", "-X", "POST", f"{url}/",
             "-H", f"Authorization: Bearer {token}",
-            "-H", "Content-Type: application/json",
+            *header_args,
             "--data-binary", f"@{body_file}",
             "-w", "\n%{http_code}",
         ],
