@@ -6,18 +6,27 @@ worker starts; each worker process then runs one install thread beside its web t
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from receiver.config import Settings
-from receiver.errors import ConfigError
-from receiver.logs import configure_logging
-from receiver.runtime import prepare_host
+# prometheus-client picks single- or multi-process mode when first imported, so the
+# directory where every worker writes its samples is set before anything imports it.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="receiver-metrics-")
+
+from prometheus_client import multiprocess  # noqa: E402
+
+from receiver.config import LOG_FORMATS, Settings  # noqa: E402
+from receiver.errors import ConfigError  # noqa: E402
+from receiver.logs import gunicorn_logconfig  # noqa: E402
+from receiver.runtime import prepare_host  # noqa: E402
 
 # Server socket
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
-
 # No runtime control socket: one fixed path per user would clash between receivers.
 control_socket_disable = True
 
@@ -30,15 +39,17 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "600"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "25"))
 
-# Logging: the receiver's own records and gunicorn's go to stderr, one line each.
+# Logging: gunicorn's records and the receiver's, one line each on stderr, in the format
+# RECEIVER_LOG_FORMAT asks for (a bad value is reported by on_starting below).
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+_log_format = os.environ.get("RECEIVER_LOG_FORMAT", "auto").lower()
+logconfig_dict = gunicorn_logconfig(_log_format if _log_format in LOG_FORMATS else "auto")
 
 
 def on_starting(server: Any) -> None:
     """Validate settings and clean up after a crash, before any worker is forked."""
-    configure_logging()
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
@@ -48,17 +59,19 @@ def on_starting(server: Any) -> None:
             f"GUNICORN_TIMEOUT ({server.cfg.timeout}s) must exceed RECEIVER_ACK_TIMEOUT "
             f"({settings.ack_timeout:g}s) when RECEIVER_ACK=installed"
         )
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink()  # samples of an earlier run would be added to this one's
     prepare_host(settings)
 
 
 def _refuse(message: str) -> None:
-    print(f"receiver: configuration error: {message}", file=sys.stderr)
+    # gunicorn has set up logging by now: the line comes out in the chosen format.
+    logging.getLogger("receiver").critical("receiver: configuration error: %s", message)
     sys.exit(2)
 
 
 def post_worker_init(worker: Any) -> None:
     """Start this process's install thread; pushes waiting on installs watch `alive`."""
-    configure_logging()
     runtime = worker.wsgi.extensions["receiver"]
     runtime.serving = lambda: worker.alive
     runtime.worker.start()
@@ -69,3 +82,8 @@ def worker_exit(server: Any, worker: Any) -> None:
     app = getattr(worker, "wsgi", None)
     if app is not None and "receiver" in getattr(app, "extensions", {}):
         app.extensions["receiver"].worker.stop(grace=max(graceful_timeout - 5, 1))
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live metrics (its counters stay counted)."""
+    multiprocess.mark_process_dead(worker.pid)

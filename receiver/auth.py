@@ -139,7 +139,9 @@ class PushVerifier:
         try:
             header = jwt.decode_header(token)
         except (google_auth_errors.GoogleAuthError, ValueError):
-            raise UnauthenticatedError("malformed token: not a signed JWT") from None
+            raise UnauthenticatedError(
+                "malformed token: not a signed JWT", label="malformed_token"
+            ) from None
         kid = header.get("kid") if isinstance(header, dict) else None
         certs = self._certs.get(kid if isinstance(kid, str) else None)
         try:
@@ -148,30 +150,41 @@ class PushVerifier:
                 token, certs=certs, audience=None, clock_skew_in_seconds=CLOCK_SKEW_SECONDS
             )
         except (google_auth_errors.GoogleAuthError, ValueError) as exc:
-            raise UnauthenticatedError(f"invalid token: {_safe_message(exc, token)}") from None
+            raise UnauthenticatedError(
+                f"invalid token: {_safe_message(exc, token)}", label="invalid_token"
+            ) from None
         return self._check_claims(claims)
 
     def _check_claims(self, claims: Mapping[str, object]) -> Sender:
         if claims.get("iss") not in GOOGLE_ISSUERS:
-            raise ForbiddenError(f"token issuer {claims.get('iss')!r} is not Google")
+            raise ForbiddenError(
+                f"token issuer {claims.get('iss')!r} is not Google", label="wrong_issuer"
+            )
         if claims.get("aud") != self._audience:
             raise ForbiddenError(
-                f"token audience {claims.get('aud')!r} is not RECEIVER_AUDIENCE {self._audience!r}"
+                f"token audience {claims.get('aud')!r} is not RECEIVER_AUDIENCE {self._audience!r}",
+                label="wrong_audience",
             )
         email = claims.get("email")
         if not isinstance(email, str) or email not in self._allowed_senders:
-            raise ForbiddenError(f"sender {email!r} is not in RECEIVER_ALLOWED_SENDERS")
+            raise ForbiddenError(
+                f"sender {email!r} is not in RECEIVER_ALLOWED_SENDERS", label="sender_not_allowed"
+            )
         if claims.get("email_verified") is not True:
-            raise ForbiddenError(f"sender {email!r} has no verified email claim")
+            raise ForbiddenError(
+                f"sender {email!r} has no verified email claim", label="email_unverified"
+            )
         return Sender(email=email)
 
 
 def _bearer_token(authorization: str | None) -> str:
     if not authorization:
-        raise UnauthenticatedError("missing Authorization header")
+        raise UnauthenticatedError("missing Authorization header", label="missing_token")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise UnauthenticatedError("Authorization header is not 'Bearer <token>'")
+        raise UnauthenticatedError(
+            "Authorization header is not 'Bearer <token>'", label="not_bearer"
+        )
     return token.strip()
 
 

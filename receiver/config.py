@@ -41,12 +41,18 @@ ENV: dict[str, tuple[str | None, str]] = {
     "RECEIVER_UNWRAPPED_WITHOUT_METADATA": ("reject", "`reject` or `finalize` bare object pushes"),
     "RECEIVER_DONE_MARKER": ("_SUCCESS", "object that completes a directory upload"),
     "RECEIVER_MODEL_CONFIG_FILE": ("", "TF Serving --model_config_file to keep up to date"),
+    "RECEIVER_EXPOSE_STATUS": ("true", "serve /, /status and /metrics; false hides all three"),
+    "RECEIVER_LOG_FORMAT": (
+        "auto",
+        "`json` (Cloud Logging), `text`, or `auto`: text on a terminal",
+    ),
 }
 
 _AUTH_MODES = ("google", "none")
 _ACK_MODES = ("queued", "installed")
 _DELETE_MODES = ("ignore", "remove")
 _UNWRAPPED_MODES = ("reject", "finalize")
+LOG_FORMATS = ("auto", "json", "text")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # Pub/Sub's longest ack deadline: a push answered later counts as a nack anyway.
 MAX_ACK_TIMEOUT = 600
@@ -89,6 +95,8 @@ class Settings:
     unwrapped_without_metadata: str
     done_marker: str
     model_config_file: Path | None
+    expose_status: bool
+    log_format: str
 
     @property
     def auth_enabled(self) -> bool:
@@ -133,9 +141,9 @@ class Settings:
                 "RECEIVER_UNWRAPPED_WITHOUT_METADATA", _UNWRAPPED_MODES
             ),
             done_marker=env.required("RECEIVER_DONE_MARKER"),
-            model_config_file=env.path("RECEIVER_MODEL_CONFIG_FILE")
-            if env.text("RECEIVER_MODEL_CONFIG_FILE")
-            else None,
+            model_config_file=env.optional_path("RECEIVER_MODEL_CONFIG_FILE"),
+            expose_status=env.boolean("RECEIVER_EXPOSE_STATUS"),
+            log_format=env.choice("RECEIVER_LOG_FORMAT", LOG_FORMATS),
         )
         settings.validate()
         return settings
@@ -207,6 +215,9 @@ class _Reader:
         if not path.is_absolute():
             path = Path.cwd() / path
         return path
+
+    def optional_path(self, name: str) -> Path | None:
+        return self.path(name) if self.text(name) else None
 
     def integer(self, name: str, minimum: int) -> int:
         value = self.required(name)

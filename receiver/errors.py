@@ -26,6 +26,11 @@ class ReceiverError(Exception):
     outcome = "error"
     retryable = False
 
+    def __init__(self, message: str, *, label: str | None = None) -> None:
+        super().__init__(message)
+        # A short, fixed word for metrics (e.g. the kind of auth failure); never user data.
+        self.label = label or self.outcome
+
     @property
     def reason(self) -> str:
         return str(self)
@@ -64,6 +69,9 @@ class TransientError(ReceiverError):
 
 class AuthUnavailableError(TransientError):
     """The certificates needed to check a token could not be fetched."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, label="certs_unavailable")
 
 
 class UnauthenticatedError(ReceiverError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ class InstallResult:
     target: Path
     already_installed: bool
     pruned: list[int]
+    bytes_downloaded: int = 0
+    download_seconds: float = 0.0
 
 
 class Installer:
@@ -55,6 +58,7 @@ class Installer:
             )
         staging = servable.new_staging_dir(model_root, job.version)
         progress = _Progress(on_progress)
+        started = time.monotonic()
         try:
             if job.archive_format == DIRECTORY:
                 self._fetch_directory(job, staging, progress)
@@ -63,6 +67,7 @@ class Installer:
                     job.bucket, job.object_name, job.generation, job.crc32c, job.md5
                 ) as download:
                     self._unpack(job, download, staging, progress)
+            download_seconds = time.monotonic() - started
             root = servable.find_saved_model(staging)
             servable.install(root, target, _provenance(job), on_progress=progress.tick)
         finally:
@@ -76,7 +81,7 @@ class Installer:
         if self.settings.model_config_file is not None:
             update_model_config(self.settings.model_config_file, self.settings.model_dir)
         log.info("models now: %s", servable.installed_models(self.settings.model_dir))
-        return InstallResult(target, already_installed=False, pruned=pruned)
+        return InstallResult(target, False, pruned, progress.bytes, download_seconds)
 
     def _fetch_directory(self, job: Job, staging: Path, progress: _Progress) -> None:
         """A directory upload: every object beside the marker, as listed, in parallel."""

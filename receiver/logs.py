@@ -1,22 +1,140 @@
-"""Logging set-up: one readable line per record on stderr.
+"""Logging: one JSON object a line for Cloud Logging, or readable text on a terminal.
 
-Handlers are added only when the root logger has none, so a host (pytest, gunicorn
-with its own logconfig) keeps control of its own logging.
+JSON lines use Cloud Logging's structured-logging fields (`severity`, `message`, `time`,
+`logging.googleapis.com/trace`), plus the fields of whatever the line is about: the
+job's `model`, `version`, `object` and `generation` while a job runs, the request's
+trace while a request is served. Those come from `log_context`, a context variable, so
+call sites stay plain `log.info(...)`. gunicorn's own logs go through the same handler.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import datetime
+import json
 import logging
+import os
+import re
 import sys
+import types
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+# Cloud Logging field names (https://cloud.google.com/logging/docs/structured-logging).
+TRACE_FIELD = "logging.googleapis.com/trace"
+SPAN_FIELD = "logging.googleapis.com/spanId"
+_SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "ERROR": "ERROR", "INFO": "INFO"}
+_CLOUD_TRACE_RE = re.compile(r"^(?P<trace>[0-9a-fA-F]{32})(?:/(?P<span>\d+))?")
+_TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-")
+_TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+_context: contextvars.ContextVar[Mapping[str, object]] = contextvars.ContextVar(
+    "receiver_log_context", default=types.MappingProxyType({})
+)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
+@contextlib.contextmanager
+def log_context(**fields: object) -> Iterator[None]:
+    """Add `fields` to every log line written inside the block (this thread or task)."""
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def trace_fields(headers: dict[str, str]) -> dict[str, object]:
+    """Cloud Logging trace fields from X-Cloud-Trace-Context or W3C traceparent headers."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    match = _CLOUD_TRACE_RE.match(
+        lowered.get("x-cloud-trace-context", "")
+    ) or _TRACEPARENT_RE.match(lowered.get("traceparent", ""))
+    if not match:
+        return {}
+    # GOOGLE_CLOUD_PROJECT is Google's own variable; with it the trace links in the console.
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT")
+    trace = match["trace"]
+    fields: dict[str, object] = {
+        TRACE_FIELD: f"projects/{project}/traces/{trace}" if project else trace
+    }
+    if match["span"]:
+        fields[SPAN_FIELD] = match["span"]
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    """One Cloud Logging structured entry per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message = f"{message}\n{self.formatException(record.exc_info)}"
+        entry: dict[str, Any] = {
+            "severity": _SEVERITY.get(record.levelname, "DEBUG"),
+            "message": message,
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
+            "logger": record.name,
+            "process": record.process,
+            **_context.get(),
+        }
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """The usual one-line format, with the context fields appended."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {k: v for k, v in _context.get().items() if not k.startswith("logging.")}
+        if fields:
+            line += " [" + " ".join(f"{k}={v}" for k, v in fields.items()) + "]"
+        return line
+
+
+def resolve_format(log_format: str) -> str:
+    """`auto` means text on a terminal, JSON otherwise (containers, log collectors)."""
+    if log_format == "auto":
+        return "text" if sys.stderr.isatty() else "json"
+    return log_format
+
+
+def formatter_for(log_format: str) -> logging.Formatter:
+    return TextFormatter() if resolve_format(log_format) == "text" else JsonFormatter()
+
+
+def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> None:
+    """Send records to stderr in the chosen format, unless the host set up logging already."""
     root = logging.getLogger()
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.setFormatter(formatter_for(log_format))
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def gunicorn_logconfig(log_format: str) -> dict[str, Any]:
+    """gunicorn's `logconfig_dict`: its logs and ours through one stderr handler."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "receiver": {"()": f"receiver.logs.{type(formatter_for(log_format)).__name__}"}
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "receiver",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": "INFO", "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+        },
+    }

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import os
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, abort, current_app, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from receiver import events, intake
+from receiver import events, intake, logs, metrics
 from receiver.config import Settings
 from receiver.errors import PayloadTooLargeError, ReceiverError, RejectedDeliveryError
 from receiver.runtime import Runtime, status
@@ -34,7 +35,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(bp)
     app.register_error_handler(ReceiverError, _error_response)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
+    app.before_request(_enter_request_log_context)
+    app.teardown_request(_leave_request_log_context)
     return app
+
+
+def _enter_request_log_context() -> None:
+    fields = logs.trace_fields(dict(request.headers.items()))
+    g.log_context = logs.log_context(**fields)
+    g.log_context.__enter__()
+
+
+def _leave_request_log_context(_: BaseException | None) -> None:
+    context = g.pop("log_context", None)
+    if context is not None:
+        context.__exit__(None, None, None)
 
 
 def runtime() -> Runtime:
@@ -46,7 +61,11 @@ def runtime() -> Runtime:
 def push() -> tuple[Response, int]:
     rt = runtime()
     if rt.verifier is not None:
-        rt.verifier.verify(request.headers.get("Authorization"))
+        try:
+            rt.verifier.verify(request.headers.get("Authorization"))
+        except ReceiverError as error:
+            metrics.AUTH_FAILURES.labels(reason=error.label).inc()
+            raise
     event = events.parse_delivery(
         request.get_data(),
         dict(request.headers.items()),
@@ -58,6 +77,7 @@ def push() -> tuple[Response, int]:
         if rt.settings.ack == "installed":
             outcome = intake.settle(outcome.job, rt.journal, rt.settings.ack_timeout, rt.serving)
     log.info("push %s: %s (%s)", event.name, outcome.outcome, outcome.reason)
+    metrics.PUSHES.labels(format=event.delivery_format, outcome=outcome.outcome).inc()
     return jsonify(outcome.to_dict()), outcome.status
 
 
@@ -73,8 +93,21 @@ def readyz() -> tuple[Response, int]:
 
 
 @bp.get("/status")
-def status_page() -> tuple[Response, int]:
+def status_json() -> tuple[Response, int]:
+    _require_exposed()
     return jsonify(status(runtime())), 200
+
+
+@bp.get("/metrics")
+def metrics_page() -> Response:
+    _require_exposed()
+    rt = runtime()
+    return Response(metrics.render(rt.journal, rt.settings.model_dir), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _require_exposed() -> None:
+    if not runtime().settings.expose_status:
+        abort(404)  # RECEIVER_EXPOSE_STATUS=false: as if these pages did not exist
 
 
 def _error_response(error: ReceiverError) -> tuple[Response, int]:
@@ -85,6 +118,8 @@ def _error_response(error: ReceiverError) -> tuple[Response, int]:
             request.get_data(), dict(request.headers.items()), error.reason
         )
     log.warning("%s %s -> %s: %s", request.method, request.path, error.http_status, error.reason)
+    if request.method == "POST" and request.path == "/":
+        metrics.PUSHES.labels(format="unknown", outcome=error.outcome).inc()
     return jsonify(body), error.http_status
 
 

@@ -16,9 +16,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+from receiver import metrics
 from receiver.errors import PermanentError, SupersededError, TransientError
-from receiver.installer import Installer
+from receiver.installer import Installer, InstallResult
 from receiver.journal import Job, JobState, Journal
+from receiver.logs import log_context
 from receiver.sync import Syncer
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,19 @@ class Worker:
         if job.attempts > self.retry.max_attempts:
             self._fail(job, f"gave up after {job.attempts - 1} attempts: {job.reason}")
             return True
+        with log_context(
+            job=job.id,
+            model=job.model,
+            version=job.version,
+            object=job.object_name,
+            generation=job.generation,
+        ):
+            self._run(job)
+        return True
+
+    def _run(self, job: Job) -> None:
         log.info("job %s: attempt %s, %s", job.id, job.attempts, job.source)
+        started = time.monotonic()
         try:
             result = self.installer.install(job, on_progress=self._heartbeat(job))
         except _Cancelled:
@@ -114,6 +128,7 @@ class Worker:
             self.journal.release(job.id)
         except SupersededError as exc:
             self.journal.finish(job.id, JobState.SKIPPED, exc.reason)
+            metrics.JOBS_FINISHED.labels(state=JobState.SKIPPED.value).inc()
         except PermanentError as exc:
             self._fail(job, exc.reason)
         except TransientError as exc:
@@ -124,7 +139,7 @@ class Worker:
         else:
             note = "already installed" if result.already_installed else None
             self.journal.finish(job.id, JobState.INSTALLED, note)
-        return True
+            _record_install(result, time.monotonic() - started)
 
     def _retry_or_fail(self, job: Job, reason: str) -> None:
         if job.attempts >= self.retry.max_attempts:
@@ -140,9 +155,20 @@ class Worker:
         """The one place a job is recorded as failed for good."""
         log.error("job %s: failed: %s", job.id, reason)
         self.journal.finish(job.id, JobState.FAILED, reason)
+        metrics.JOBS_FINISHED.labels(state=JobState.FAILED.value).inc()
 
     def _heartbeat(self, job: Job) -> _Heartbeat:
         return _Heartbeat(self.journal, job.id, self.owner, self._cancel)
+
+
+def _record_install(result: InstallResult, seconds: float) -> None:
+    metrics.JOBS_FINISHED.labels(state=JobState.INSTALLED.value).inc()
+    if result.already_installed:
+        return
+    metrics.INSTALL_SECONDS.observe(seconds)
+    metrics.INSTALL_BYTES.observe(result.bytes_downloaded)
+    if result.download_seconds > 0:
+        metrics.DOWNLOAD_THROUGHPUT.observe(result.bytes_downloaded / result.download_seconds)
 
 
 class _Heartbeat:
