@@ -1,69 +1,243 @@
-"""`python -m receiver <command>`: the demo, dev tokens, and job maintenance."""
+"""`python -m receiver <command>` (or `receiver <command>` when installed as a package).
+
+Commands that act on the receiver's state (install, sync, status, retry) read the same
+environment as the server; `demo`, `token` and `push` are local development helpers.
+Errors are one line on stderr and a non-zero exit.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
 import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
+import requests
+from google.api_core import exceptions as google_exceptions
+from google.cloud import storage
+
+from receiver import servable
 from receiver.config import Settings
 from receiver.devkeys import DEV_SENDER, DevSigner
+from receiver.devtools import notification_push
 from receiver.errors import ReceiverError
-from receiver.journal import JobState, Journal
+from receiver.journal import Job, JobState, Progress
+from receiver.layout import Ignored, parse_object_name
 from receiver.logs import configure_logging
 from receiver.runtime import Runtime
+from receiver.storage import ObjectStore
 from receiver.sync import sync
+from receiver.worker import LEASE_SECONDS
 
 DEFAULT_DEMO_DIR = Path(".demo")
+_EXPECTED_ERRORS = (
+    ReceiverError,
+    OSError,
+    requests.RequestException,
+    google_exceptions.GoogleAPICallError,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         code: int = args.run(args)
         return code
-    except ReceiverError as exc:
+    except _EXPECTED_ERRORS as exc:
         print(f"receiver: {exc}", file=sys.stderr)
         return 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="receiver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="receiver", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    install = commands.add_parser("install", help="install one object now, with a progress bar")
+    install.add_argument("object", help="gs://BUCKET/PREFIX/<model>/<version>.<ext>")
+    install.add_argument("--generation", type=int, help="default: the object's live generation")
+    install.set_defaults(run=_install)
+
+    commands.add_parser(
+        "sync", help="install the bucket's newest versions once, then exit (an init step)"
+    ).set_defaults(run=_sync)
+
+    status = commands.add_parser("status", help="models, versions and recent jobs, as a table")
+    status.add_argument("--jobs", type=int, default=15, help="how many recent jobs to list")
+    status.set_defaults(run=_status)
+
+    retry = commands.add_parser("retry", help="run a failed job again")
+    retry.add_argument("job", type=int)
+    retry.set_defaults(run=_retry)
+
+    token = commands.add_parser("token", help="print a signed dev token for curl")
+    token.add_argument("--audience", required=True, help="must equal RECEIVER_AUDIENCE")
+    _dev_key_options(token)
+    token.add_argument("--lifetime", type=int, default=3600, help="seconds until it expires")
+    token.set_defaults(run=_token)
+
+    push = commands.add_parser("push", help="send a signed push for an object to a receiver")
+    push.add_argument(
+        "object", help="gs://BUCKET/NAME (looked up in Cloud Storage or the emulator)"
+    )
+    push.add_argument("--url", default="http://127.0.0.1:8080/", help="the receiver's push URL")
+    push.add_argument("--audience", help="token audience (default: --url)")
+    push.add_argument("--event", default="OBJECT_FINALIZE", help="eventType attribute")
+    _dev_key_options(push)
+    push.set_defaults(run=_push)
 
     demo = commands.add_parser("demo", help="run the whole path locally (emulator, receiver, push)")
     demo.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     demo.add_argument("--dir", type=Path, default=DEFAULT_DEMO_DIR, help="where demo state lives")
     demo.add_argument("--once", action="store_true", help="stop once the model is installed")
     demo.set_defaults(run=_demo)
-
-    token = commands.add_parser("token", help="print a signed dev token for curl")
-    token.add_argument("--audience", required=True, help="must equal RECEIVER_AUDIENCE")
-    token.add_argument("--email", default=DEV_SENDER, help="the sender (RECEIVER_ALLOWED_SENDERS)")
-    token.add_argument("--keys", type=Path, default=DEFAULT_DEMO_DIR / "keys",
-                       help="dev key directory (made if missing; holds certs.json)")  # fmt: skip
-    token.add_argument("--lifetime", type=int, default=3600, help="seconds until it expires")
-    token.set_defaults(run=_token)
-
-    sync = commands.add_parser(
-        "sync", help="install the bucket's newest versions once, then exit (an init step)"
-    )
-    sync.set_defaults(run=_sync)
-
-    retry = commands.add_parser("retry", help="run a failed job again (reads the environment)")
-    retry.add_argument("job", type=int)
-    retry.set_defaults(run=_retry)
     return parser
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from receiver.demo import run_demo
+def _dev_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--email", default=DEV_SENDER, help="sender (RECEIVER_ALLOWED_SENDERS)")
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=DEFAULT_DEMO_DIR / "keys",
+        help="dev key directory (made if missing; its certs.json is RECEIVER_CERTS_URL)",
+    )
 
-    return run_demo(args.port, args.dir.resolve(), args.once)
+
+def _runtime() -> Runtime:
+    settings = Settings.from_env(os.environ)
+    configure_logging(settings.log_format)
+    return Runtime.create(settings)
+
+
+def _install(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    bucket, name = _split_gs_url(args.object)
+    target = parse_object_name(name, runtime.settings.prefix, runtime.settings.done_marker)
+    if isinstance(target, Ignored):
+        raise ReceiverError(f"{args.object}: {target.reason}")
+    event = next(
+        (e for e in runtime.store.list_objects(bucket, name) if e.name == name),
+        None,
+    )
+    if event is None:
+        raise ReceiverError(f"{args.object} does not exist")
+    if args.generation:
+        event = dataclasses.replace(event, generation=args.generation)
+    job, _ = runtime.journal.enqueue(event, target)
+    claimed = runtime.journal.claim(runtime.worker.owner, LEASE_SECONDS, job_id=job.id)
+    if claimed is None:
+        print(f"job {job.id} is already {job.state.value}: {job.reason or ''}".rstrip(": "))
+        return 0 if job.state is JobState.INSTALLED else 1
+    bar = _ProgressBar(claimed, sys.stderr)
+    runtime.worker.run_job(claimed, on_progress=bar.update)
+    bar.close()
+    done = runtime.journal.get(job.id) or claimed
+    if done.state is JobState.INSTALLED:
+        print(f"installed {done.model} version {done.version} in {runtime.settings.model_dir}")
+        return 0
+    print(f"receiver: job {done.id} {done.state.value}: {done.reason}", file=sys.stderr)
+    return 1
+
+
+class _ProgressBar:
+    """A one-line bar on a terminal; nothing otherwise (the log has the progress)."""
+
+    def __init__(self, job: Job, stream: IO[str]) -> None:
+        self._job = job
+        self._stream = stream
+        self._enabled = stream.isatty()
+        self._started = time.monotonic()
+        self._last = 0.0
+
+    def update(self, bytes_done: int) -> None:
+        now = time.monotonic()
+        if not self._enabled or now - self._last < 0.2:
+            return
+        self._last = now
+        progress = Progress(bytes_done, self._job.size, bytes_done / max(now - self._started, 1e-3))
+        width = 30
+        filled = int(width * (progress.percent or 0) / 100)
+        self._stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.describe()}   ")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._enabled and self._last:
+            self._stream.write("\n")
+
+
+def _sync(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    jobs = sync(runtime.settings, runtime.store, runtime.journal)
+    pending = {job.id for job in jobs}
+    while pending:
+        if not runtime.worker.run_once():
+            time.sleep(0.2)  # a retry is waiting for its backoff
+        pending = {i for i in pending if not _final(runtime, i)}
+    results = [runtime.journal.get(job.id) for job in jobs]
+    for job in results:
+        if job is not None:
+            print(json.dumps(job.to_dict()))
+    return 1 if any(job and job.state is JobState.FAILED for job in results) else 0
+
+
+def _final(runtime: Runtime, job_id: int) -> bool:
+    job = runtime.journal.get(job_id)
+    return job is None or job.state.final
+
+
+def _status(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    models = servable.installed_models(runtime.settings.model_dir)
+    rows = [
+        [model, ", ".join(map(str, versions)) or "(none)"] for model, versions in models.items()
+    ]
+    _print_table(["MODEL", "VERSIONS"], rows or [["(no models)", ""]])
+    print()
+    jobs = runtime.journal.recent(args.jobs)
+    _print_table(
+        ["JOB", "STATE", "MODEL", "VERSION", "TRIES", "UPDATED", "DETAIL"],
+        [
+            [
+                str(job.id),
+                job.state.value,
+                job.model,
+                str(job.version),
+                str(job.attempts),
+                datetime.datetime.fromtimestamp(job.updated_at).strftime("%Y-%m-%d %H:%M:%S"),
+                _detail(job),
+            ]
+            for job in jobs
+        ]
+        or [["", "(no jobs)", "", "", "", "", ""]],
+    )
+    return 0
+
+
+def _detail(job: Job) -> str:
+    progress = job.progress()
+    return progress.describe() if progress else (job.reason or "")
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _retry(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    job = runtime.journal.requeue(args.job)
+    if job is None:
+        raise ReceiverError(f"no job {args.job}")
+    print(json.dumps(job.to_dict()))
+    return 0
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -72,38 +246,31 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sync(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(os.environ)
-    configure_logging()
-    # No crash clean-up here: a receiver may be running beside this command.
-    settings.model_dir.mkdir(parents=True, exist_ok=True)
-    runtime = Runtime.create(settings)
-    jobs = sync(settings, runtime.store, runtime.journal)
-    pending = {job.id for job in jobs}
-    while pending:
-        if not runtime.worker.run_once():
-            time.sleep(0.2)  # a retry is waiting for its backoff
-        pending = {i for i in pending if not _final(runtime.journal, i)}
-    results = [runtime.journal.get(job.id) for job in jobs]
-    for job in results:
-        if job is not None:
-            print(json.dumps(job.to_dict()))
-    failed = [job for job in results if job is not None and job.state is JobState.FAILED]
-    return 1 if failed else 0
+def _push(args: argparse.Namespace) -> int:
+    bucket, name = _split_gs_url(args.object)
+    client = ObjectStore.from_environment().client
+    blob = storage.Bucket(client, bucket).get_blob(name)
+    if blob is None:
+        raise ReceiverError(f"{args.object} does not exist")
+    token = DevSigner.create(args.keys).mint(args.audience or args.url, email=args.email)
+    response = requests.post(
+        args.url,
+        json=notification_push(blob, event_type=args.event),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=600,
+    )
+    print(f"{response.status_code} {response.text.strip()}")
+    return 0 if response.ok else 1
 
 
-def _final(journal: Journal, job_id: int) -> bool:
-    job = journal.get(job_id)
-    return job is None or job.state.final
+def _split_gs_url(url: str) -> tuple[str, str]:
+    bucket, _, name = url.removeprefix("gs://").partition("/")
+    if not url.startswith("gs://") or not bucket or not name:
+        raise ReceiverError(f"{url!r} is not gs://BUCKET/OBJECT")
+    return bucket, name
 
 
-def _retry(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(os.environ)
-    journal = Journal(settings.state_dir / "journal.sqlite3")
-    journal.initialize()
-    job = journal.requeue(args.job)
-    if job is None:
-        print(f"receiver: no job {args.job}", file=sys.stderr)
-        return 1
-    print(json.dumps(job.to_dict()))
-    return 0
+def _demo(args: argparse.Namespace) -> int:
+    from receiver.demo import run_demo
+
+    return run_demo(args.port, args.dir.resolve(), args.once)

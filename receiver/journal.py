@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until    REAL,
     owner          TEXT,
     bytes_done     INTEGER NOT NULL DEFAULT 0,
+    started_at     REAL,
     created_at     REAL    NOT NULL,
     updated_at     REAL    NOT NULL,
     UNIQUE (bucket, object_name, generation)
@@ -90,6 +91,7 @@ class Job:
     lease_until: float | None
     owner: str | None
     bytes_done: int
+    started_at: float | None
     created_at: float
     updated_at: float
 
@@ -97,7 +99,15 @@ class Job:
     def source(self) -> str:
         return f"gs://{self.bucket}/{self.object_name}#{self.generation}"
 
+    def progress(self, now: float | None = None) -> Progress | None:
+        """Download figures of a running job: done, rate and time left."""
+        if self.state is not JobState.RUNNING or self.started_at is None:
+            return None
+        elapsed = max((now or time.time()) - self.started_at, 1e-3)
+        return Progress(self.bytes_done, self.size, self.bytes_done / elapsed)
+
     def to_dict(self) -> dict[str, object]:
+        progress = self.progress()
         return {
             "job": self.id,
             "model": self.model,
@@ -109,8 +119,48 @@ class Job:
             "attempts": self.attempts,
             "bytes_done": self.bytes_done,
             "size": self.size,
+            "progress": progress.to_dict() if progress else None,
             "updated_at": self.updated_at,
         }
+
+
+@dataclass(frozen=True)
+class Progress:
+    bytes_done: int
+    size: int | None
+    rate: float  # bytes per second since the attempt started
+
+    @property
+    def percent(self) -> float | None:
+        return 100.0 * self.bytes_done / self.size if self.size else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if not self.size or self.rate <= 0:
+            return None
+        return max(self.size - self.bytes_done, 0) / self.rate
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "bytes_done": self.bytes_done,
+            "size": self.size,
+            "percent": None if self.percent is None else round(self.percent, 1),
+            "bytes_per_second": round(self.rate),
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
+        }
+
+    def describe(self) -> str:
+        """'12.0 MiB of 96.0 MiB (12%), 5.1 MiB/s, about 17 s left'"""
+        done = _mib(self.bytes_done)
+        text = f"{done} of {_mib(self.size)} ({self.percent:.0f}%)" if self.size else done
+        text += f", {_mib(self.rate)}/s"
+        if self.eta_seconds is not None:
+            text += f", about {self.eta_seconds:.0f} s left"
+        return text
+
+
+def _mib(amount: float | None) -> str:
+    return f"{(amount or 0) / 2**20:.1f} MiB"
 
 
 class Journal:
@@ -178,21 +228,29 @@ class Journal:
             ).fetchone()
         return _job(row), created
 
-    def claim(self, owner: str, lease_seconds: float) -> Job | None:
-        """Take the oldest runnable job: queued and due, or running with an expired lease."""
+    def claim(self, owner: str, lease_seconds: float, job_id: int | None = None) -> Job | None:
+        """Take the oldest runnable job (or job `job_id` if runnable, due or not):
+        queued and due, or running with an expired lease."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute(
-                "SELECT id FROM jobs WHERE (state = ? AND not_before <= ?)"
-                " OR (state = ? AND lease_until < ?) ORDER BY id LIMIT 1",
-                (JobState.QUEUED.value, now, JobState.RUNNING.value, now),
-            ).fetchone()
+            if job_id is None:
+                row = db.execute(
+                    "SELECT id FROM jobs WHERE (state = ? AND not_before <= ?)"
+                    " OR (state = ? AND lease_until < ?) ORDER BY id LIMIT 1",
+                    (JobState.QUEUED.value, now, JobState.RUNNING.value, now),
+                ).fetchone()
+            else:
+                row = db.execute(
+                    "SELECT id FROM jobs WHERE id = ? AND (state = ?"
+                    " OR (state = ? AND lease_until < ?))",
+                    (job_id, JobState.QUEUED.value, JobState.RUNNING.value, now),
+                ).fetchone()
             if row is None:
                 return None
             db.execute(
                 "UPDATE jobs SET state = ?, owner = ?, lease_until = ?, attempts = attempts + 1,"
-                " bytes_done = 0, updated_at = ? WHERE id = ?",
-                (JobState.RUNNING.value, owner, now + lease_seconds, now, row["id"]),
+                " bytes_done = 0, started_at = ?, updated_at = ? WHERE id = ?",
+                (JobState.RUNNING.value, owner, now + lease_seconds, now, now, row["id"]),
             )
             claimed = db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()
         return _job(claimed)

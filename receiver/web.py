@@ -6,16 +6,28 @@ from `intake.Outcome`, and are turned into responses in one place, `_error_respo
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 
-from flask import Blueprint, Flask, Response, abort, current_app, g, jsonify, request
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+)
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from receiver import events, intake, logs, metrics
 from receiver.config import Settings
 from receiver.errors import PayloadTooLargeError, ReceiverError, RejectedDeliveryError
+from receiver.journal import JobState
 from receiver.runtime import Runtime, status
 from receiver.sync import readiness
 
@@ -79,6 +91,32 @@ def push() -> tuple[Response, int]:
     log.info("push %s: %s (%s)", event.name, outcome.outcome, outcome.reason)
     metrics.PUSHES.labels(format=event.delivery_format, outcome=outcome.outcome).inc()
     return jsonify(outcome.to_dict()), outcome.status
+
+
+@bp.get("/")
+def status_page() -> str:
+    _require_exposed()
+    rt = runtime()
+    ready, ready_reason = readiness(rt.settings, rt.journal)
+    body = status(rt)
+    last_sync = rt.journal.get_meta("last_sync")
+    return render_template(
+        "status.html",
+        settings=rt.settings,
+        models=body["models"],
+        jobs=rt.journal.recent(),
+        running=[job for job in rt.journal.recent(50) if job.state is JobState.RUNNING],
+        quarantine=body["quarantine"],
+        model_config=body.get("model_config"),
+        warning=body.get("warning"),
+        ready=ready,
+        ready_reason=ready_reason,
+        last_sync=_timestamp(float(last_sync)) if last_sync else None,
+    )
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.get("/healthz")

@@ -14,7 +14,8 @@ import random
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from receiver import metrics
 from receiver.errors import PermanentError, SupersededError, TransientError
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0  # a running job whose worker is silent this long is taken over
 _HEARTBEAT_SECONDS = 2.0
+_PROGRESS_LOG_SECONDS = 5.0
 _IDLE_POLL_SECONDS = 0.5
 
 
@@ -115,14 +117,15 @@ class Worker:
             object=job.object_name,
             generation=job.generation,
         ):
-            self._run(job)
+            self.run_job(job)
         return True
 
-    def _run(self, job: Job) -> None:
+    def run_job(self, job: Job, on_progress: Callable[[int], None] | None = None) -> None:
+        """Install one claimed job and record its outcome (the CLI's `install` uses it too)."""
         log.info("job %s: attempt %s, %s", job.id, job.attempts, job.source)
         started = time.monotonic()
         try:
-            result = self.installer.install(job, on_progress=self._heartbeat(job))
+            result = self.installer.install(job, on_progress=self._heartbeat(job, on_progress))
         except _Cancelled:
             log.warning("job %s: interrupted by shutdown; it resumes after restart", job.id)
             self.journal.release(job.id)
@@ -157,8 +160,8 @@ class Worker:
         self.journal.finish(job.id, JobState.FAILED, reason)
         metrics.JOBS_FINISHED.labels(state=JobState.FAILED.value).inc()
 
-    def _heartbeat(self, job: Job) -> _Heartbeat:
-        return _Heartbeat(self.journal, job.id, self.owner, self._cancel)
+    def _heartbeat(self, job: Job, also: Callable[[int], None] | None) -> _Heartbeat:
+        return _Heartbeat(self.journal, job, self.owner, self._cancel, also)
 
 
 def _record_install(result: InstallResult, seconds: float) -> None:
@@ -172,19 +175,35 @@ def _record_install(result: InstallResult, seconds: float) -> None:
 
 
 class _Heartbeat:
-    """Progress callback: records bytes done and renews the lease every few seconds."""
+    """Progress callback: records bytes done and renews the lease every few seconds,
+    and logs the download's progress (done, rate, time left) a little less often."""
 
-    def __init__(self, journal: Journal, job_id: int, owner: str, cancel: threading.Event) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        job: Job,
+        owner: str,
+        cancel: threading.Event,
+        also: Callable[[int], None] | None = None,
+    ) -> None:
         self._journal = journal
-        self._job_id = job_id
+        self._job = job
         self._owner = owner
         self._cancel = cancel
-        self._last = time.monotonic()
+        self._also = also
+        self._last_beat = self._last_log = time.monotonic()
 
     def __call__(self, bytes_done: int) -> None:
         if self._cancel.is_set():
             raise _Cancelled()
+        if self._also is not None:
+            self._also(bytes_done)
         now = time.monotonic()
-        if now - self._last >= _HEARTBEAT_SECONDS:
-            self._last = now
-            self._journal.heartbeat(self._job_id, self._owner, bytes_done, LEASE_SECONDS)
+        if now - self._last_beat >= _HEARTBEAT_SECONDS:
+            self._last_beat = now
+            self._journal.heartbeat(self._job.id, self._owner, bytes_done, LEASE_SECONDS)
+        if now - self._last_log >= _PROGRESS_LOG_SECONDS:
+            self._last_log = now
+            progress = replace(self._job, bytes_done=bytes_done).progress()
+            if progress is not None:
+                log.info("job %s: downloaded %s", self._job.id, progress.describe())

@@ -163,3 +163,24 @@ def test_auth_off_is_announced_in_every_status(environ, bucket):
     status = client.get("/status").get_json()
     assert status["auth"] == "none"
     assert "authentication is OFF" in status["warning"]
+
+
+def test_status_page_shows_models_jobs_and_failures(client, bucket, push, runtime):
+    push(upload_model(bucket, 123))
+    runtime.worker.run_once()
+    broken = bucket.blob("models/broken/1.tar.gz")
+    broken.upload_from_string(b"not an archive")
+    push(broken)
+    runtime.worker.run_once()
+    page = client.get("/")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert '<tr data-model="half_plus_two"><td>half_plus_two</td><td>123</td>' in html
+    assert "corrupt tar archive" in html
+    assert "Authentication is off" not in html
+
+
+def test_status_page_warns_when_auth_is_off(environ):
+    app = create_app(Settings.from_env({**environ, "RECEIVER_AUTH": "none"}))
+    html = app.test_client().get("/").get_data(as_text=True)
+    assert "Authentication is off" in html
