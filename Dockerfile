@@ -19,6 +19,6 @@ RUN useradd --uid 10001 --user-group --no-create-home receiver \
     && mkdir -p /models && chown receiver:receiver /models
 USER 10001
 
-ENV PORT=8080 RECEIVER_MODEL_DIR=/models
+ENV PORT=8080 RECEIVER_MODEL_DIR=/models RECEIVER_LOG_FORMAT=json
 EXPOSE 8080
 CMD ["gunicorn", "-c", "gunicorn.conf.py"]
