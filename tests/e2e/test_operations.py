@@ -202,3 +202,23 @@ def test_status_page_in_headless_chromium(gunicorn, bucket, token, tmp_path):
         timeout=120,
     )
     assert screenshot.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="util-linux `script` gives no terminal")
+def test_cli_install_draws_a_progress_bar_on_a_terminal(cli_env, bucket, settings):
+    upload_model(bucket, 9)
+    command = (
+        f"{sys.executable} -m receiver install gs://{bucket.name}/models/half_plus_two/9.tar.gz"
+    )
+    # `script` runs the command on a pseudo-terminal, as a person at a shell would.
+    result = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **cli_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout
+    assert "[" in result.stdout and "#" in result.stdout and "MiB/s" in result.stdout
+    assert "installed half_plus_two version 9" in result.stdout
