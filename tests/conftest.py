@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.server
 import os
 import secrets
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,11 @@ from werkzeug.test import TestResponse
 
 from receiver.config import Settings
 from receiver.devkeys import DEV_SENDER, DevSigner
-from receiver.devtools import StorageEmulator, free_port
+from receiver.devtools import StorageEmulator
 from receiver.runtime import Runtime
 from receiver.web import create_app
 from tests.faultproxy import FaultProxy
-from tests.helpers import AUDIENCE, push_body
+from tests.helpers import AUDIENCE, push_body, serve_in_thread
 
 
 @pytest.fixture(scope="session")
@@ -86,11 +85,8 @@ class CertsEndpoint:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server = serve_in_thread(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth2/v1/certs"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
 
     def close(self) -> None:
         self.server.shutdown()

@@ -24,7 +24,7 @@ import time
 
 import requests
 
-from receiver.devtools import free_port
+from tests.helpers import serve_in_thread
 
 _HOP_BY_HOP = {
     "connection",
@@ -58,12 +58,8 @@ class FaultProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
+        self.server = serve_in_thread(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -90,12 +86,23 @@ class FaultProxy:
         reply_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
         if fault == "corrupt" and content:
             content = bytes([content[0] ^ 0xFF]) + content[1:]
-        if fault == "hold":
-            self._send_held(handler, upstream.status_code, reply_headers, content)
-        elif fault in ("reset", "truncate", "stall"):
+        if fault in ("hold", "reset", "truncate", "stall"):
             self._send_half(handler, upstream.status_code, reply_headers, content, fault)
         else:
             self._send(handler, upstream.status_code, reply_headers, content)
+
+    def _start(
+        self,
+        handler: http.server.BaseHTTPRequestHandler,
+        status: int,
+        headers: dict[str, str],
+        length: int,
+    ) -> None:
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(length))
+        handler.end_headers()
 
     def _send(
         self,
@@ -104,11 +111,7 @@ class FaultProxy:
         headers: dict[str, str],
         content: bytes,
     ) -> None:
-        handler.send_response(status)
-        for key, value in headers.items():
-            handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(content)))
-        handler.end_headers()
+        self._start(handler, status, headers, len(content))
         self._write(handler, content)
 
     def _send_half(
@@ -119,13 +122,16 @@ class FaultProxy:
         content: bytes,
         fault: str,
     ) -> None:
-        handler.send_response(status)
-        for key, value in headers.items():
-            handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(content)))
-        handler.end_headers()
-        self._write(handler, content[: len(content) // 2])
+        """Promise every byte, send half; then stall, reset, hold, or just close."""
+        self._start(handler, status, headers, len(content))
+        half = len(content) // 2
+        self._write(handler, content[:half])
         handler.wfile.flush()
+        if fault == "hold":
+            self.holding.set()
+            self.release.wait(120)
+            self._write(handler, content[half:])
+            return
         if fault == "stall":
             time.sleep(self.stall_seconds)
         elif fault == "reset":
@@ -134,25 +140,6 @@ class FaultProxy:
                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
             )
         handler.close_connection = True
-
-    def _send_held(
-        self,
-        handler: http.server.BaseHTTPRequestHandler,
-        status: int,
-        headers: dict[str, str],
-        content: bytes,
-    ) -> None:
-        handler.send_response(status)
-        for key, value in headers.items():
-            handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(content)))
-        handler.end_headers()
-        half = len(content) // 2
-        self._write(handler, content[:half])
-        handler.wfile.flush()
-        self.holding.set()
-        self.release.wait(120)
-        self._write(handler, content[half:])
 
     def _write(self, handler: http.server.BaseHTTPRequestHandler, content: bytes) -> None:
         if not self.throttle:

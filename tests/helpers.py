@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from pathlib import Path
 
 from google.cloud import storage
 
-from receiver.devtools import archive_directory, notification_push
+from receiver.devtools import archive_directory, free_port, notification_push
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
@@ -39,3 +41,13 @@ def same_files(installed: Path, source: Path = HALF_PLUS_TWO) -> bool:
     """True when every file of the source model is installed with identical bytes."""
     files = [p.relative_to(source) for p in source.rglob("*") if p.is_file()]
     return all((installed / f).read_bytes() == (source / f).read_bytes() for f in files)
+
+
+def serve_in_thread(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.HTTPServer:
+    """A real HTTP server on a free 127.0.0.1 port; stop it with `server.shutdown()`."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    return server
