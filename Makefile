@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install browser
+.PHONY: demo test lint install browser bench
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Download speed on the storage emulator (numbers kept in docs/benchmarks.md).
+bench: install
+	PYTHONPATH=. $(BIN)/python benchmarks/download.py
 
 # The status page is tested in a real headless Chromium (Debian's package).
 browser:

@@ -188,8 +188,9 @@ def test_status_page_in_headless_chromium(gunicorn, bucket, token, tmp_path):
     screenshot = ARTIFACTS / "status-page.png"
     screenshot.unlink(missing_ok=True)
     browser = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}",
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run",
+        f"--user-data-dir={tmp_path / 'chromium'}",
     ]  # fmt: skip
     dom = subprocess.run(
         [*browser, "--dump-dom", f"{gunicorn.url}/"], capture_output=True, text=True, timeout=120

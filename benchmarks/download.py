@@ -1,0 +1,76 @@
+"""How fast does an object come off the storage emulator? curl vs. the receiver's stream.
+
+    make bench     (or: PYTHONPATH=. .venv/bin/python benchmarks/download.py [SIZE_MB])
+
+Uploads SIZE_MB (default 500) of random bytes to fake-gcs-server, then times, each best
+of three: curl to /dev/null; the receiver's `Download` (1 MiB reads, crc32c checked);
+and google-cloud-storage's `Blob.download_to_filename` with crc32c checking. Prints a
+Markdown table; docs/benchmarks.md keeps a run's numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from receiver.devtools import StorageEmulator
+from receiver.storage import ObjectStore
+
+
+def best_of(runs: int, action: Callable[[], None]) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main(size_mb: int) -> None:
+    emulator = StorageEmulator().start()
+    os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
+    try:
+        client = storage.Client(
+            project="bench",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": emulator.url},
+        )
+        bucket = client.create_bucket("bench")
+        blob = bucket.blob("models/m/1.tar")
+        blob.upload_from_string(os.urandom(size_mb * 2**20), timeout=600)
+        store = ObjectStore.from_environment()
+        url = store.media_url(bucket.name, blob.name, blob.generation)
+
+        def curl() -> None:
+            subprocess.run(["curl", "-sS", "-o", "/dev/null", url], check=True)
+
+        def receiver_stream() -> None:
+            with store.open(bucket.name, blob.name, blob.generation, blob.crc32c, None) as d:
+                d.verify()  # reads every byte, checking crc32c
+
+        def download_to_filename() -> None:
+            with tempfile.NamedTemporaryFile() as out:
+                bucket.blob(blob.name).download_to_filename(out.name, checksum="crc32c")
+
+        results = {
+            "curl to /dev/null": best_of(3, curl),
+            "receiver `Download` (1 MiB reads, crc32c)": best_of(3, receiver_stream),
+            "`Blob.download_to_filename` (crc32c)": best_of(3, download_to_filename),
+        }
+    finally:
+        emulator.stop()
+    baseline = results["curl to /dev/null"]
+    print(f"| {size_mb} MB object | seconds | vs curl |\n|---|---|---|")
+    for name, seconds in results.items():
+        print(f"| {name} | {seconds:.2f} | {seconds / baseline:.1f}x |")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)
