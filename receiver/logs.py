@@ -37,11 +37,20 @@ _context: contextvars.ContextVar[Mapping[str, object]] = contextvars.ContextVar(
 @contextlib.contextmanager
 def log_context(**fields: object) -> Iterator[None]:
     """Add `fields` to every log line written inside the block (this thread or task)."""
-    token = _context.set({**_context.get(), **fields})
+    token = bind(**fields)
     try:
         yield
     finally:
-        _context.reset(token)
+        unbind(token)
+
+
+def bind(**fields: object) -> contextvars.Token[Mapping[str, object]]:
+    """Add `fields` to this thread's log lines until `unbind` (for hooks that cannot nest)."""
+    return _context.set({**_context.get(), **fields})
+
+
+def unbind(token: contextvars.Token[Mapping[str, object]]) -> None:
+    _context.reset(token)
 
 
 def trace_fields(headers: dict[str, str]) -> dict[str, object]:

@@ -53,15 +53,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _enter_request_log_context() -> None:
-    fields = logs.trace_fields(dict(request.headers.items()))
-    g.log_context = logs.log_context(**fields)
-    g.log_context.__enter__()
+    g.log_token = logs.bind(**logs.trace_fields(dict(request.headers.items())))
 
 
 def _leave_request_log_context(_: BaseException | None) -> None:
-    context = g.pop("log_context", None)
-    if context is not None:
-        context.__exit__(None, None, None)
+    token = g.pop("log_token", None)
+    if token is not None:
+        logs.unbind(token)
 
 
 def runtime() -> Runtime:
