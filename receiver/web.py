@@ -26,7 +26,14 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from receiver import events, intake, logs, metrics
 from receiver.config import Settings
-from receiver.errors import PayloadTooLargeError, ReceiverError, RejectedDeliveryError
+from receiver.errors import (
+    AuthUnavailableError,
+    ForbiddenError,
+    PayloadTooLargeError,
+    ReceiverError,
+    RejectedDeliveryError,
+    UnauthenticatedError,
+)
 from receiver.journal import JobState
 from receiver.runtime import Runtime, status
 from receiver.sync import readiness
@@ -34,6 +41,8 @@ from receiver.sync import readiness
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # Pub/Sub messages are at most 10 MB
+
+_AUTH_ERRORS = (UnauthenticatedError, ForbiddenError, AuthUnavailableError)
 
 bp = Blueprint("receiver", __name__)
 
@@ -71,11 +80,7 @@ def runtime() -> Runtime:
 def push() -> tuple[Response, int]:
     rt = runtime()
     if rt.verifier is not None:
-        try:
-            rt.verifier.verify(request.headers.get("Authorization"))
-        except ReceiverError as error:
-            metrics.AUTH_FAILURES.labels(reason=error.label).inc()
-            raise
+        rt.verifier.verify(request.headers.get("Authorization"))
     event = events.parse_delivery(
         request.get_data(),
         dict(request.headers.items()),
@@ -156,6 +161,8 @@ def _error_response(error: ReceiverError) -> tuple[Response, int]:
     log.warning("%s %s -> %s: %s", request.method, request.path, error.http_status, error.reason)
     if request.method == "POST" and request.path == "/":
         metrics.PUSHES.labels(format="unknown", outcome=error.outcome).inc()
+        if isinstance(error, _AUTH_ERRORS):
+            metrics.AUTH_FAILURES.labels(reason=error.label).inc()
     return jsonify(body), error.http_status
 
 
