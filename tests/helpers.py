@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import threading
+import time
 from pathlib import Path
 
 from google.cloud import storage
 
+from receiver.devkeys import DEV_SENDER
 from receiver.devtools import archive_directory, free_port, notification_push
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -51,3 +54,26 @@ def serve_in_thread(handler: type[http.server.BaseHTTPRequestHandler]) -> http.s
     thread.daemon = True
     thread.start()
     return server
+
+
+# --- Hand-made tokens, for forgeries the dev signer would never produce ---
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned_token(header: dict, claims: dict) -> str:
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+
+
+def good_claims() -> dict:
+    now = int(time.time())
+    return {
+        "iss": "https://accounts.google.com",
+        "aud": AUDIENCE,
+        "email": DEV_SENDER,
+        "email_verified": True,
+        "iat": now,
+        "exp": now + 3600,
+    }

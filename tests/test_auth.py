@@ -1,6 +1,5 @@
 """Token verification, with real RS256 tokens and a real local certs endpoint."""
 
-import base64
 import hashlib
 import hmac
 import json
@@ -13,27 +12,7 @@ from cryptography.x509 import load_pem_x509_certificate
 from receiver.auth import CertsCache, PushVerifier
 from receiver.devkeys import DEV_SENDER
 from receiver.errors import AuthUnavailableError, ForbiddenError, UnauthenticatedError
-from tests.helpers import AUDIENCE
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unsigned_token(header: dict, claims: dict) -> str:
-    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
-
-
-def good_claims() -> dict:
-    now = int(time.time())
-    return {
-        "iss": "https://accounts.google.com",
-        "aud": AUDIENCE,
-        "email": DEV_SENDER,
-        "email_verified": True,
-        "iat": now,
-        "exp": now + 3600,
-    }
+from tests.helpers import AUDIENCE, b64, good_claims, unsigned_token
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The HTTP contract: status codes and bodies as Pub/Sub and an operator see them."""
 
 import base64
+import hmac
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from receiver import quarantine
 from receiver.config import Settings
 from receiver.errors import ConfigError
 from receiver.web import create_app
-from tests.helpers import push_body, upload_model
+from tests.helpers import b64, good_claims, push_body, unsigned_token, upload_model
 
 
 def test_factory_refuses_bad_settings():
@@ -184,3 +185,20 @@ def test_status_page_warns_when_auth_is_off(environ):
     app = create_app(Settings.from_env({**environ, "RECEIVER_AUTH": "none"}))
     html = app.test_client().get("/").get_data(as_text=True)
     assert "Authentication is off" in html
+
+
+def test_forged_tokens_are_401_over_http_and_queue_nothing(client, bucket, signer, runtime):
+    alg_none = unsigned_token({"alg": "none", "kid": signer.kid}, good_claims()) + "."
+    certificate = json.loads(signer.certs_path.read_text())[signer.kid].encode()
+    signing_input = unsigned_token({"alg": "HS256", "kid": signer.kid}, good_claims())
+    hs256 = (
+        f"{signing_input}.{b64(hmac.new(certificate, signing_input.encode(), 'sha256').digest())}"
+    )
+    for forged in (alg_none, hs256):
+        response = client.post(
+            "/",
+            data=push_body(upload_model(bucket, 1)),
+            headers={"Authorization": f"Bearer {forged}"},
+        )
+        assert response.status_code == 401
+    assert runtime.journal.recent() == []
