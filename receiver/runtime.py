@@ -44,8 +44,7 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         settings.model_dir.mkdir(parents=True, exist_ok=True)
-        journal = Journal(settings.state_dir / "journal.sqlite3")
-        journal.initialize()
+        journal = open_journal(settings)
         store = ObjectStore.from_environment(settings.read_timeout)
         installer = Installer(settings, store)
         verifier = None
@@ -69,11 +68,17 @@ class Runtime:
         )
 
 
+def open_journal(settings: Settings) -> Journal:
+    """The journal every process of this receiver shares, its tables created if new."""
+    journal = Journal(settings.state_dir / "journal.sqlite3")
+    journal.initialize()
+    return journal
+
+
 def prepare_host(settings: Settings) -> None:
     """Once per start, before any worker runs: directories, journal, and crash clean-up."""
     settings.model_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(settings.state_dir / "journal.sqlite3")
-    journal.initialize()
+    journal = open_journal(settings)
     for path in servable.remove_debris(settings.model_dir):
         log.warning("removed debris of an interrupted install: %s", path)
     journal.set_meta(FIRST_SYNC_KEY, None)  # readiness waits for this start's first sync
