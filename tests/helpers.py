@@ -15,7 +15,7 @@ from receiver.devkeys import DEV_SENDER
 from receiver.devtools import archive_directory, free_port, notification_push
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
+FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
 HALF_PLUS_TWO = FIXTURES / "half_plus_two" / "00000123"
 AUDIENCE = "https://receiver.test/push"
 
