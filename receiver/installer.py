@@ -113,6 +113,7 @@ class Installer:
             finally:
                 for future in futures:
                     future.cancel()
+        unpacker.finish()
 
     def _unpack(self, job: Job, download: Download, staging: Path, progress: _Progress) -> None:
         limits = self.settings.limits

@@ -11,8 +11,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Longest suffix first, so `x.tar.gz` is not read as a `.gz` file.
-ARCHIVE_FORMATS = ("tar.gz", "tgz", "tar", "zip")
+# Longest suffix first, so `x.tar.gz` is not read as a `.gz` file. The compression of a
+# tar is read from its first bytes; the name only tells tar from zip.
+ARCHIVE_FORMATS = (
+    "tar.gz",
+    "tgz",
+    "tar.bz2",
+    "tbz2",
+    "tar.xz",
+    "txz",
+    "tar.zst",
+    "tzst",
+    "tar",
+    "zip",
+)
 DIRECTORY = "directory"  # the "archive format" of a directory upload
 MAX_VERSION = 2**63 - 1  # TF Serving parses version directories as int64
 MAX_MODEL_NAME = 128

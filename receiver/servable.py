@@ -28,14 +28,13 @@ from receiver.layout import is_model_name, parse_version
 PROVENANCE_FILE = ".receiver.json"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _DEBRIS_PREFIXES = (".staging-", ".trash-", ".download-")
-_JUNK_AT_ROOT = frozenset({"__MACOSX", ".DS_Store"})
 
 
 def find_saved_model(staging: Path) -> Path:
     """The directory holding the SavedModel: the archive root, or its single top-level dir."""
     root = staging
     if not _has_saved_model(root):
-        entries = [entry for entry in staging.iterdir() if entry.name not in _JUNK_AT_ROOT]
+        entries = list(staging.iterdir())
         if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
             root = entries[0]
     if not _has_saved_model(root):
@@ -53,7 +52,14 @@ def find_saved_model(staging: Path) -> Path:
 
 
 def _has_saved_model(directory: Path) -> bool:
-    return any((directory / name).is_file() for name in SAVED_MODEL_FILES)
+    """True if the graph file is there; it must be a regular file, not a link or directory."""
+    for name in SAVED_MODEL_FILES:
+        path = directory / name
+        if path.is_symlink() or path.is_dir():
+            raise PermanentError(f"not a SavedModel: {name} is a link or directory, not a file")
+        if path.is_file():
+            return True
+    return False
 
 
 def new_staging_dir(model_root: Path, version: int) -> Path:

@@ -175,7 +175,7 @@ def test_file_count_limit(staging):
 @pytest.mark.parametrize("archive_format", ["tar.gz", "zip"])
 def test_corrupt_archives_fail_with_a_reason(staging, archive_format):
     good = archive_directory(HALF_PLUS_TWO, archive_format)
-    with pytest.raises(ArchiveError, match="corrupt"):
+    with pytest.raises(ArchiveError, match="corrupt|truncated"):
         unpack(good[: len(good) // 2], staging, archive_format)
 
 

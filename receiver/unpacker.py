@@ -1,0 +1,239 @@
+"""Write an archive's entries under a staging directory, refusing anything that could escape it.
+
+Every entry, whatever archive format it came from, goes through `Unpacker`, which
+- only ever writes into directories it created itself, so no write passes through a link;
+- opens files with O_EXCL|O_NOFOLLOW, so a duplicate or a planted link is an error;
+- takes a symlink only if it still resolves inside the staging dir once every entry is
+  written (a chain of links is followed the way the kernel will follow it), a hard link
+  only to a file it wrote itself, and nothing else (devices, fifos, sparse files);
+- takes names only if they are plain relative UTF-8 paths a Linux filesystem can hold;
+- counts entries and bytes against the limits, so bombs stop early;
+- skips what macOS adds to archives (`__MACOSX/`, `._*` AppleDouble files, `.DS_Store`).
+
+tarfile's `filter="data"` is not relied on: this runtime (Python 3.11.7) predates fixes to
+it (CVE-2025-4517 and friends), and it does not cover zip or directory uploads.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Protocol
+
+from receiver.config import Limits
+from receiver.errors import PermanentError, TransientError
+
+CHUNK_SIZE = 1024 * 1024
+# Below this many unpacked bytes the ratio is not checked: small archives of text
+# (a SavedModel's graph) compress well and are harmless whatever their ratio.
+RATIO_FLOOR_BYTES = 16 * 1024 * 1024
+MAX_NAME_BYTES = 1024  # a whole entry name
+MAX_COMPONENT_BYTES = 255  # one path component (NAME_MAX on Linux filesystems)
+MAX_SYMLINK_TARGET = 1024
+_MACOS_JUNK = ("__MACOSX", ".DS_Store")
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class ArchiveError(PermanentError):
+    """The archive is corrupt, hostile, or over a limit."""
+
+
+class CorruptArchiveError(ArchiveError):
+    """The bytes do not form a complete archive (which a download mangled in transit looks like)."""
+
+
+class ByteBudget:
+    """Counts unpacked bytes against RECEIVER_MAX_UNPACKED_BYTES and RECEIVER_MAX_RATIO."""
+
+    def __init__(self, limits: Limits, compressed_bytes: Callable[[], int]) -> None:
+        self.limits = limits
+        self._compressed_bytes = compressed_bytes
+        self._lock = threading.Lock()  # directory uploads write several files at once
+        self.spent = 0
+
+    def spend(self, amount: int) -> None:
+        with self._lock:
+            self.spent += amount
+            spent = self.spent
+        if spent > self.limits.max_unpacked_bytes:
+            raise ArchiveError(
+                f"archive unpacks to more than {self.limits.max_unpacked_bytes} bytes "
+                "(RECEIVER_MAX_UNPACKED_BYTES)"
+            )
+        if spent > RATIO_FLOOR_BYTES and spent > self.limits.max_ratio * max(
+            self._compressed_bytes(), 1
+        ):
+            raise ArchiveError(
+                f"archive expands more than {self.limits.max_ratio}x (RECEIVER_MAX_RATIO); "
+                "refusing a likely decompression bomb"
+            )
+
+
+def check_name(name: str) -> tuple[str, ...]:
+    """The path components of an entry name, or ArchiveError saying why it is unsafe."""
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise ArchiveError(f"entry name {name[:64]!r}… is longer than {MAX_NAME_BYTES} bytes")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
+        raise ArchiveError(f"entry name {name!r} contains a control character")
+    if any(0xDC80 <= ord(char) <= 0xDCFF for char in name):  # undecodable bytes
+        raise ArchiveError(f"entry name {name!r} is not valid UTF-8")
+    if "\\" in name:
+        raise ArchiveError(
+            f"entry name {name!r} contains a backslash; archives must use '/' between "
+            "directories (re-create it with tar, zip or Python's zipfile)"
+        )
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":" and name[0].isalpha()):
+        raise ArchiveError(f"entry {name!r} has an absolute path")
+    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    if ".." in parts:
+        raise ArchiveError(f"entry {name!r} climbs out of the archive with '..'")
+    if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in parts):
+        raise ArchiveError(f"entry {name[:64]!r}… has a name part over {MAX_COMPONENT_BYTES} bytes")
+    return parts
+
+
+def is_macos_junk(parts: tuple[str, ...]) -> bool:
+    """Resource forks and Finder files that macOS puts into archives; never part of a model."""
+    return any(part in _MACOS_JUNK or part.startswith("._") for part in parts)
+
+
+class Unpacker:
+    """Creates entries under `root`; call `finish()` once every entry is written."""
+
+    def __init__(self, root: Path, limits: Limits, compressed_bytes: Callable[[], int]) -> None:
+        self.root = root
+        self.limits = limits
+        self.budget = ByteBudget(limits, compressed_bytes)
+        self._dirs: set[tuple[str, ...]] = {()}
+        self._files: set[tuple[str, ...]] = set()
+        self._symlinks: list[tuple[str, ...]] = []
+        self._lock = threading.Lock()
+        self.entries = 0
+        self.skipped = 0
+
+    @property
+    def unpacked_bytes(self) -> int:
+        return self.budget.spent
+
+    def directory(self, name: str) -> None:
+        parts = check_name(name)
+        if parts and not self._skip(parts):
+            self._make_dirs(parts)
+
+    def file(self, name: str, source: Readable, executable: bool = False) -> None:
+        parts = check_name(name)
+        if not parts:
+            raise ArchiveError(f"entry {name!r} has no file name")
+        if self._skip(parts):
+            return
+        self._make_dirs(parts[:-1])
+        self._count_entry()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self._path(parts), flags, 0o755 if executable else 0o644)
+        except FileExistsError:
+            raise ArchiveError(f"entry {name!r} appears twice or clashes with a link") from None
+        except IsADirectoryError:
+            raise ArchiveError(f"entry {name!r} is both a directory and a file") from None
+        with os.fdopen(fd, "wb") as out:
+            while chunk := source.read(CHUNK_SIZE):
+                self.budget.spend(len(chunk))
+                _write(out, chunk)
+        with self._lock:
+            self._files.add(parts)
+
+    def symlink(self, name: str, target: str) -> None:
+        parts = check_name(name)
+        if not parts or not target or len(target) > MAX_SYMLINK_TARGET or "\x00" in target:
+            raise ArchiveError(f"symlink {name!r} has no usable name or target")
+        if self._skip(parts):
+            return
+        resolved = posixpath.normpath(posixpath.join(*parts[:-1], target))
+        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            raise ArchiveError(f"symlink {name!r} points outside the archive ({target!r})")
+        self._make_dirs(parts[:-1])
+        self._count_entry()
+        try:
+            os.symlink(target, self._path(parts))
+        except FileExistsError:
+            raise ArchiveError(f"entry {name!r} appears twice") from None
+        with self._lock:
+            self._symlinks.append(parts)
+
+    def hardlink(self, name: str, target: str) -> None:
+        parts, target_parts = check_name(name), check_name(target)
+        if self._skip(parts):
+            return
+        if target_parts not in self._files:
+            raise ArchiveError(
+                f"hard link {name!r} points to {target!r}, which is not a file of the archive"
+            )
+        self._make_dirs(parts[:-1])
+        self._count_entry()
+        try:
+            os.link(self._path(target_parts), self._path(parts), follow_symlinks=False)
+        except FileExistsError:
+            raise ArchiveError(f"entry {name!r} appears twice") from None
+
+    def finish(self) -> None:
+        """Check what only the whole tree shows: links that leave it through other links."""
+        root = os.path.realpath(self.root)
+        for parts in self._symlinks:
+            resolved = os.path.realpath(self._path(parts))
+            if resolved != root and not resolved.startswith(root + os.sep):
+                raise ArchiveError(
+                    f"symlink {'/'.join(parts)!r} leads outside the archive through other links"
+                )
+
+    def _skip(self, parts: tuple[str, ...]) -> bool:
+        if is_macos_junk(parts):
+            self.skipped += 1
+            return True
+        return False
+
+    def _path(self, parts: tuple[str, ...]) -> str:
+        return os.path.join(self.root, *parts)
+
+    def _make_dirs(self, parts: tuple[str, ...]) -> None:
+        with self._lock:
+            for depth in range(1, len(parts) + 1):
+                prefix = parts[:depth]
+                if prefix in self._dirs:
+                    continue
+                self._count_entry_locked()
+                try:
+                    os.mkdir(self._path(prefix), 0o755)
+                except FileExistsError:
+                    # Something that is not a directory we made (a file or a link) is there.
+                    raise ArchiveError(
+                        f"entry {'/'.join(prefix)!r} is used both as a directory "
+                        "and as a file or link"
+                    ) from None
+                self._dirs.add(prefix)
+
+    def _count_entry(self) -> None:
+        with self._lock:
+            self._count_entry_locked()
+
+    def _count_entry_locked(self) -> None:
+        self.entries += 1
+        if self.entries > self.limits.max_files:
+            raise ArchiveError(
+                f"archive has more than {self.limits.max_files} entries (RECEIVER_MAX_FILES)"
+            )
+
+
+def _write(out: IO[bytes], chunk: bytes) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TransientError(f"disk full while unpacking: {exc}") from exc
+        raise
