@@ -168,9 +168,13 @@ class Unpacker:
             self._symlinks.append(parts)
 
     def hardlink(self, name: str, target: str) -> None:
-        parts, target_parts = check_name(name), check_name(target)
+        parts = check_name(name)
         if self._skip(parts):
             return
+        try:
+            target_parts = check_name(target)
+        except ArchiveError:
+            target_parts = ()
         if target_parts not in self._files:
             raise ArchiveError(
                 f"hard link {name!r} points to {target!r}, which is not a file of the archive"

@@ -46,6 +46,14 @@ def same_files(installed: Path, source: Path = HALF_PLUS_TWO) -> bool:
     return all((installed / f).read_bytes() == (source / f).read_bytes() for f in files)
 
 
+def peak_rss_mib(pid: int | str = "self") -> int:
+    """A process's peak resident memory so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
 def serve_in_thread(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.HTTPServer:
     """A real HTTP server on a free 127.0.0.1 port; stop it with `server.shutdown()`."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)

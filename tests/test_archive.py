@@ -1,18 +1,28 @@
 """Unpacking, including hostile archives: nothing may land outside the staging dir."""
 
+import bz2
 import io
+import lzma
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
+from backports import zstd
 
 from receiver.archive import ArchiveError, unpack_tar, unpack_zip
+from receiver.compression import decompressed
 from receiver.config import Limits
 from receiver.devtools import archive_directory
-from tests.helpers import HALF_PLUS_TWO, same_files
+from receiver.errors import PermanentError
+from receiver.servable import find_saved_model
+from receiver.unpacker import ByteBudget
+from tests import hostile
+from tests.helpers import HALF_PLUS_TWO, PROJECT_ROOT, same_files
 
 LIMITS = Limits(max_unpacked_bytes=1024**3, max_files=1000, max_ratio=200)
 
@@ -182,3 +192,138 @@ def test_corrupt_archives_fail_with_a_reason(staging, archive_format):
 def test_not_an_archive_at_all(staging):
     with pytest.raises(ArchiveError, match="corrupt"):
         unpack(b"this is a text file, not a tarball\n" * 100, staging, "tar.gz")
+
+
+# --- The hostile corpus (tests/hostile.py), unit level; tests/e2e/test_hostile.py runs it
+# --- through real gunicorn and measures memory.
+
+DEFAULT_LIMITS = Limits(max_unpacked_bytes=64 * 1024**3, max_files=100_000, max_ratio=200)
+
+
+@pytest.fixture(scope="session")
+def corpus_bytes() -> dict[str, bytes]:
+    return {case.name: case.build() for case in hostile.CORPUS}
+
+
+@pytest.mark.parametrize("case", hostile.CORPUS, ids=lambda case: case.name)
+def test_hostile_corpus_is_refused_with_a_precise_reason(staging, corpus_bytes, case):
+    archive_format = "zip" if case.suffix == "zip" else "tar"
+    with pytest.raises(PermanentError, match=case.reason):
+        unpack(corpus_bytes[case.name], staging, archive_format, DEFAULT_LIMITS)
+        find_saved_model(staging)
+    assert outside(staging) == []
+
+
+def test_zips_written_by_zipfile_writestr_install(staging):
+    """writestr leaves the file-type bits at zero: those entries are regular files."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(HALF_PLUS_TWO.rglob("*")):
+            if path.is_file():
+                archive.writestr(str(path.relative_to(HALF_PLUS_TWO)), path.read_bytes())
+    assert all(info.external_attr >> 16 == 0o600 for info in archive.infolist())
+    unpack(buffer.getvalue(), staging, "zip")
+    assert same_files(staging)
+
+
+def test_macos_resource_forks_and_finder_files_are_left_out(staging):
+    unpack(
+        tar_of(
+            (entry("m/saved_model.pb"), b"graph"),
+            (entry("m/._saved_model.pb"), b"\x00\x05\x16\x07AppleDouble"),
+            (entry("__MACOSX/m/._saved_model.pb"), b"\x00\x05\x16\x07"),
+            (entry("m/.DS_Store"), b"Bud1"),
+        ),
+        staging,
+        "tar.gz",
+    )
+    assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == [
+        "m",
+        "m/saved_model.pb",
+    ]
+
+
+def model_tar() -> bytes:
+    return archive_directory(HALF_PLUS_TWO, "tar", top="m")
+
+
+@pytest.mark.parametrize(
+    "compress",
+    [
+        hostile.gzip,
+        bz2.compress,
+        lzma.compress,
+        zstd.compress,
+        lambda data: data,
+        # `cat a.gz b.gz`: a gzip of several members is one stream
+        lambda data: hostile.gzip(data[:1000]) + hostile.gzip(data[1000:]),
+    ],
+    ids=["gzip", "bzip2", "xz", "zstd", "plain", "multi-member-gzip"],
+)
+def test_every_compression_is_read_from_the_bytes_not_the_name(staging, compress):
+    unpack(compress(model_tar()), staging, "tar")
+    assert same_files(staging / "m")
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda gz: gz[:-200], "truncated"),
+        (lambda gz: gz[:-8], "truncated"),  # the trailer alone: CRC and length missing
+        (lambda gz: gz[:-8] + b"\0\0\0\0" + gz[-4:], "corrupt gzip data"),  # wrong CRC
+        (lambda gz: gz[:-4] + b"\0\0\0\0", "corrupt gzip data"),  # wrong length
+        (lambda gz: gz + b"trailing garbage", "not another complete gzip member"),
+        (lambda gz: gz + gz[:100], "truncated"),  # a second member cut short
+    ],
+    ids=["cut-200", "no-trailer", "bad-crc", "bad-length", "garbage-after", "cut-member"],
+)
+def test_a_gzip_stream_must_end_properly(staging, mangle, reason):
+    with pytest.raises(ArchiveError, match=reason):
+        unpack(mangle(hostile.gzip(model_tar())), staging, "tar")
+
+
+def test_a_plain_tar_cut_between_members_is_truncated(staging):
+    data = model_tar()
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        last = archive.getmembers()[-1]
+    end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    with pytest.raises(ArchiveError, match="end-of-archive block"):
+        unpack(data[:end], staging, "tar")
+
+
+def test_decompressed_reads_are_bounded_whatever_the_ratio():
+    bomb = hostile.gzip(bytes(256 * 1024 * 1024))
+    source = io.BytesIO(bomb)
+    budget = ByteBudget(Limits(10**12, 10, 10**9), source.tell)
+    stream = decompressed(source, budget)
+    sizes = {len(stream.read(65536)) for _ in range(100)}
+    assert max(sizes) <= 65536
+
+
+def test_memory_stays_flat_while_unpacking_a_gigabyte_of_zeros(tmp_path):
+    """Run in a fresh process so its peak RSS is the unpacker's alone (VmHWM: ru_maxrss
+    would include the forking pytest's)."""
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(hostile.gzip_bomb(gib=1))
+    script = f"""
+from pathlib import Path
+from receiver.archive import unpack_tar
+from receiver.config import Limits
+from tests.helpers import peak_rss_mib
+source = open({str(bomb)!r}, "rb")
+unpack_tar(source, Path({str(tmp_path)!r}) / "out", Limits(10**12, 10, 10**9), source.tell)
+print(peak_rss_mib())
+"""
+    (tmp_path / "out").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 150, f"peak RSS {result.stdout.strip()} MiB"
+    assert (
+        tmp_path / "out" / "m/variables/variables.data-00000-of-00001"
+    ).stat().st_size == 1024**3

@@ -1,0 +1,287 @@
+"""A corpus of hostile archives, each with the reason the receiver must give for refusing it.
+
+Built with tarfile, zipfile and the compressors (and GNU tar for sparse files); the one
+structure no tool writes, the overlapping zip of the "better zip bomb"
+(https://www.bamsoftware.com/hacks/zipbomb/), is laid out here byte by byte.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+import shutil
+import struct
+import subprocess
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from backports import zstd
+
+from tests.helpers import HALF_PLUS_TWO
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str
+    suffix: str  # the object name's extension: tar.gz, zip, ...
+    reason: str  # a regular expression the job's failure reason must match
+    build: Callable[[], bytes]
+
+
+def member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.size = kind, link, 0o644, len(data)
+    return info, (io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def tar(
+    *members: tuple, model: bool = True, compress: Callable[[bytes], bytes] | None = None
+) -> bytes:
+    """A tar of the given members, after the half_plus_two model unless `model` is False."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        if model:
+            archive.add(HALF_PLUS_TWO, arcname="m")
+        for info, data in members:
+            archive.addfile(info, data)
+    return (compress or gzip)(buffer.getvalue())
+
+
+def gzip(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+def zip_of(*entries: tuple[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _bomb(compress: Callable[[bytes], bytes], gib: int = 3) -> bytes:
+    """A tar whose one member is `gib` GiB of zeros, as concatenated compressed members.
+
+    Every tool reads concatenated members as one stream (gzip, bzip2, xz and zstd all allow
+    it), so one compressed block of 64 MiB of zeros, repeated, makes gigabytes in a few MB.
+    """
+    header, blocks, end = _bomb_parts(gib)
+    block = compress(bytes(64 * MIB))
+    return b"".join([compress(header)] + [block] * blocks + [compress(end)])
+
+
+def _bomb_parts(gib: int) -> tuple[bytes, int, bytes]:
+    header = tarfile.TarInfo("m/variables/variables.data-00000-of-00001")
+    header.size = gib * 1024 * MIB
+    return header.tobuf(format=tarfile.USTAR_FORMAT), header.size // (64 * MIB), bytes(1024)
+
+
+def gzip_bomb(gib: int = 3) -> bytes:
+    """The same as one gzip member, as `tar -cz` of a file of zeros would make it.
+
+    After a full flush deflate starts afresh, so each 64 MiB of zeros compresses to the
+    same bytes: compressed once, repeated, and the trailer's CRC computed over the whole.
+    """
+    header, blocks, end = _bomb_parts(gib)
+    zeros = bytes(64 * MIB)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    start = packer.compress(header) + packer.flush(zlib.Z_FULL_FLUSH)
+    block = packer.compress(zeros) + packer.flush(zlib.Z_FULL_FLUSH)
+    finish = (packer.compress(end) + packer.flush())[:-8]  # without its trailer
+    crc = zlib.crc32(header)
+    for _ in range(blocks):
+        crc = zlib.crc32(zeros, crc)
+    crc = zlib.crc32(end, crc)
+    size = len(header) + blocks * len(zeros) + len(end)
+    return start + block * blocks + finish + struct.pack("<2L", crc, size & 0xFFFFFFFF)
+
+
+def _xz(data: bytes) -> bytes:
+    return lzma.compress(data, preset=0)
+
+
+def _zstd(data: bytes) -> bytes:
+    return zstd.compress(data)
+
+
+def better_zip_bomb(files: int = 32, kernel_bytes: int = 4 * MIB) -> bytes:
+    """Fifield's overlapping zip: every entry's data runs on through the next entries' headers.
+
+    Entry i's deflate stream starts with a stored block that quotes entry i+1's local
+    header, so all entries share one compressed kernel at the end.
+    """
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zeros = bytes(kernel_bytes)
+    kernel = packer.compress(zeros) + packer.flush()
+    names = [f"m/variables/bomb{i:03d}".encode() for i in range(files)]
+    headers: list[bytes] = [b""] * files
+    quoted = b""  # what entry i inflates to before the kernel: every header after it
+    for i in reversed(range(files)):
+        crc = zlib.crc32(zeros, zlib.crc32(quoted))
+        stored = sum(len(h) + 5 for h in headers[i + 1 :]) + len(kernel)
+        fields = (20, 0, 8, 0, 0, crc, stored, len(quoted) + kernel_bytes, len(names[i]), 0)
+        headers[i] = struct.pack("<4s5H3L2H", b"PK\x03\x04", *fields) + names[i]
+        quoted = headers[i] + quoted
+    body = b""
+    offsets = []
+    for i, header in enumerate(headers):
+        offsets.append(len(body))
+        body += header
+        if i + 1 < files:
+            size = len(headers[i + 1])
+            body += struct.pack("<BHH", 0, size, size ^ 0xFFFF)
+    body += kernel
+    central = b""
+    for i, header in enumerate(headers):
+        crc, stored, unpacked = struct.unpack("<3L", header[14:26])
+        fields = (20, 20, 0, 8, 0, 0, crc, stored, unpacked, len(names[i]), 0, 0, 0, 0)
+        central += (
+            struct.pack("<4s6H3L5H2L", b"PK\x01\x02", *fields, 0o100644 << 16, offsets[i])
+            + names[i]
+        )
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, files, files, len(central), len(body), 0)
+    return body + central + end
+
+
+def sparse_tar(tar_format: str) -> bytes:
+    """GNU tar's own sparse member: a 1 GiB file of one hole and a few bytes."""
+    with tempfile.TemporaryDirectory() as scratch:
+        holey = Path(scratch) / "m" / "variables" / "variables.data-00000-of-00001"
+        shutil.copytree(HALF_PLUS_TWO, Path(scratch) / "m")
+        holey.unlink()
+        with holey.open("wb") as out:
+            out.truncate(1024 * MIB)
+            out.write(b"weights")
+        return subprocess.run(
+            ["tar", "-czS", f"--format={tar_format}", "-C", scratch, "m"],
+            check=True,
+            capture_output=True,
+        ).stdout
+
+
+CORPUS = [
+    Hostile("gzip-bomb", "tar.gz", "RECEIVER_MAX_RATIO", gzip_bomb),
+    Hostile("bzip2-bomb", "tar.bz2", "RECEIVER_MAX_RATIO", lambda: _bomb(bz2.compress, gib=1)),
+    Hostile("xz-bomb", "tar.xz", "RECEIVER_MAX_RATIO", lambda: _bomb(_xz, gib=1)),
+    Hostile("zstd-bomb", "tar.zst", "RECEIVER_MAX_RATIO", lambda: _bomb(_zstd)),
+    Hostile("zip-bomb-overlapping", "zip", "overlap", better_zip_bomb),
+    Hostile(
+        "zip-bomb-deflate",
+        "zip",
+        "RECEIVER_MAX_RATIO",
+        lambda: zip_of(("m/saved_model.pb", b"graph"), ("m/variables/bomb", bytes(256 * MIB))),
+    ),
+    Hostile(
+        "pax-header-huge",
+        "tar.gz",
+        "extended header claims",
+        lambda: tar((_header(tarfile.XHDTYPE, 4 * 1024**3), None), model=False),
+    ),
+    Hostile(
+        "gnu-long-name-huge",
+        "tar.gz",
+        "extended header claims",
+        lambda: tar((_header(tarfile.GNUTYPE_LONGNAME, 4 * 1024**3), None), model=False),
+    ),
+    Hostile("sparse-gnu", "tar.gz", "sparse", lambda: sparse_tar("gnu")),
+    Hostile("sparse-pax", "tar.gz", "sparse", lambda: sparse_tar("posix")),
+    Hostile(
+        "many-tiny-entries",
+        "tar.gz",
+        "RECEIVER_MAX_FILES",
+        lambda: tar(*(member(f"m/assets/f{i}") for i in range(100_001))),
+    ),
+    Hostile(
+        "deep-directories",
+        "tar.gz",
+        "longer than",
+        lambda: tar(member("m/" + "d/" * 1000 + "f", b"x")),
+    ),
+    Hostile("long-name-part", "tar.gz", "over 255 bytes", lambda: tar(member("m/" + "a" * 300))),
+    Hostile("control-character", "tar.gz", "control character", lambda: tar(member("m/a\nb"))),
+    Hostile("backslash", "tar.gz", "backslash", lambda: tar(member("m\\..\\..\\escaped"))),
+    Hostile("backslash-zip", "zip", "backslash", lambda: zip_of(("..\\escaped", b"x"))),
+    Hostile("drive-letter", "zip", "absolute path", lambda: zip_of(("C:/escaped", b"x"))),
+    Hostile("dot-dot", "tar.gz", "climbs out", lambda: tar(member("m/../../escaped", b"x"))),
+    Hostile("absolute", "tar.gz", "absolute path", lambda: tar(member("/tmp/escaped", b"x"))),
+    Hostile(
+        "duplicate-name",
+        "tar.gz",
+        "appears twice",
+        lambda: tar(member("m/assets/foo.txt", b"again")),
+    ),
+    Hostile(
+        "file-then-directory",
+        "tar.gz",
+        "both",
+        lambda: tar(member("m/x", b"file"), member("m/x", kind=tarfile.DIRTYPE)),
+    ),
+    Hostile(
+        "directory-then-file",
+        "tar.gz",
+        "appears twice|both",
+        lambda: tar(member("m/x", kind=tarfile.DIRTYPE), member("m/x", b"file")),
+    ),
+    Hostile(
+        "symlink-out",
+        "tar.gz",
+        "points outside",
+        lambda: tar(member("m/link", kind=tarfile.SYMTYPE, link="../../../etc/passwd")),
+    ),
+    Hostile(
+        "symlink-chain-out",
+        "tar.gz",
+        "through other links",
+        lambda: tar(
+            member("m/here", kind=tarfile.SYMTYPE, link="."),
+            member("m/up", kind=tarfile.SYMTYPE, link="here/here/../.."),
+        ),
+    ),
+    Hostile(
+        "hardlink-out",
+        "tar.gz",
+        "not a file of the archive",
+        lambda: tar(member("m/passwd", kind=tarfile.LNKTYPE, link="/etc/passwd")),
+    ),
+    Hostile("device", "tar.gz", "device", lambda: tar(member("m/null", kind=tarfile.CHRTYPE))),
+    Hostile(
+        "saved-model-symlink",
+        "tar.gz",
+        "saved_model.pb is a link",
+        lambda: tar(
+            member("m/graph.pb", (HALF_PLUS_TWO / "saved_model.pb").read_bytes()),
+            member("m/saved_model.pb", kind=tarfile.SYMTYPE, link="graph.pb"),
+            model=False,
+        ),
+    ),
+    Hostile(
+        "saved-model-directory",
+        "tar.gz",
+        "saved_model.pb is a link or directory",
+        lambda: tar(member("m/saved_model.pb/x", b"x"), model=False),
+    ),
+    Hostile(
+        "zip-bzip2-method",
+        "zip",
+        "compression method",
+        lambda: zip_of(("m/saved_model.pb", b"graph"), method=zipfile.ZIP_BZIP2),
+    ),
+    Hostile("truncated-tar-gz", "tar.gz", "truncated", lambda: tar(model=True)[:-200]),
+]
+
+
+def _header(kind: bytes, size: int) -> tarfile.TarInfo:
+    """A header that announces `size` bytes of data that never follow."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type = kind
+    info.size = size
+    return info
