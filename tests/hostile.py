@@ -145,8 +145,7 @@ def better_zip_bomb(files: int = 32, kernel_bytes: int = 4 * MIB) -> bytes:
         crc, stored, unpacked = struct.unpack("<3L", header[14:26])
         entry = (20, 20, 0, 8, 0, 0, crc, stored, unpacked, len(names[i]), 0, 0, 0, 0)
         central += (
-            struct.pack("<4s6H3L5H2L", b"PK\x01\x02", *entry, 0o100644 << 16, offsets[i])
-            + names[i]
+            struct.pack("<4s6H3L5H2L", b"PK\x01\x02", *entry, 0o100644 << 16, offsets[i]) + names[i]
         )
     end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, files, files, len(central), len(body), 0)
     return body + central + end
