@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install browser bench
+.PHONY: demo test lint install tools tf bench
 
 install: $(VENV)/.installed
 
@@ -26,11 +26,29 @@ lint: install
 bench: install
 	PYTHONPATH=. $(BIN)/python benchmarks/download.py
 
-# The status page is tested in a real headless Chromium (Debian's package).
-browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-		echo "note: could not install chromium; the browser test will be skipped"
+# Tools the tests drive for real, from Debian: Chromium for the status page, and the
+# archivers whose archives must install (Info-ZIP, bsdtar, 7-Zip). Needs root (apt-get);
+# where they cannot be installed, the tests that need them skip and say so.
+DEBIAN_TOOLS := chromium:chromium zip:zip bsdtar:libarchive-tools 7zz:7zip zstd:zstd
+tools:
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the tests:$$missing (and what they depend on)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq $$missing >/dev/null; } || \
+		echo "note: could not install$$missing; the tests that need them will be skipped"; \
+	fi
 
-test: lint browser
+# TensorFlow (tests only, about 600 MB) in a virtualenv of its own.
+TF_VENV := .venv-tf
+tf: $(TF_VENV)/.installed
+
+$(TF_VENV)/.installed: requirements-tf.txt
+	@echo "installing TensorFlow for the tests into $(TF_VENV) (requirements-tf.txt)"
+	$(PYTHON) -m venv $(TF_VENV)
+	$(TF_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tf.txt
+	touch $@
+
+test: lint tools tf
 	$(BIN)/python -m pytest
