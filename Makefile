@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install tools tf bench
+.PHONY: demo test lint install tools tf fuzz bench
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,10 @@ $(TF_VENV)/.installed: requirements-tf.txt
 	$(PYTHON) -m venv $(TF_VENV)
 	$(TF_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tf.txt
 	touch $@
+
+# The property tests with thousands of examples each (a few minutes).
+fuzz: install
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -p no:cacheprovider tests/test_fuzz.py
 
 test: lint tools tf
 	$(BIN)/python -m pytest

@@ -14,9 +14,11 @@ the methods that zipfile inflates in bounded steps (store, deflate) are accepted
 
 from __future__ import annotations
 
+import errno
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Self, cast
@@ -128,7 +130,11 @@ def unpack_zip(path: Path, root: Path, limits: Limits) -> None:
             _check_no_overlap(entries)
             for info in entries:
                 _unpack_zip_member(archive, info, unpacker)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, zlib.error) as exc:
+        raise CorruptArchiveError(f"corrupt zip archive: {exc}") from exc
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # an offset before the start of the file
+            raise
         raise CorruptArchiveError(f"corrupt zip archive: {exc}") from exc
     except (RuntimeError, NotImplementedError) as exc:  # encrypted, unknown compression
         raise ArchiveError(f"unsupported zip archive: {exc}") from exc

@@ -19,6 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from hypothesis import settings as hypothesis_settings
 from werkzeug.test import TestResponse
 
 from receiver.config import Settings
@@ -28,6 +29,11 @@ from receiver.runtime import Runtime
 from receiver.web import create_app
 from tests.faultproxy import FaultProxy
 from tests.helpers import AUDIENCE, push_body, serve_in_thread
+
+# Property tests: a few hundred examples in `make test`, thousands in `make fuzz`.
+hypothesis_settings.register_profile("default", max_examples=300, deadline=None)
+hypothesis_settings.register_profile("long", max_examples=5000, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")
