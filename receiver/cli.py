@@ -32,7 +32,6 @@ from receiver.logs import configure_logging
 from receiver.runtime import Runtime
 from receiver.storage import ObjectStore
 from receiver.sync import sync
-from receiver.worker import LEASE_SECONDS
 
 DEFAULT_DEMO_DIR = Path(".demo")
 _EXPECTED_ERRORS = (
@@ -129,7 +128,9 @@ def _install(args: argparse.Namespace) -> int:
     if args.generation:
         event = dataclasses.replace(event, generation=args.generation)
     job, _ = runtime.journal.enqueue(event, target)
-    claimed = runtime.journal.claim(runtime.worker.owner, LEASE_SECONDS, job_id=job.id)
+    claimed = runtime.journal.claim(
+        runtime.worker.owner, runtime.worker.lease_seconds, job_id=job.id
+    )
     if claimed is None:
         print(f"job {job.id} is already {job.state.value}: {job.reason or ''}".rstrip(": "))
         return 0 if job.state is JobState.INSTALLED else 1

@@ -46,7 +46,14 @@ class Installer:
         self.settings = settings
         self.store = store
 
-    def install(self, job: Job, on_progress: Progress = lambda _: None) -> InstallResult:
+    def install(
+        self,
+        job: Job,
+        on_progress: Progress = lambda _: None,
+        still_ours: Callable[[], None] = lambda: None,
+    ) -> InstallResult:
+        """Install one job's version. `still_ours` is called just before the version appears
+        and raises if the job was taken over meanwhile (then nothing is installed)."""
         model_root = self.settings.model_dir / job.model
         target = model_root / str(job.version)
         if target.exists():
@@ -69,7 +76,9 @@ class Installer:
                     self._unpack(job, download, staging, progress)
             download_seconds = time.monotonic() - started
             root = servable.find_saved_model(staging)
-            servable.install(root, target, _provenance(job), on_progress=progress.tick)
+            servable.install(
+                root, target, _provenance(job), on_progress=progress.tick, before_rename=still_ours
+            )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         pruned = servable.prune(model_root, self.settings.keep_versions)

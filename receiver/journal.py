@@ -9,7 +9,9 @@ a job acknowledged to Pub/Sub is on disk (synchronous=FULL) before the response.
        |                 |  \\--> skipped     (older than every version kept)
        '--retry_later----'  (or release: interrupted by shutdown, not an attempt)
 A running job holds a lease that its worker renews while it makes progress; a job whose
-lease ran out (its process died) is claimed again by whoever looks next.
+lease ran out (its process died, or stalled) is claimed again by whoever looks next. Every
+move out of `running` names its owner and succeeds only while that owner still holds the
+job, so a worker that lost its lease can never overwrite its successor's outcome.
 """
 
 from __future__ import annotations
@@ -266,28 +268,40 @@ class Journal:
             )
         return cursor.rowcount == 1
 
-    def finish(self, job_id: int, state: JobState, reason: str | None = None) -> None:
-        """Move a job to a final state (installed or failed) with its reason."""
-        self._set(job_id, state=state.value, reason=reason, lease_until=None)
+    def finish(self, job_id: int, owner: str, state: JobState, reason: str | None = None) -> bool:
+        """Move a running job to a final state with its reason; False if it is not ours."""
+        return self._leave_running(job_id, owner, state=state.value, reason=reason)
 
-    def retry_later(self, job_id: int, reason: str, delay_seconds: float) -> None:
+    def retry_later(self, job_id: int, owner: str, reason: str, delay_seconds: float) -> bool:
         """Put a job back in the queue, not to be claimed for `delay_seconds`."""
-        self._set(
+        return self._leave_running(
             job_id,
+            owner,
             state=JobState.QUEUED.value,
             reason=reason,
-            lease_until=None,
             not_before=time.time() + delay_seconds,
         )
 
-    def release(self, job_id: int) -> None:
+    def release(self, job_id: int, owner: str) -> bool:
         """Give back a job interrupted by shutdown; the interrupted attempt does not count."""
         with self._tx() as db:
-            db.execute(
+            cursor = db.execute(
                 "UPDATE jobs SET state = ?, owner = NULL, lease_until = NULL,"
-                " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
-                (JobState.QUEUED.value, time.time(), job_id),
+                " attempts = MAX(attempts - 1, 0), updated_at = ?"
+                " WHERE id = ? AND owner = ? AND state = ?",
+                (JobState.QUEUED.value, time.time(), job_id, owner, JobState.RUNNING.value),
             )
+        return cursor.rowcount == 1
+
+    def _leave_running(self, job_id: int, owner: str, **fields: object) -> bool:
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        with self._tx() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET {columns}, lease_until = NULL, updated_at = ?"
+                " WHERE id = ? AND owner = ? AND state = ?",
+                (*fields.values(), time.time(), job_id, owner, JobState.RUNNING.value),
+            )
+        return cursor.rowcount == 1
 
     def requeue(self, job_id: int) -> Job | None:
         """Run a job again from scratch (the `retry` command); None if there is no such job."""

@@ -83,10 +83,12 @@ def install(
     target: Path,
     provenance: dict[str, object],
     on_progress: Callable[[], None] = lambda: None,
+    before_rename: Callable[[], None] = lambda: None,
 ) -> None:
     """Make `root` appear as `target` in one rename, durably. Never replaces a version."""
     (root / PROVENANCE_FILE).write_text(json.dumps({**provenance, "installed_at": time.time()}))
     _fsync_tree(root, on_progress)
+    before_rename()
     try:
         os.rename(root, target)
     except OSError as exc:

@@ -36,6 +36,10 @@ class _Cancelled(Exception):
     """Raised inside an install when the process is shutting down and out of grace time."""
 
 
+class _LeaseLost(Exception):
+    """Raised inside an install whose job another worker has taken over (its lease ran out)."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to wait before attempt n+1: base * 2**(n-1), capped, with +-50% jitter."""
@@ -58,11 +62,13 @@ class Worker:
         installer: Installer,
         retry: RetryPolicy,
         syncer: Syncer | None = None,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.journal = journal
         self.installer = installer
         self.retry = retry
         self.syncer = syncer
+        self.lease_seconds = lease_seconds
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -104,7 +110,7 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one job; False when there was nothing to do."""
-        job = self.journal.claim(self.owner, LEASE_SECONDS)
+        job = self.journal.claim(self.owner, self.lease_seconds)
         if job is None:
             return False
         if job.attempts > self.retry.max_attempts:
@@ -124,14 +130,20 @@ class Worker:
         """Install one claimed job and record its outcome (the CLI's `install` uses it too)."""
         log.info("job %s: attempt %s, %s", job.id, job.attempts, job.source)
         started = time.monotonic()
+        heartbeat = self._heartbeat(job, on_progress)
         try:
-            result = self.installer.install(job, on_progress=self._heartbeat(job, on_progress))
+            result = self.installer.install(job, heartbeat, still_ours=heartbeat.confirm)
         except _Cancelled:
             log.warning("job %s: interrupted by shutdown; it resumes after restart", job.id)
-            self.journal.release(job.id)
+            self._record(job, self.journal.release(job.id, self.owner))
+        except _LeaseLost:
+            log.warning(
+                "job %s: another worker took this job over (this one was silent past its "
+                "lease); install abandoned, nothing recorded",
+                job.id,
+            )
         except SupersededError as exc:
-            self.journal.finish(job.id, JobState.SKIPPED, exc.reason)
-            metrics.JOBS_FINISHED.labels(state=JobState.SKIPPED.value).inc()
+            self._finish(job, JobState.SKIPPED, exc.reason)
         except PermanentError as exc:
             self._fail(job, exc.reason)
         except TransientError as exc:
@@ -141,8 +153,8 @@ class Worker:
             self._retry_or_fail(job, f"unexpected error: {exc!r}")
         else:
             note = "already installed" if result.already_installed else None
-            self.journal.finish(job.id, JobState.INSTALLED, note)
-            _record_install(result, time.monotonic() - started)
+            if self._finish(job, JobState.INSTALLED, note):
+                _record_install(result, time.monotonic() - started)
 
     def _retry_or_fail(self, job: Job, reason: str) -> None:
         if job.attempts >= self.retry.max_attempts:
@@ -152,16 +164,28 @@ class Worker:
         log.warning(
             "job %s: attempt %s failed, retrying in %.1fs: %s", job.id, job.attempts, delay, reason
         )
-        self.journal.retry_later(job.id, reason, delay)
+        self._record(job, self.journal.retry_later(job.id, self.owner, reason, delay))
 
     def _fail(self, job: Job, reason: str) -> None:
         """The one place a job is recorded as failed for good."""
         log.error("job %s: failed: %s", job.id, reason)
-        self.journal.finish(job.id, JobState.FAILED, reason)
-        metrics.JOBS_FINISHED.labels(state=JobState.FAILED.value).inc()
+        self._finish(job, JobState.FAILED, reason)
+
+    def _finish(self, job: Job, state: JobState, reason: str | None) -> bool:
+        recorded = self.journal.finish(job.id, self.owner, state, reason)
+        if recorded:
+            metrics.JOBS_FINISHED.labels(state=state.value).inc()
+        return self._record(job, recorded)
+
+    def _record(self, job: Job, recorded: bool) -> bool:
+        if not recorded:
+            log.warning(
+                "job %s: no longer held by this worker; its outcome is not recorded", job.id
+            )
+        return recorded
 
     def _heartbeat(self, job: Job, also: Callable[[int], None] | None) -> _Heartbeat:
-        return _Heartbeat(self.journal, job, self.owner, self._cancel, also)
+        return _Heartbeat(self.journal, job, self.owner, self.lease_seconds, self._cancel, also)
 
 
 def _record_install(result: InstallResult, seconds: float) -> None:
@@ -183,12 +207,15 @@ class _Heartbeat:
         journal: Journal,
         job: Job,
         owner: str,
+        lease_seconds: float,
         cancel: threading.Event,
         also: Callable[[int], None] | None = None,
     ) -> None:
         self._journal = journal
         self._job = job
         self._owner = owner
+        self._lease_seconds = lease_seconds
+        self._bytes_done = 0
         self._cancel = cancel
         self._also = also
         self._last_beat = self._last_log = time.monotonic()
@@ -198,12 +225,20 @@ class _Heartbeat:
             raise _Cancelled()
         if self._also is not None:
             self._also(bytes_done)
+        self._bytes_done = bytes_done
         now = time.monotonic()
         if now - self._last_beat >= _HEARTBEAT_SECONDS:
-            self._last_beat = now
-            self._journal.heartbeat(self._job.id, self._owner, bytes_done, LEASE_SECONDS)
+            self.confirm()
         if now - self._last_log >= _PROGRESS_LOG_SECONDS:
             self._last_log = now
             progress = replace(self._job, bytes_done=bytes_done).progress()
             if progress is not None:
                 log.info("job %s: downloaded %s", self._job.id, progress.describe())
+
+    def confirm(self) -> None:
+        """Renew the lease now; raise `_LeaseLost` if the job is no longer this worker's."""
+        self._last_beat = time.monotonic()
+        if not self._journal.heartbeat(
+            self._job.id, self._owner, self._bytes_done, self._lease_seconds
+        ):
+            raise _LeaseLost()

@@ -62,11 +62,26 @@ def test_an_expired_lease_lets_another_worker_take_over(tmp_path):
     assert not journal.heartbeat(first.id, "dead-worker", 10, 60)
 
 
+def test_a_worker_that_lost_its_lease_cannot_record_anything(tmp_path):
+    journal = journal_at(tmp_path)
+    job, _ = journal.enqueue(event(), TARGET)
+    journal.claim("stalled", lease_seconds=0.01)
+    time.sleep(0.05)
+    journal.claim("successor", lease_seconds=60)
+    assert not journal.finish(job.id, "stalled", JobState.FAILED, "too late")
+    assert not journal.retry_later(job.id, "stalled", "too late", 0)
+    assert not journal.release(job.id, "stalled")
+    assert journal.finish(job.id, "successor", JobState.INSTALLED)
+    assert not journal.finish(job.id, "stalled", JobState.FAILED, "too late")
+    after = journal.get(job.id)
+    assert (after.state, after.owner, after.reason) == (JobState.INSTALLED, "successor", None)
+
+
 def test_retry_later_waits_before_the_job_is_claimable(tmp_path):
     journal = journal_at(tmp_path)
     job, _ = journal.enqueue(event(), TARGET)
     journal.claim("w", 60)
-    journal.retry_later(job.id, "storage 503", delay_seconds=3600)
+    journal.retry_later(job.id, "w", "storage 503", delay_seconds=3600)
     assert journal.claim("w", 60) is None
     assert journal.get(job.id).reason == "storage 503"
 
@@ -83,7 +98,7 @@ def test_requeue_resets_a_failed_job(tmp_path):
     journal = journal_at(tmp_path)
     job, _ = journal.enqueue(event(), TARGET)
     journal.claim("w", 60)
-    journal.finish(job.id, JobState.FAILED, "corrupt archive")
+    journal.finish(job.id, "w", JobState.FAILED, "corrupt archive")
     again = journal.requeue(job.id)
     assert (again.state, again.attempts, again.reason) == (JobState.QUEUED, 0, None)
     assert journal.requeue(999) is None

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import pytest
@@ -214,7 +215,8 @@ def test_superseded_job_is_skipped_without_a_download(
     for version in (5, 6):
         push_with(client, token, upload_model(bucket, version))
     # Claim order is oldest first: take 3 out of the way so 5 and 6 install first.
-    runtime.journal.retry_later(old, "test: later", 0.5)
+    runtime.journal.claim("test", 60, job_id=old)
+    runtime.journal.retry_later(old, "test", "test: later", 0.5)
     runtime.worker.run_once()
     runtime.worker.run_once()
     downloads = fault_proxy.downloads
@@ -340,3 +342,37 @@ def test_models_config_lists_two_models_after_their_installs(environ, bucket, to
         "models": ["half_plus_two", "half_plus_three"],
         "problem": None,
     }
+
+
+def test_a_worker_stalled_past_its_lease_gives_way_and_records_nothing(
+    proxied, fault_proxy, bucket, token, settings, caplog
+):
+    """A stalls mid-download (a GC pause, a frozen disk) past its lease; B takes the job over
+    and installs it; when A wakes up it abandons its install and overwrites nothing."""
+    runtime, client = proxied
+    job_id = push_with(client, token, upload_model(bucket, 9))
+    stalled = Worker(runtime.journal, runtime.installer, RetryPolicy(3), lease_seconds=0.01)
+    successor = Worker(runtime.journal, runtime.installer, RetryPolicy(3))
+    fault_proxy.faults = ["hold"]  # A's download pauses halfway; B's goes through
+    thread = threading.Thread(target=stalled.run_once)
+    thread.start()
+    assert fault_proxy.holding.wait(30)
+    while time.time() <= runtime.journal.get(job_id).lease_until:  # A's lease runs out
+        time.sleep(0.01)
+    assert successor.run_once()  # A's lease has run out: B claims the job
+    taken_over = runtime.journal.get(job_id)
+    assert (taken_over.state, taken_over.owner) == (JobState.INSTALLED, successor.owner)
+    fault_proxy.release.set()
+    thread.join(30)
+    after = runtime.journal.get(job_id)
+    assert (after.state, after.owner, after.reason) == (JobState.INSTALLED, successor.owner, None)
+    assert servable_versions(settings) == [9]
+    assert visible(settings.model_dir / "half_plus_two") == visible_of_one_version(9)
+    assert "another worker took this job over" in caplog.text
+
+
+def visible_of_one_version(version):
+    return sorted(
+        [str(version), f"{version}/.receiver.json"]
+        + [f"{version}/{p.relative_to(HALF_PLUS_TWO)}" for p in HALF_PLUS_TWO.rglob("*")]
+    )
