@@ -31,7 +31,7 @@ from receiver.layout import Ignored, parse_object_name
 from receiver.logs import configure_logging
 from receiver.runtime import Runtime
 from receiver.storage import ObjectStore
-from receiver.sync import sync
+from receiver.sync import models_without_a_version, sync
 
 DEFAULT_DEMO_DIR = Path(".demo")
 _EXPECTED_ERRORS = (
@@ -172,18 +172,30 @@ class _ProgressBar:
 
 
 def _sync(args: argparse.Namespace) -> int:
+    """Sync and install until nothing new is queued (a broken newest version falls back);
+    exit 0 when every model in the bucket has a version installed."""
     runtime = _runtime()
-    jobs = sync(runtime.settings, runtime.store, runtime.journal)
-    pending = {job.id for job in jobs}
-    while pending:
-        if not runtime.worker.run_once():
-            time.sleep(0.2)  # a retry is waiting for its backoff
-        pending = {i for i in pending if not _final(runtime, i)}
-    results = [runtime.journal.get(job.id) for job in jobs]
-    for job in results:
+    seen: dict[int, None] = {}
+    while True:
+        jobs = [
+            j for j in sync(runtime.settings, runtime.store, runtime.journal) if j.id not in seen
+        ]
+        if not jobs:
+            break
+        seen.update(dict.fromkeys(job.id for job in jobs))
+        pending = {job.id for job in jobs}
+        while pending:
+            if not runtime.worker.run_once():
+                time.sleep(0.2)  # a retry is waiting for its backoff
+            pending = {i for i in pending if not _final(runtime, i)}
+    for job_id in seen:
+        job = runtime.journal.get(job_id)
         if job is not None:
             print(json.dumps(job.to_dict()))
-    return 1 if any(job and job.state is JobState.FAILED for job in results) else 0
+    dark = models_without_a_version(runtime.settings, runtime.journal)
+    if dark:
+        print(f"receiver: {dark}", file=sys.stderr)
+    return 1 if dark else 0
 
 
 def _final(runtime: Runtime, job_id: int) -> bool:

@@ -81,6 +81,7 @@ class Installer:
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            servable.remove_if_empty(model_root)  # TF Serving logs errors for an empty model
         pruned = servable.prune(model_root, self.settings.keep_versions)
         log.info(
             "job %s: installed %s version %s from %s", job.id, job.model, job.version, job.source

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     UNIQUE (bucket, object_name, generation)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, not_before);
+CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model, id);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -341,6 +342,25 @@ class Journal:
 
     def get(self, job_id: int) -> Job | None:
         row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def find(self, bucket: str, object_name: str, generation: int) -> Job | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT * FROM jobs WHERE bucket = ? AND object_name = ? AND generation = ?",
+                (bucket, object_name, generation),
+            )
+            .fetchone()
+        )
+        return _job(row) if row else None
+
+    def latest_for_model(self, model: str) -> Job | None:
+        row = (
+            self._connection()
+            .execute("SELECT * FROM jobs WHERE model = ? ORDER BY id DESC LIMIT 1", (model,))
+            .fetchone()
+        )
         return _job(row) if row else None
 
     def recent(self, limit: int = 20) -> list[Job]:

@@ -6,6 +6,7 @@ so each piece is built one way only.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from receiver.journal import Journal
 from receiver.modelconfig import update_model_config
 from receiver.quarantine import Quarantine
 from receiver.storage import ObjectStore
-from receiver.sync import FIRST_SYNC_KEY, Syncer
+from receiver.sync import FIRST_SYNC_KEY, NOTES_KEY, Syncer
 from receiver.worker import RetryPolicy, Worker
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ def status(runtime: Runtime) -> dict[str, object]:
         "source": settings.source,
         "ack": settings.ack,
         "last_sync": runtime.journal.get_meta("last_sync"),
+        # model -> why it is not on the bucket's newest version (a broken upload fell back)
+        "sync_notes": json.loads(runtime.journal.get_meta(NOTES_KEY) or "{}"),
         "model_dir": str(settings.model_dir),
         "models": servable.installed_models(settings.model_dir),
         "jobs": runtime.journal.counts(),

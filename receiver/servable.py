@@ -63,10 +63,21 @@ def _has_saved_model(directory: Path) -> bool:
 
 
 def new_staging_dir(model_root: Path, version: int) -> Path:
-    model_root.mkdir(parents=True, exist_ok=True)
     staging = model_root / f".staging-{version}-{secrets.token_hex(6)}"
-    staging.mkdir()
-    return staging
+    for _ in range(3):  # another process's failed install may remove an empty model_root
+        model_root.mkdir(parents=True, exist_ok=True)
+        try:
+            staging.mkdir()
+            return staging
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"{model_root} keeps disappearing")
+
+
+def remove_if_empty(model_root: Path) -> None:
+    """Remove a model directory that holds nothing (its only install failed)."""
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        model_root.rmdir()
 
 
 def read_provenance(version_dir: Path) -> dict[str, object]:

@@ -2,10 +2,14 @@
 
 Sync lists the source prefix and queues the newest version of every model that has no
 installed version as new: a fresh pod serves without waiting for the next upload, and
-a missed push heals itself. It runs in the install thread at start
-(RECEIVER_SYNC_ON_START) and every RECEIVER_SYNC_INTERVAL seconds; `python -m receiver
-sync` runs it once. Readiness waits for the first sync's installs, so a Kubernetes
-probe keeps TF Serving (which exits if a configured model has no version) out of traffic.
+a missed push heals itself. A model with no version at all falls back: if its newest
+version failed for good (not a SavedModel, corrupt), the next newest is queued, and so
+on, so one broken upload never leaves a model dark. It runs in the install thread at
+start (RECEIVER_SYNC_ON_START), every RECEIVER_SYNC_INTERVAL seconds, and again at once
+when a job fails for a model with no version; `python -m receiver sync` runs it to the
+end. Readiness waits for the first sync's installs and for every model in the bucket to
+have a version, so a Kubernetes probe keeps TF Serving (which exits if a configured
+model has no version) out of traffic.
 """
 
 from __future__ import annotations
@@ -20,54 +24,81 @@ from receiver import intake, servable
 from receiver.config import Settings
 from receiver.errors import ReceiverError
 from receiver.events import ObjectEvent
-from receiver.journal import Job, Journal
+from receiver.journal import Job, JobState, Journal
 from receiver.layout import ModelVersion, parse_object_name
 from receiver.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 FIRST_SYNC_KEY = "first_sync"  # journal meta: job ids queued by this start's first sync
+MODELS_KEY = "sync_models"  # journal meta: the models the last sync found in the bucket
+NOTES_KEY = "sync_notes"  # journal meta: model -> why it is not on its newest version
 _MAX_FAILURE_BACKOFF_SECONDS = 60.0
 
 
-def newest_versions(
+def versions_by_model(
     events: list[ObjectEvent], prefix: str, done_marker: str = "_SUCCESS"
-) -> dict[str, tuple[ObjectEvent, ModelVersion]]:
-    """For each model in the listing, its highest version (latest generation on a tie).
+) -> dict[str, list[tuple[ObjectEvent, ModelVersion]]]:
+    """For each model in the listing, its versions newest first (latest generation first).
 
     Archives and completed directory uploads (their done markers) are both candidates.
     """
-    newest: dict[str, tuple[ObjectEvent, ModelVersion]] = {}
+    found: dict[str, list[tuple[ObjectEvent, ModelVersion]]] = {}
     for event in events:
         target = parse_object_name(event.name, prefix, done_marker)
-        if not isinstance(target, ModelVersion):
-            continue
-        best = newest.get(target.model)
-        if best is None or (target.version, event.generation) > (
-            best[1].version,
-            best[0].generation,
-        ):
-            newest[target.model] = (event, target)
-    return newest
+        if isinstance(target, ModelVersion):
+            found.setdefault(target.model, []).append((event, target))
+    for versions in found.values():
+        versions.sort(key=lambda pair: (pair[1].version, pair[0].generation), reverse=True)
+    return found
 
 
 def sync(settings: Settings, store: ObjectStore, journal: Journal) -> list[Job]:
     """Queue what the bucket has that the model dir lacks; returns the jobs to wait for."""
     listing = store.list_objects(settings.bucket, settings.prefix)
-    jobs = []
-    for model, (event, target) in sorted(
-        newest_versions(listing, settings.prefix, settings.done_marker).items()
-    ):
-        installed = servable.installed_versions(settings.model_dir / model)
-        if installed and installed[-1] >= target.version:
-            continue
+    models = versions_by_model(listing, settings.prefix, settings.done_marker)
+    jobs, notes = [], {}
+    for model, versions in sorted(models.items()):
+        job, note = _sync_model(model, versions, settings, journal)
+        if job is not None:
+            jobs.append(job)
+        if note:
+            notes[model] = note
+    journal.set_meta(MODELS_KEY, json.dumps(sorted(models)))
+    journal.set_meta(NOTES_KEY, json.dumps(notes))
+    return jobs
+
+
+def _sync_model(
+    model: str,
+    versions: list[tuple[ObjectEvent, ModelVersion]],
+    settings: Settings,
+    journal: Journal,
+) -> tuple[Job | None, str]:
+    """Queue the version one model should get, if any; and why it is not the newest."""
+    installed = servable.installed_versions(settings.model_dir / model)
+    failed: list[str] = []
+    for event, target in versions:
+        if installed and target.version <= installed[-1]:
+            break
+        earlier = journal.find(event.bucket, event.name, event.generation)
+        if earlier is not None and earlier.state is JobState.FAILED:
+            failed.append(f"version {target.version} failed: {earlier.reason}")
+            if installed:
+                return None, f"{'; '.join(failed)}; serving version {installed[-1]}"
+            continue  # a model with nothing falls back to its next newest version
         outcome = intake.accept(event, settings, journal)
         log.info(
             "sync: %s version %s: %s (%s)", model, target.version, outcome.outcome, outcome.reason
         )
-        if outcome.job is not None:
-            jobs.append(outcome.job)
-    return jobs
+        if failed:
+            log.warning("sync: %s: %s; falling back to version %s", model, failed, target.version)
+            return outcome.job, f"{'; '.join(failed)}; falling back to version {target.version}"
+        return outcome.job, ""
+    if failed:
+        log.error("sync: %s has no version that installs: %s", model, "; ".join(failed))
+        return None, f"no version installs: {'; '.join(failed)}"
+    return None, ""
 
 
 class Syncer:
@@ -80,6 +111,11 @@ class Syncer:
         interval = settings.sync_interval or math.inf
         self._next_at = time.monotonic() + (0.0 if settings.sync_on_start else interval)
         self._failures = 0
+
+    def model_failed(self, model: str) -> None:
+        """A job failed for good: if the model has no version, sync again now to fall back."""
+        if not servable.installed_versions(self.settings.model_dir / model):
+            self._next_at = time.monotonic()
 
     def run_if_due(self) -> bool:
         """Sync if it is time; True if a sync ran and succeeded."""
@@ -102,7 +138,8 @@ class Syncer:
 
 
 def readiness(settings: Settings, journal: Journal) -> tuple[bool, str]:
-    """Ready once the model dir is writable and the first sync's installs have ended."""
+    """Ready once the model dir is writable, the first sync's installs have ended, and
+    every model in the bucket has a version TF Serving can load."""
     if not settings.model_dir.is_dir():
         return False, f"model dir {settings.model_dir} does not exist"
     if not os.access(settings.model_dir, os.W_OK):
@@ -117,4 +154,26 @@ def readiness(settings: Settings, journal: Journal) -> tuple[bool, str]:
     if pending:
         names = ", ".join(f"{job.model} version {job.version}" for job in pending)
         return False, f"installing what the first sync found: {names}"
-    return True, "ready"
+    dark = models_without_a_version(settings, journal)
+    return (False, dark) if dark else (True, "ready")
+
+
+def models_without_a_version(settings: Settings, journal: Journal) -> str | None:
+    """Which models of the bucket (as the last sync saw it) have no version, and why."""
+    dark = [
+        model
+        for model in json.loads(journal.get_meta(MODELS_KEY) or "[]")
+        if not servable.installed_versions(settings.model_dir / model)
+    ]
+    if not dark:
+        return None
+    notes = json.loads(journal.get_meta(NOTES_KEY) or "{}")
+    reasons = [f"{model}: {notes.get(model) or _latest(journal, model)}" for model in dark]
+    return f"no version installed for {', '.join(dark)} ({'; '.join(reasons)})"
+
+
+def _latest(journal: Journal, model: str) -> str:
+    job = journal.latest_for_model(model)
+    if job is None:
+        return "nothing queued yet"
+    return f"version {job.version} is {job.state.value}" + (f": {job.reason}" if job.reason else "")

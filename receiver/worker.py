@@ -169,7 +169,8 @@ class Worker:
     def _fail(self, job: Job, reason: str) -> None:
         """The one place a job is recorded as failed for good."""
         log.error("job %s: failed: %s", job.id, reason)
-        self._finish(job, JobState.FAILED, reason)
+        if self._finish(job, JobState.FAILED, reason) and self.syncer is not None:
+            self.syncer.model_failed(job.model)
 
     def _finish(self, job: Job, state: JobState, reason: str | None) -> bool:
         recorded = self.journal.finish(job.id, self.owner, state, reason)
@@ -189,7 +190,6 @@ class Worker:
 
 
 def _record_install(result: InstallResult, seconds: float) -> None:
-    metrics.JOBS_FINISHED.labels(state=JobState.INSTALLED.value).inc()
     if result.already_installed:
         return
     metrics.INSTALL_SECONDS.observe(seconds)

@@ -6,9 +6,10 @@ import pytest
 
 from receiver.config import Settings
 from receiver.journal import Journal
+from receiver.runtime import status
 from receiver.storage import ObjectStore
-from receiver.sync import FIRST_SYNC_KEY, Syncer, newest_versions, readiness, sync
-from tests.helpers import upload_model
+from receiver.sync import FIRST_SYNC_KEY, Syncer, readiness, sync, versions_by_model
+from tests.helpers import FIXTURES, upload_model
 
 
 def test_newest_version_per_model(runtime, bucket, settings):
@@ -16,8 +17,11 @@ def test_newest_version_per_model(runtime, bucket, settings):
         upload_model(bucket, version, model=model)
     bucket.blob("models/a/notes.txt").upload_from_string(b"not a model")
     listing = runtime.store.list_objects(bucket.name, settings.prefix)
-    newest = newest_versions(listing, settings.prefix)
-    assert {model: target.version for model, (_, target) in newest.items()} == {"a": 10, "b": 3}
+    found = versions_by_model(listing, settings.prefix)
+    assert {model: [t.version for _, t in versions] for model, versions in found.items()} == {
+        "a": [10, 9, 1],
+        "b": [3],
+    }
 
 
 def test_sync_queues_what_is_missing_and_nothing_else(runtime, bucket, settings):
@@ -88,3 +92,53 @@ def test_a_missing_model_dir_is_not_ready(environ, tmp_path):
     journal.initialize()
     ready, reason = readiness(settings, journal)
     assert not ready and "does not exist" in reason
+
+
+def run_until_idle(runtime):
+    """What the install thread does: sync when due, run jobs, until nothing is left."""
+    while runtime.worker.syncer.run_if_due() or runtime.worker.run_once():
+        pass
+
+
+def sync_notes(runtime) -> dict:
+    """What /status says about models that are not on their newest version."""
+    notes = status(runtime)["sync_notes"]
+    assert isinstance(notes, dict)
+    return notes
+
+
+def upload_broken(bucket, version):
+    """A version that can never install: a tarball of config files, not a SavedModel."""
+    upload_model(bucket, version, source=FIXTURES / "tfserving_configs")
+
+
+def test_a_broken_newest_version_falls_back_to_the_newest_that_installs(
+    runtime, bucket, settings, caplog
+):
+    upload_model(bucket, 4)
+    upload_broken(bucket, 5)
+    upload_broken(bucket, 6)
+    run_until_idle(runtime)
+    assert sorted(p.name for p in (settings.model_dir / "half_plus_two").iterdir()) == ["4"]
+    assert readiness(settings, runtime.journal) == (True, "ready")
+    note = sync_notes(runtime)["half_plus_two"]
+    assert "version 6 failed: not a SavedModel" in note
+    assert "version 5 failed: not a SavedModel" in note
+    assert "falling back to version 4" in caplog.text
+    # Later syncs keep saying why the model is not on its newest version.
+    runtime.worker.syncer.model_failed("half_plus_two")  # (only due when a model is dark)
+    assert sync(settings, runtime.store, runtime.journal) == []
+    assert "serving version 4" in sync_notes(runtime)["half_plus_two"]
+
+
+def test_a_model_without_an_installable_version_is_not_ready_and_leaves_no_empty_dir(
+    runtime, bucket, settings
+):
+    upload_model(bucket, 1, model="fine")
+    upload_broken(bucket, 5)
+    run_until_idle(runtime)
+    ready, reason = readiness(settings, runtime.journal)
+    assert not ready
+    assert "no version installed for half_plus_two" in reason
+    assert "version 5 failed: not a SavedModel" in reason
+    assert sorted(p.name for p in settings.model_dir.iterdir()) == ["fine"]

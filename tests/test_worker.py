@@ -60,7 +60,7 @@ def test_not_a_saved_model_fails_for_good_and_leaves_nothing(runtime, bucket, pu
     job = only_job(runtime)
     assert job.state is JobState.FAILED
     assert "not a SavedModel" in job.reason
-    assert visible(settings.model_dir) == ["half_plus_two"]
+    assert visible(settings.model_dir) == []  # not even an empty model dir
 
 
 def test_hostile_archive_fails_and_nothing_escapes(runtime, bucket, push, settings, tmp_path):
@@ -73,7 +73,7 @@ def test_hostile_archive_fails_and_nothing_escapes(runtime, bucket, push, settin
     runtime.worker.run_once()
     job = only_job(runtime)
     assert (job.state, "'..'" in job.reason) == (JobState.FAILED, True)
-    assert visible(settings.model_dir) == ["half_plus_two"]
+    assert visible(settings.model_dir) == []  # not even an empty model dir
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
@@ -135,7 +135,7 @@ def test_transient_failures_are_retried_then_given_up(runtime, bucket, client, t
     job = only_job(runtime)
     assert (job.state, job.attempts) == (JobState.FAILED, 3)
     assert job.reason.startswith("gave up after 3 attempts: ")
-    assert visible(settings.model_dir) == ["half_plus_two"]
+    assert visible(settings.model_dir) == []  # not even an empty model dir
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_out_of_attempts_the_job_fails_with_its_last_reason(
     assert job.attempts == settings.max_attempts == 5
     assert "HTTP 503" in job.reason
     assert fault_proxy.downloads == 5
-    assert visible(settings.model_dir) == ["half_plus_two"]  # no version, no staging
+    assert visible(settings.model_dir) == []  # no version, no staging, no empty model dir
 
 
 def test_retry_command_runs_a_failed_job_again(proxied, fault_proxy, bucket, token, environ):
@@ -317,7 +317,7 @@ def test_a_directory_with_a_hostile_object_name_fails(runtime, bucket, push, set
     job = only_job(runtime)
     assert job.state is JobState.FAILED
     assert "climbs out of the archive with '..'" in job.reason
-    assert visible(settings.model_dir) == ["half_plus_two"]
+    assert visible(settings.model_dir) == []  # not even an empty model dir
     assert not list(tmp_path.rglob("escaped.txt"))
 
 

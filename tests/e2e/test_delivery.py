@@ -15,8 +15,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from receiver.servable import installed_versions
 from tests.e2e.conftest import curl_push, wait_for
-from tests.helpers import HALF_PLUS_TWO, PROJECT_ROOT, push_body, same_files, upload_model
+from tests.helpers import (
+    FIXTURES,
+    HALF_PLUS_TWO,
+    PROJECT_ROOT,
+    push_body,
+    same_files,
+    upload_model,
+)
 
 BIG = 24 * 2**20  # weights large enough that a download is seen in progress
 
@@ -36,6 +44,9 @@ def big_model(tmp_path):
 
 
 def hidden_debris(model_root: Path) -> list[str]:
+    """Hidden leftovers in a model's directory (gone altogether if nothing was installed)."""
+    if not model_root.exists():
+        return []
     return sorted(p.name for p in model_root.iterdir() if p.name.startswith("."))
 
 
@@ -225,3 +236,48 @@ def test_sync_command_installs_and_exits(environ, emulator, bucket, settings):
     assert result.returncode == 0, result.stderr
     assert '"state": "installed"' in result.stdout
     assert same_files(settings.model_dir / "half_plus_two" / "4")
+
+
+def run_sync_command(environ, emulator):
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", "sync"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **environ, "STORAGE_EMULATOR_HOST": emulator.url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_sync_command_falls_back_past_a_broken_newest_version(environ, emulator, bucket, settings):
+    """An init container running `receiver sync` must let the pod start on version 4."""
+    upload_model(bucket, 4)
+    upload_model(bucket, 5, source=FIXTURES / "tfserving_configs")  # not a SavedModel
+    result = run_sync_command(environ, emulator)
+    assert result.returncode == 0, result.stderr
+    assert installed_versions(settings.model_dir / "half_plus_two") == [4]
+    assert "falling back to version 4" in result.stderr
+    again = run_sync_command(environ, emulator)  # and on every later run
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_model_with_nothing_installable_fails_sync_and_readiness(
+    environ, emulator, bucket, settings, gunicorn
+):
+    upload_model(bucket, 5, source=FIXTURES / "tfserving_configs")
+    result = run_sync_command(environ, emulator)
+    assert result.returncode == 1
+    assert "no version installed for half_plus_two" in result.stderr
+    assert "not a SavedModel" in result.stderr
+    assert not (settings.model_dir / "half_plus_two").exists()  # no empty model dir
+    gunicorn.env["RECEIVER_SYNC_ON_START"] = "true"
+    gunicorn.start()
+    wait_for(lambda: gunicorn.status()["jobs"]["queued"] == 0, what="the first sync's job")
+
+    def readyz():
+        return requests.get(f"{gunicorn.url}/readyz", timeout=10)
+
+    wait_for(lambda: readyz().json()["reason"] != "the first sync of the bucket has not finished")
+    assert readyz().status_code == 503
+    assert "no version installed for half_plus_two" in readyz().json()["reason"]
+    assert not (settings.model_dir / "half_plus_two").exists()
