@@ -71,10 +71,11 @@ def _withdraw(event: ObjectEvent, settings: Settings) -> Outcome:
         return _ignored(target.reason)
     version_dir = settings.model_dir / target.model / str(target.version)
     provenance = servable.read_provenance(version_dir)
-    source = (provenance.get("bucket"), provenance.get("object"), provenance.get("generation"))
-    if source != (event.bucket, event.name, event.generation):
+    # Whichever generation of this object installed the version: after a refused overwrite
+    # the bucket's last generation was never installed, yet deleting it withdraws version N.
+    if (provenance.get("bucket"), provenance.get("object")) != (event.bucket, event.name):
         return _ignored(
-            f"{target.model} version {target.version} was not installed from this object generation"
+            f"{target.model} version {target.version} was not installed from this object"
         )
     refusal = servable.remove_version(version_dir.parent, target.version)
     if refusal:

@@ -70,13 +70,32 @@ def test_a_delete_caused_by_an_overwrite_is_not_a_withdrawal(removing, bucket, t
     assert versions(settings) == ["1", "2"]
 
 
-def test_delete_of_another_generation_leaves_the_version(removing, bucket, token, settings):
+def test_deleting_the_object_of_a_refused_overwrite_withdraws_its_version(
+    removing, bucket, token, settings
+):
+    """124 installed from generation 1; generation 2 refused (versions are immutable); then
+    the object is deleted: the bucket no longer has a 124, so neither does TF Serving."""
     runtime, client = removing
-    first, second = upload_model(bucket, 1), upload_model(bucket, 2)
-    install(runtime, client, token, first)
-    install(runtime, client, token, second)
-    response = send(client, token, second, "OBJECT_DELETE", objectGeneration="12345")
+    install(runtime, client, token, upload_model(bucket, 123))
+    install(runtime, client, token, upload_model(bucket, 124))
+    overwrite = upload_model(bucket, 124)  # a new generation of the same object
+    install(runtime, client, token, overwrite)
+    assert "immutable" in runtime.journal.recent(1)[0].reason
+    response = send(client, token, overwrite, "OBJECT_DELETE")
+    assert (response.status_code, response.get_json()["outcome"]) == (200, "removed")
+    assert versions(settings) == ["123"]
+
+
+def test_delete_of_another_object_naming_the_same_version_leaves_it(
+    removing, bucket, token, settings
+):
+    runtime, client = removing
+    install(runtime, client, token, upload_model(bucket, 1))
+    install(runtime, client, token, upload_model(bucket, 2))
+    other = upload_model(bucket, 2, archive_format="zip")  # also names version 2
+    response = send(client, token, other, "OBJECT_DELETE")
     assert response.get_json()["outcome"] == "ignored"
+    assert "not installed from this object" in response.get_json()["reason"]
     assert versions(settings) == ["1", "2"]
 
 
