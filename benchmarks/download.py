@@ -20,7 +20,7 @@ from collections.abc import Callable
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from receiver.devtools import StorageEmulator
+from receiver.dev.tools import StorageEmulator
 from receiver.storage import ObjectStore
 
 

@@ -23,8 +23,6 @@ from google.cloud import storage
 
 from receiver import servable
 from receiver.config import Settings
-from receiver.devkeys import DEV_SENDER, DevSigner
-from receiver.devtools import notification_push
 from receiver.errors import ReceiverError
 from receiver.journal import Job, JobState, Progress
 from receiver.layout import Ignored, parse_object_name
@@ -98,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _dev_key_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--email", default=DEV_SENDER, help="sender (RECEIVER_ALLOWED_SENDERS)")
+    parser.add_argument("--email", help="sender (RECEIVER_ALLOWED_SENDERS; default: the dev key's)")
     parser.add_argument(
         "--keys",
         type=Path,
@@ -253,13 +251,22 @@ def _retry(args: argparse.Namespace) -> int:
     return 0
 
 
+# token, push and demo use the local stand-ins for Google in receiver/dev/, which the
+# production image leaves out: they are imported only when one of these commands runs.
+
+
 def _token(args: argparse.Namespace) -> int:
+    from receiver.dev.keys import DevSigner
+
     signer = DevSigner.create(args.keys)
     print(signer.mint(args.audience, email=args.email, lifetime_seconds=args.lifetime))
     return 0
 
 
 def _push(args: argparse.Namespace) -> int:
+    from receiver.dev.keys import DevSigner
+    from receiver.dev.tools import notification_push
+
     bucket, name = _split_gs_url(args.object)
     client = ObjectStore.from_environment().client
     blob = storage.Bucket(client, bucket).get_blob(name)
@@ -284,6 +291,6 @@ def _split_gs_url(url: str) -> tuple[str, str]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from receiver.demo import run_demo
+    from receiver.dev.demo import run_demo
 
     return run_demo(args.port, args.dir.resolve(), args.once)

@@ -23,8 +23,8 @@ from hypothesis import settings as hypothesis_settings
 from werkzeug.test import TestResponse
 
 from receiver.config import Settings
-from receiver.devkeys import DEV_SENDER, DevSigner
-from receiver.devtools import StorageEmulator
+from receiver.dev.keys import DEV_SENDER, DevSigner
+from receiver.dev.tools import StorageEmulator
 from receiver.runtime import Runtime
 from receiver.web import create_app
 from tests.faultproxy import FaultProxy

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from google.cloud import storage
 
-from receiver.devkeys import DEV_SENDER
-from receiver.devtools import archive_directory, free_port, notification_push
+from receiver.dev.keys import DEV_SENDER
+from receiver.dev.tools import archive_directory, free_port, notification_push
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"

@@ -17,7 +17,7 @@ from backports import zstd
 from receiver.archive import ArchiveError, unpack_tar, unpack_zip
 from receiver.compression import decompressed
 from receiver.config import Limits
-from receiver.devtools import archive_directory
+from receiver.dev.tools import archive_directory
 from receiver.errors import PermanentError
 from receiver.servable import find_saved_model
 from receiver.unpacker import ByteBudget

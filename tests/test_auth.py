@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_pem_x509_certificate
 
 from receiver.auth import CertsCache, PushVerifier
-from receiver.devkeys import DEV_SENDER
+from receiver.dev.keys import DEV_SENDER
 from receiver.errors import AuthUnavailableError, ForbiddenError, UnauthenticatedError
 from tests.helpers import AUDIENCE, b64, good_claims, unsigned_token
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from receiver.archive import ArchiveError, unpack_tar, unpack_zip
 from receiver.config import Limits
-from receiver.devtools import archive_directory
+from receiver.dev.tools import archive_directory
 from receiver.errors import RejectedDeliveryError
 from receiver.events import ObjectEvent, parse_delivery
 from tests.helpers import FIXTURES, HALF_PLUS_TWO

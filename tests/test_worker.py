@@ -13,7 +13,7 @@ import time
 import pytest
 
 from receiver.config import Settings
-from receiver.devtools import archive_directory
+from receiver.dev.tools import archive_directory
 from receiver.journal import JobState
 from receiver.servable import installed_versions
 from receiver.sync import sync

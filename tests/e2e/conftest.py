@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from receiver.devtools import free_port
+from receiver.dev.tools import free_port
 from tests.helpers import PROJECT_ROOT
 
 

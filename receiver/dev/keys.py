@@ -59,7 +59,7 @@ class DevSigner:
     def mint(
         self,
         audience: str,
-        email: str = DEV_SENDER,
+        email: str | None = None,
         lifetime_seconds: int = 3600,
         **claims: object,
     ) -> str:
@@ -70,7 +70,7 @@ class DevSigner:
             "aud": audience,
             "azp": "108000000000000000001",
             "sub": "108000000000000000001",
-            "email": email,
+            "email": email or DEV_SENDER,
             "email_verified": True,
             "iat": now,
             "exp": now + lifetime_seconds,

@@ -18,8 +18,8 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from receiver.devkeys import DEV_SENDER, DevSigner
-from receiver.devtools import (
+from receiver.dev.keys import DEV_SENDER, DevSigner
+from receiver.dev.tools import (
     StorageEmulator,
     archive_directory,
     environ_with,
@@ -27,7 +27,7 @@ from receiver.devtools import (
     notification_push,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_MODEL = Path(__file__).resolve().parent / "sample" / "half_plus_two" / "00000123"
 BUCKET = "demo-models"
 PREFIX = "models"
