@@ -58,11 +58,9 @@ class Installer:
         target = model_root / str(job.version)
         if target.exists():
             return self._existing(job, target)
-        if servable.superseded(model_root, job.version, self.settings.keep_versions):
-            raise SupersededError(
-                f"{job.model} version {job.version} is older than every version kept "
-                f"(RECEIVER_KEEP_VERSIONS={self.settings.keep_versions}); not downloaded"
-            )
+        skip = servable.superseded(model_root, job.version, self.settings.keep_versions)
+        if skip:
+            raise SupersededError(skip)
         staging = servable.new_staging_dir(model_root, job.version)
         progress = _Progress(on_progress)
         started = time.monotonic()

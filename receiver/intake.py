@@ -47,13 +47,9 @@ def accept(event: ObjectEvent, settings: Settings, journal: Journal) -> Outcome:
     if isinstance(target, Ignored):
         return _ignored(target.reason)
     model_root = settings.model_dir / target.model
-    if servable.superseded(model_root, target.version, settings.keep_versions):
-        return Outcome(
-            200,
-            "skipped",
-            f"{target.model} version {target.version} is older than every version kept "
-            f"(RECEIVER_KEEP_VERSIONS={settings.keep_versions}); not downloaded",
-        )
+    skip = servable.superseded(model_root, target.version, settings.keep_versions)
+    if skip:
+        return Outcome(200, "skipped", skip)
     job, created = journal.enqueue(event, target)
     if created:
         return Outcome(202, "queued", f"installing {job.model} version {job.version}", job)

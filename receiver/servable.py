@@ -169,10 +169,18 @@ def directory_lock(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def superseded(model_root: Path, version: int, keep: int) -> bool:
-    """Would `version` be pruned at once? True when it is older than every version kept."""
+def superseded(model_root: Path, version: int, keep: int) -> str | None:
+    """Why `version` would be pruned at once (it is older than every version kept), or None.
+
+    The one statement of the rule: intake skips such a push, the installer such a job.
+    """
     kept = installed_versions(model_root)[-keep:] if keep > 0 else []
-    return len(kept) >= keep > 0 and version < kept[0]
+    if len(kept) >= keep > 0 and version < kept[0]:
+        return (
+            f"{model_root.name} version {version} is older than every version kept "
+            f"(RECEIVER_KEEP_VERSIONS={keep}); not downloaded"
+        )
+    return None
 
 
 def prune(model_root: Path, keep: int) -> list[int]:

@@ -28,9 +28,9 @@ from receiver import events, intake, logs, metrics
 from receiver.config import Settings
 from receiver.errors import (
     AuthUnavailableError,
+    DeliveryError,
     ForbiddenError,
     PayloadTooLargeError,
-    ReceiverError,
     RejectedDeliveryError,
     UnauthenticatedError,
 )
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["receiver"] = Runtime.create(settings)
     app.register_blueprint(bp)
-    app.register_error_handler(ReceiverError, _error_response)
+    app.register_error_handler(DeliveryError, _error_response)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.before_request(_enter_request_log_context)
     app.teardown_request(_leave_request_log_context)
@@ -151,7 +151,7 @@ def _require_exposed() -> None:
         abort(404)  # RECEIVER_EXPOSE_STATUS=false: as if these pages did not exist
 
 
-def _error_response(error: ReceiverError) -> tuple[Response, int]:
+def _error_response(error: DeliveryError) -> tuple[Response, int]:
     body: dict[str, object] = {"outcome": error.outcome, "reason": error.reason}
     if isinstance(error, RejectedDeliveryError):
         # Authenticated but unusable: acknowledge, and keep the body for the operator.
