@@ -21,6 +21,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from receiver.dev.tools import StorageEmulator
+from receiver.objectref import ObjectRef
 from receiver.storage import ObjectStore
 
 
@@ -52,7 +53,8 @@ def main(size_mb: int) -> None:
             subprocess.run(["curl", "-sS", "-o", "/dev/null", url], check=True)
 
         def receiver_stream() -> None:
-            with store.open(bucket.name, blob.name, blob.generation, blob.crc32c, None) as d:
+            ref = ObjectRef(bucket.name, blob.name, blob.generation, crc32c=blob.crc32c)
+            with store.open(ref) as d:
                 d.verify()  # reads every byte, checking crc32c
 
         def download_to_filename() -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from receiver.errors import RejectedDeliveryError
+from receiver.objectref import ObjectRef
 
 
 class EventKind(enum.StrEnum):
@@ -66,15 +67,10 @@ UNWRAPPED_WITHOUT_METADATA_HINT = (
 class ObjectEvent:
     """Something happened to one generation of one Cloud Storage object."""
 
-    bucket: str
-    name: str
-    generation: int
+    ref: ObjectRef
     kind: EventKind | None  # None: an event type we do not know
     event_type: str  # as sent, for messages and logs
     delivery_format: str
-    size: int | None = None
-    md5: str | None = None  # base64, as in the object resource
-    crc32c: str | None = None  # base64 big-endian, as in the object resource
     message_id: str | None = None
     overwritten_by_generation: int | None = None
 
@@ -149,15 +145,17 @@ def _from_notification(
     generation = attributes.get("objectGeneration", resource.get("generation"))
     event_type = str(attributes["eventType"])
     return ObjectEvent(
-        bucket=_text(attributes["bucketId"], "bucketId"),
-        name=_text(attributes["objectId"], "objectId"),
-        generation=_int64(generation, "objectGeneration"),
+        ref=ObjectRef(
+            bucket=_text(attributes["bucketId"], "bucketId"),
+            name=_text(attributes["objectId"], "objectId"),
+            generation=_int64(generation, "objectGeneration"),
+            size=_optional_int64(resource.get("size"), "size"),
+            md5=_optional_text(resource.get("md5Hash"), "md5Hash"),
+            crc32c=_optional_text(resource.get("crc32c"), "crc32c"),
+        ),
         kind=_NOTIFICATION_KINDS.get(event_type),
         event_type=event_type,
         delivery_format=delivery_format,
-        size=_optional_int64(resource.get("size"), "size"),
-        md5=resource.get("md5Hash"),
-        crc32c=resource.get("crc32c"),
         message_id=message_id,
         overwritten_by_generation=_optional_int64(
             attributes.get("overwrittenByGeneration"), "overwrittenByGeneration"
@@ -225,15 +223,17 @@ def _from_resource(
 ) -> ObjectEvent:
     """An event described by the object resource alone (CloudEvents, bare unwrapped pushes)."""
     return ObjectEvent(
-        bucket=_text(resource.get("bucket"), "bucket"),
-        name=_text(resource.get("name"), "name"),
-        generation=_int64(resource.get("generation"), "generation"),
+        ref=ObjectRef(
+            bucket=_text(resource.get("bucket"), "bucket"),
+            name=_text(resource.get("name"), "name"),
+            generation=_int64(resource.get("generation"), "generation"),
+            size=_optional_int64(resource.get("size"), "size"),
+            md5=_optional_text(resource.get("md5Hash"), "md5Hash"),
+            crc32c=_optional_text(resource.get("crc32c"), "crc32c"),
+        ),
         kind=kind,
         event_type=event_type,
         delivery_format=delivery_format,
-        size=_optional_int64(resource.get("size"), "size"),
-        md5=resource.get("md5Hash"),
-        crc32c=resource.get("crc32c"),
         message_id=str(message_id) if message_id else None,
     )
 
@@ -267,6 +267,10 @@ def _text(value: object, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise RejectedDeliveryError(f"{field} must be a non-empty string")
     return value
+
+
+def _optional_text(value: object, field: str) -> str | None:
+    return None if value is None else _text(value, field)
 
 
 def _int64(value: object, field: str) -> int:

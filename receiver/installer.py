@@ -18,10 +18,10 @@ from pathlib import Path
 from receiver import archive, servable
 from receiver.config import Settings
 from receiver.errors import PermanentError, SupersededError
-from receiver.events import ObjectEvent
 from receiver.journal import Job
 from receiver.layout import DIRECTORY, directory_prefix
 from receiver.modelconfig import update_model_config
+from receiver.objectref import ObjectRef
 from receiver.storage import CHUNK_SIZE, Download, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,7 @@ class Installer:
             if job.archive_format == DIRECTORY:
                 self._fetch_directory(job, staging, progress)
             else:
-                with self.store.open(
-                    job.bucket, job.object_name, job.generation, job.crc32c, job.md5
-                ) as download:
+                with self.store.open(job.ref) as download:
                     self._unpack(job, download, staging, progress)
             download_seconds = time.monotonic() - started
             root = servable.find_saved_model(staging)
@@ -105,11 +103,9 @@ class Installer:
             staging, self.settings.limits, compressed_bytes=lambda: unpacker.unpacked_bytes
         )
 
-        def fetch(obj: ObjectEvent) -> None:
+        def fetch(obj: ObjectRef) -> None:
             # Pinned to the generation listed: a later overwrite cannot mix into this version.
-            with self.store.open(
-                obj.bucket, obj.name, obj.generation, obj.crc32c, obj.md5
-            ) as download:
+            with self.store.open(obj) as download:
                 unpacker.file(obj.name[len(folder) :], _ReportingStream(download, progress))
                 download.verify()
 

@@ -14,7 +14,8 @@ from receiver import servable
 from receiver.config import Settings
 from receiver.events import EventKind, ObjectEvent
 from receiver.journal import Job, JobState, Journal
-from receiver.layout import Ignored, parse_object_name
+from receiver.layout import Ignored, ModelVersion, parse_object_name
+from receiver.objectref import ObjectRef
 
 _SETTLE_POLL_SECONDS = 0.2
 
@@ -37,20 +38,27 @@ class Outcome:
 
 def accept(event: ObjectEvent, settings: Settings, journal: Journal) -> Outcome:
     """Record a job for a new model version, or say why the event needs none."""
-    if event.bucket != settings.bucket:
-        return _ignored(f"bucket {event.bucket!r} is not the source bucket {settings.bucket!r}")
+    obj = event.ref
+    if obj.bucket != settings.bucket:
+        return _ignored(f"bucket {obj.bucket!r} is not the source bucket {settings.bucket!r}")
     if event.kind in (EventKind.DELETE, EventKind.ARCHIVE):
         return _withdraw(event, settings)
     if event.kind is not EventKind.FINALIZE:
         return _ignored(f"event type {event.event_type} is not an upload; nothing to install")
-    target = parse_object_name(event.name, settings.prefix, settings.done_marker)
+    target = parse_object_name(obj.name, settings.prefix, settings.done_marker)
     if isinstance(target, Ignored):
         return _ignored(target.reason)
-    model_root = settings.model_dir / target.model
-    skip = servable.superseded(model_root, target.version, settings.keep_versions)
+    return queue(obj, target, settings, journal)
+
+
+def queue(obj: ObjectRef, target: ModelVersion, settings: Settings, journal: Journal) -> Outcome:
+    """Record a job for an object generation that publishes `target` (pushes and sync)."""
+    skip = servable.superseded(
+        settings.model_dir / target.model, target.version, settings.keep_versions
+    )
     if skip:
         return Outcome(200, "skipped", skip)
-    job, created = journal.enqueue(event, target)
+    job, created = journal.enqueue(obj, target)
     if created:
         return Outcome(202, "queued", f"installing {job.model} version {job.version}", job)
     return _duplicate(job)
@@ -62,14 +70,15 @@ def _withdraw(event: ObjectEvent, settings: Settings) -> Outcome:
         return _ignored(f"{event.event_type} ignored (RECEIVER_ON_DELETE=ignore)")
     if event.overwritten_by_generation is not None:
         return _ignored(f"{event.event_type} is an overwrite, not a withdrawal")
-    target = parse_object_name(event.name, settings.prefix, settings.done_marker)
+    obj = event.ref
+    target = parse_object_name(obj.name, settings.prefix, settings.done_marker)
     if isinstance(target, Ignored):
         return _ignored(target.reason)
     version_dir = settings.model_dir / target.model / str(target.version)
     provenance = servable.read_provenance(version_dir)
     # Whichever generation of this object installed the version: after a refused overwrite
     # the bucket's last generation was never installed, yet deleting it withdraws version N.
-    if (provenance.get("bucket"), provenance.get("object")) != (event.bucket, event.name):
+    if (provenance.get("bucket"), provenance.get("object")) != (obj.bucket, obj.name):
         return _ignored(
             f"{target.model} version {target.version} was not installed from this object"
         )

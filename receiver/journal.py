@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from receiver.events import ObjectEvent
 from receiver.layout import ModelVersion
+from receiver.objectref import ObjectRef
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -99,8 +99,14 @@ class Job:
     updated_at: float
 
     @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(
+            self.bucket, self.object_name, self.generation, self.size, self.md5, self.crc32c
+        )
+
+    @property
     def source(self) -> str:
-        return f"gs://{self.bucket}/{self.object_name}#{self.generation}"
+        return self.ref.url
 
     def progress(self, now: float | None = None) -> Progress | None:
         """Download figures of a running job: done, rate and time left."""
@@ -201,7 +207,7 @@ class Journal:
             raise
         connection.execute("COMMIT")
 
-    def enqueue(self, event: ObjectEvent, target: ModelVersion) -> tuple[Job, bool]:
+    def enqueue(self, obj: ObjectRef, target: ModelVersion) -> tuple[Job, bool]:
         """Record a job for this object generation; returns (job, created)."""
         now = time.time()
         with self._tx() as db:
@@ -210,26 +216,24 @@ class Journal:
                 " archive_format, size, md5, crc32c, state, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    event.bucket,
-                    event.name,
-                    event.generation,
+                    obj.bucket,
+                    obj.name,
+                    obj.generation,
                     target.model,
                     target.version,
                     target.archive_format,
-                    event.size,
-                    event.md5,
-                    event.crc32c,
+                    obj.size,
+                    obj.md5,
+                    obj.crc32c,
                     JobState.QUEUED.value,
                     now,
                     now,
                 ),
             )
             created = cursor.rowcount == 1
-            row = db.execute(
-                "SELECT * FROM jobs WHERE bucket = ? AND object_name = ? AND generation = ?",
-                (event.bucket, event.name, event.generation),
-            ).fetchone()
-        return _job(row), created
+        job = self.find(obj)
+        assert job is not None  # inserted, or there already
+        return job, created
 
     def claim(self, owner: str, lease_seconds: float, job_id: int | None = None) -> Job | None:
         """Take the oldest runnable job (or job `job_id` if runnable, due or not):
@@ -344,12 +348,13 @@ class Journal:
         row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def find(self, bucket: str, object_name: str, generation: int) -> Job | None:
+    def find(self, obj: ObjectRef) -> Job | None:
+        """The job for this object generation, if there is one."""
         row = (
             self._connection()
             .execute(
                 "SELECT * FROM jobs WHERE bucket = ? AND object_name = ? AND generation = ?",
-                (bucket, object_name, generation),
+                (obj.bucket, obj.name, obj.generation),
             )
             .fetchone()
         )

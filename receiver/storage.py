@@ -26,7 +26,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
 
 from receiver.errors import PermanentError, TransientError
-from receiver.events import EventKind, ObjectEvent
+from receiver.objectref import ObjectRef
 
 CHUNK_SIZE = 1024 * 1024
 _READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
@@ -56,8 +56,8 @@ class ObjectStore:
             session = AuthorizedSession(credentials)
         return cls(storage.Client(_http=session), session, read_timeout)
 
-    def list_objects(self, bucket: str, prefix: str) -> list[ObjectEvent]:
-        """Every live object under `prefix`, as finalize events (what sync reconciles)."""
+    def list_objects(self, bucket: str, prefix: str) -> list[ObjectRef]:
+        """Every live object under `prefix`, at its current generation."""
         try:
             blobs = list(
                 self.client.list_blobs(bucket, prefix=prefix, timeout=self._timeout, retry=None)
@@ -68,13 +68,10 @@ class ObjectStore:
                 raise PermanentError(f"cannot list gs://{bucket}/{prefix}: {exc}") from exc
             raise TransientError(f"cannot list gs://{bucket}/{prefix}: {exc}") from exc
         return [
-            ObjectEvent(
+            ObjectRef(
                 bucket=bucket,
                 name=blob.name,
                 generation=int(blob.generation),
-                kind=EventKind.FINALIZE,
-                event_type="OBJECT_FINALIZE",
-                delivery_format="sync",
                 size=blob.size,
                 md5=blob.md5_hash,
                 crc32c=blob.crc32c,
@@ -88,27 +85,25 @@ class ObjectStore:
             f"/o/{quote(name, safe='')}?alt=media&generation={generation}"
         )
 
-    def open(
-        self, bucket: str, name: str, generation: int, crc32c: str | None, md5: str | None
-    ) -> Download:
-        """Start streaming exactly this generation; checksums given here are checked at the end."""
-        url = self.media_url(bucket, name, generation)
+    def open(self, obj: ObjectRef) -> Download:
+        """Start streaming exactly this generation; its checksums are checked at the end."""
+        url = self.media_url(obj.bucket, obj.name, obj.generation)
         try:
             response = self._session.get(
                 url, stream=True, timeout=self._timeout, headers={"Accept-Encoding": "gzip"}
             )
         except requests.RequestException as exc:
             raise TransientError(f"cannot reach Cloud Storage: {exc}") from exc
-        where = f"gs://{bucket}/{name}#{generation}"
         if response.status_code != 200:
             response.close()
-            _raise_for_status(response.status_code, where)
+            _raise_for_status(response.status_code, obj.url)
         stored = _parse_goog_hash(response.headers.get("X-Goog-Hash", ""))
+        crc32c = obj.crc32c or stored.get("crc32c")
         return Download(
             response,
-            where=where,
-            crc32c=crc32c or stored.get("crc32c"),
-            md5=None if (crc32c or stored.get("crc32c")) else (md5 or stored.get("md5")),
+            where=obj.url,
+            crc32c=crc32c,
+            md5=None if crc32c else (obj.md5 or stored.get("md5")),
         )
 
 

@@ -23,9 +23,9 @@ import time
 from receiver import intake, servable
 from receiver.config import Settings
 from receiver.errors import ReceiverError
-from receiver.events import ObjectEvent
 from receiver.journal import Job, JobState, Journal
 from receiver.layout import ModelVersion, parse_object_name
+from receiver.objectref import ObjectRef
 from receiver.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -37,17 +37,17 @@ _MAX_FAILURE_BACKOFF_SECONDS = 60.0
 
 
 def versions_by_model(
-    events: list[ObjectEvent], prefix: str, done_marker: str = "_SUCCESS"
-) -> dict[str, list[tuple[ObjectEvent, ModelVersion]]]:
+    objects: list[ObjectRef], prefix: str, done_marker: str = "_SUCCESS"
+) -> dict[str, list[tuple[ObjectRef, ModelVersion]]]:
     """For each model in the listing, its versions newest first (latest generation first).
 
     Archives and completed directory uploads (their done markers) are both candidates.
     """
-    found: dict[str, list[tuple[ObjectEvent, ModelVersion]]] = {}
-    for event in events:
-        target = parse_object_name(event.name, prefix, done_marker)
+    found: dict[str, list[tuple[ObjectRef, ModelVersion]]] = {}
+    for obj in objects:
+        target = parse_object_name(obj.name, prefix, done_marker)
         if isinstance(target, ModelVersion):
-            found.setdefault(target.model, []).append((event, target))
+            found.setdefault(target.model, []).append((obj, target))
     for versions in found.values():
         versions.sort(key=lambda pair: (pair[1].version, pair[0].generation), reverse=True)
     return found
@@ -71,23 +71,23 @@ def sync(settings: Settings, store: ObjectStore, journal: Journal) -> list[Job]:
 
 def _sync_model(
     model: str,
-    versions: list[tuple[ObjectEvent, ModelVersion]],
+    versions: list[tuple[ObjectRef, ModelVersion]],
     settings: Settings,
     journal: Journal,
 ) -> tuple[Job | None, str]:
     """Queue the version one model should get, if any; and why it is not the newest."""
     installed = servable.installed_versions(settings.model_dir / model)
     failed: list[str] = []
-    for event, target in versions:
+    for obj, target in versions:
         if installed and target.version <= installed[-1]:
             break
-        earlier = journal.find(event.bucket, event.name, event.generation)
+        earlier = journal.find(obj)
         if earlier is not None and earlier.state is JobState.FAILED:
             failed.append(f"version {target.version} failed: {earlier.reason}")
             if installed:
                 return None, f"{'; '.join(failed)}; serving version {installed[-1]}"
             continue  # a model with nothing falls back to its next newest version
-        outcome = intake.accept(event, settings, journal)
+        outcome = intake.queue(obj, target, settings, journal)
         log.info(
             "sync: %s version %s: %s (%s)", model, target.version, outcome.outcome, outcome.reason
         )

@@ -91,7 +91,7 @@ def push() -> tuple[Response, int]:
         rt.worker.wake.set()
         if rt.settings.ack == "installed":
             outcome = intake.settle(outcome.job, rt.journal, rt.settings.ack_timeout, rt.serving)
-    log.info("push %s: %s (%s)", event.name, outcome.outcome, outcome.reason)
+    log.info("push %s: %s (%s)", event.ref.name, outcome.outcome, outcome.reason)
     metrics.PUSHES.labels(format=event.delivery_format, outcome=outcome.outcome).inc()
     return jsonify(outcome.to_dict()), outcome.status
 

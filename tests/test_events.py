@@ -30,13 +30,13 @@ ATTRIBUTES = {
 
 def test_real_finalize_push_envelope():
     event = parse_delivery(FINALIZE.read_bytes(), {})
-    assert event.bucket == "real-world-plantuml"
-    assert event.name == "urls/world"
-    assert event.generation == 1514567459302142
+    assert event.ref.bucket == "real-world-plantuml"
+    assert event.ref.name == "urls/world"
+    assert event.ref.generation == 1514567459302142
     assert event.kind is EventKind.FINALIZE
-    assert event.size == 6
-    assert event.md5 == "sZRqySSS0jR8YjW00mERhA=="
-    assert event.crc32c == "NT3Yvg=="
+    assert event.ref.size == 6
+    assert event.ref.md5 == "sZRqySSS0jR8YjW00mERhA=="
+    assert event.ref.crc32c == "NT3Yvg=="
     assert event.message_id == "18133860677053"
 
 
@@ -51,12 +51,16 @@ def test_int64_fields_as_strings_or_numbers(as_number):
         resource = {**resource, "generation": 1587627537231057, "size": 352}
     attributes = {k: v for k, v in ATTRIBUTES.items() if k != "objectGeneration"}
     event = parse_delivery(envelope(attributes, resource), {})
-    assert (event.generation, event.size, event.crc32c) == (1587627537231057, 352, "rTVTeQ==")
+    assert (event.ref.generation, event.ref.size, event.ref.crc32c) == (
+        1587627537231057,
+        352,
+        "rTVTeQ==",
+    )
 
 
 def test_payload_format_none_works_from_attributes_alone():
     event = parse_delivery(envelope({**ATTRIBUTES, "payloadFormat": "NONE"}), {})
-    assert (event.name, event.generation, event.size, event.crc32c) == (
+    assert (event.ref.name, event.ref.generation, event.ref.size, event.ref.crc32c) == (
         "p/m/1.tar.gz",
         1587627537231057,
         None,
@@ -131,12 +135,16 @@ def test_binary_cloudevent_of_a_storage_object():
         "objects/folder/Test.cs",
     )
     event = parse_delivery(body, headers)
-    assert (event.bucket, event.name, event.generation) == (
+    assert (event.ref.bucket, event.ref.name, event.ref.generation) == (
         "some-bucket",
         "folder/Test.cs",
         1587627537231057,
     )
-    assert (event.kind, event.size, event.crc32c) == (EventKind.FINALIZE, 352, "rTVTeQ==")
+    assert (event.kind, event.ref.size, event.ref.crc32c) == (
+        EventKind.FINALIZE,
+        352,
+        "rTVTeQ==",
+    )
     assert event.delivery_format == "cloudevent-binary"
 
 
@@ -155,7 +163,13 @@ def test_binary_cloudevent_of_a_storage_object():
 )
 def test_structured_cloudevents_of_a_storage_object(fixture, expected):
     event = parse_delivery(fixture.read_bytes(), {"Content-Type": "application/cloudevents+json"})
-    assert (event.bucket, event.name, event.generation, event.size, event.crc32c) == expected
+    assert (
+        event.ref.bucket,
+        event.ref.name,
+        event.ref.generation,
+        event.ref.size,
+        event.ref.crc32c,
+    ) == expected
     assert (event.kind, event.delivery_format) == (EventKind.FINALIZE, "cloudevent-structured")
 
 
@@ -182,11 +196,16 @@ def test_eventarc_pubsub_cloudevent_wrapping_a_notification():
     )
     event = parse_delivery(json.dumps(data).encode(), headers)
     wrapped = parse_delivery(FINALIZE.read_bytes(), {})
-    assert (event.bucket, event.name, event.generation, event.crc32c) == (
-        wrapped.bucket,
-        wrapped.name,
-        wrapped.generation,
-        wrapped.crc32c,
+    assert (
+        event.ref.bucket,
+        event.ref.name,
+        event.ref.generation,
+        event.ref.crc32c,
+    ) == (
+        wrapped.ref.bucket,
+        wrapped.ref.name,
+        wrapped.ref.generation,
+        wrapped.ref.crc32c,
     )
 
 
@@ -250,13 +269,17 @@ def test_unwrapped_push_header_names_are_case_insensitive():
     message = FINALIZE_ENVELOPE["message"]
     headers = {k.lower(): v for k, v in unwrapped_headers(message).items()}
     event = parse_delivery(base64.b64decode(message["data"]), headers)
-    assert event.name == "urls/world"
+    assert event.ref.name == "urls/world"
 
 
 def test_unwrapped_push_with_payload_format_none_has_an_empty_body():
     message = FINALIZE_ENVELOPE["message"]
     event = parse_delivery(b"", unwrapped_headers(message, payloadFormat="NONE"))
-    assert (event.name, event.generation, event.crc32c) == ("urls/world", 1514567459302142, None)
+    assert (event.ref.name, event.ref.generation, event.ref.crc32c) == (
+        "urls/world",
+        1514567459302142,
+        None,
+    )
 
 
 def test_unwrapped_push_without_metadata_is_rejected_with_advice():
@@ -268,7 +291,7 @@ def test_unwrapped_push_without_metadata_is_rejected_with_advice():
 def test_unwrapped_push_without_metadata_can_be_taken_as_an_upload():
     body = (CLOUDEVENTS / "StorageObjectData-simple.json").read_bytes()
     event = parse_delivery(body, {}, unwrapped_without_metadata="finalize")
-    assert (event.kind, event.name, event.generation) == (
+    assert (event.kind, event.ref.name, event.ref.generation) == (
         EventKind.FINALIZE,
         "folder/Test.cs",
         1587627537231057,

@@ -172,4 +172,7 @@ def test_every_delivery_parses_or_is_rejected_with_a_reason(delivery):
         assert str(exc)
     else:
         assert isinstance(event, ObjectEvent)
-        assert event.bucket and event.name and event.generation > 0
+        ref = event.ref
+        assert isinstance(ref.bucket, str) and isinstance(ref.name, str) and ref.generation >= 0
+        assert all(isinstance(v, str | None) for v in (ref.md5, ref.crc32c))
+        assert isinstance(ref.size, int | None)

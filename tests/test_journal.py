@@ -2,21 +2,13 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from receiver.events import EventKind, ObjectEvent
 from receiver.journal import JobState, Journal
 from receiver.layout import ModelVersion
+from receiver.objectref import ObjectRef
 
 
-def event(generation: int = 1, name: str = "p/m/1.tar.gz") -> ObjectEvent:
-    return ObjectEvent(
-        bucket="b",
-        name=name,
-        generation=generation,
-        kind=EventKind.FINALIZE,
-        event_type="OBJECT_FINALIZE",
-        delivery_format="pubsub-push",
-        crc32c="AAAAAA==",
-    )
+def stored(generation: int = 1, name: str = "p/m/1.tar.gz") -> ObjectRef:
+    return ObjectRef(bucket="b", name=name, generation=generation, crc32c="AAAAAA==")
 
 
 TARGET = ModelVersion("m", 1, "tar.gz")
@@ -30,15 +22,15 @@ def journal_at(path: Path) -> Journal:
 
 def test_one_job_per_object_generation(tmp_path):
     journal = journal_at(tmp_path)
-    first, created = journal.enqueue(event(), TARGET)
-    again, created_again = journal.enqueue(event(), TARGET)
-    newer, created_newer = journal.enqueue(event(generation=2), TARGET)
+    first, created = journal.enqueue(stored(), TARGET)
+    again, created_again = journal.enqueue(stored(), TARGET)
+    newer, created_newer = journal.enqueue(stored(generation=2), TARGET)
     assert (created, created_again, created_newer) == (True, False, True)
     assert again.id == first.id != newer.id
 
 
 def test_jobs_survive_a_restart(tmp_path):
-    job, _ = journal_at(tmp_path).enqueue(event(), TARGET)
+    job, _ = journal_at(tmp_path).enqueue(stored(), TARGET)
     reopened = journal_at(tmp_path)
     assert reopened.get(job.id) == job
     assert reopened.counts()["queued"] == 1
@@ -46,14 +38,14 @@ def test_jobs_survive_a_restart(tmp_path):
 
 def test_a_claimed_job_is_not_claimed_twice(tmp_path):
     journal = journal_at(tmp_path)
-    journal.enqueue(event(), TARGET)
+    journal.enqueue(stored(), TARGET)
     assert journal.claim("a", lease_seconds=60) is not None
     assert journal.claim("b", lease_seconds=60) is None
 
 
 def test_an_expired_lease_lets_another_worker_take_over(tmp_path):
     journal = journal_at(tmp_path)
-    journal.enqueue(event(), TARGET)
+    journal.enqueue(stored(), TARGET)
     first = journal.claim("dead-worker", lease_seconds=0.01)
     time.sleep(0.05)
     second = journal.claim("live-worker", lease_seconds=60)
@@ -64,7 +56,7 @@ def test_an_expired_lease_lets_another_worker_take_over(tmp_path):
 
 def test_a_worker_that_lost_its_lease_cannot_record_anything(tmp_path):
     journal = journal_at(tmp_path)
-    job, _ = journal.enqueue(event(), TARGET)
+    job, _ = journal.enqueue(stored(), TARGET)
     journal.claim("stalled", lease_seconds=0.01)
     time.sleep(0.05)
     journal.claim("successor", lease_seconds=60)
@@ -79,7 +71,7 @@ def test_a_worker_that_lost_its_lease_cannot_record_anything(tmp_path):
 
 def test_retry_later_waits_before_the_job_is_claimable(tmp_path):
     journal = journal_at(tmp_path)
-    job, _ = journal.enqueue(event(), TARGET)
+    job, _ = journal.enqueue(stored(), TARGET)
     journal.claim("w", 60)
     journal.retry_later(job.id, "w", "storage 503", delay_seconds=3600)
     assert journal.claim("w", 60) is None
@@ -88,7 +80,7 @@ def test_retry_later_waits_before_the_job_is_claimable(tmp_path):
 
 def test_release_running_requeues_interrupted_jobs(tmp_path):
     journal = journal_at(tmp_path)
-    job, _ = journal.enqueue(event(), TARGET)
+    job, _ = journal.enqueue(stored(), TARGET)
     journal.claim("w", 3600)
     assert journal.release_running() == 1
     assert journal.get(job.id).state is JobState.QUEUED
@@ -96,7 +88,7 @@ def test_release_running_requeues_interrupted_jobs(tmp_path):
 
 def test_requeue_resets_a_failed_job(tmp_path):
     journal = journal_at(tmp_path)
-    job, _ = journal.enqueue(event(), TARGET)
+    job, _ = journal.enqueue(stored(), TARGET)
     journal.claim("w", 60)
     journal.finish(job.id, "w", JobState.FAILED, "corrupt archive")
     again = journal.requeue(job.id)
@@ -114,7 +106,7 @@ def _claim_in_process(path: str, barrier, results) -> None:
 def test_concurrent_processes_claim_each_job_once(tmp_path):
     journal = journal_at(tmp_path)
     for generation in range(3):
-        journal.enqueue(event(generation=generation + 1), TARGET)
+        journal.enqueue(stored(generation=generation + 1), TARGET)
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(6), context.Queue()
     processes = [

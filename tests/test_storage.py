@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from receiver.errors import PermanentError, TransientError
+from receiver.objectref import ObjectRef
 from receiver.storage import Download, ObjectStore
 
 
@@ -25,7 +26,9 @@ def test_streams_the_exact_bytes_and_verifies_crc32c(store, bucket):
     data = os.urandom(3 * 1024 * 1024 + 17)
     blob = bucket.blob("models/m/1.tar")
     blob.upload_from_string(data)
-    with store.open(bucket.name, blob.name, blob.generation, blob.crc32c, None) as download:
+    with store.open(
+        ObjectRef(bucket.name, blob.name, blob.generation, crc32c=blob.crc32c)
+    ) as download:
         assert read_all(download) == data
         download.verify()
 
@@ -37,13 +40,15 @@ def test_an_older_generation_is_pinned_not_replaced(store, bucket):
     blob.upload_from_string(b"second")
     # The emulator keeps no history (an unversioned bucket): the old generation is gone.
     with pytest.raises(PermanentError, match="does not exist"):
-        store.open(bucket.name, blob.name, first_generation, None, None)
+        store.open(ObjectRef(bucket.name, blob.name, first_generation))
 
 
 def test_crc32c_mismatch_is_transient(store, bucket):
     blob = bucket.blob("models/m/1.tar")
     blob.upload_from_string(b"payload")
-    with store.open(bucket.name, blob.name, blob.generation, "AAAAAA==", None) as download:
+    with store.open(
+        ObjectRef(bucket.name, blob.name, blob.generation, crc32c="AAAAAA==")
+    ) as download:
         read_all(download)
         with pytest.raises(TransientError, match="crc32c mismatch"):
             download.verify()
@@ -65,11 +70,11 @@ def test_md5_is_checked_when_there_is_no_crc32c(store, bucket, md5, ok):
 
 def test_missing_object_is_permanent(store, bucket):
     with pytest.raises(PermanentError, match="does not exist"):
-        store.open(bucket.name, "models/m/404.tar", 1, None, None)
+        store.open(ObjectRef(bucket.name, "models/m/404.tar", 1))
 
 
 def test_unreachable_storage_is_transient(monkeypatch, bucket):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
     store = ObjectStore.from_environment()
     with pytest.raises(TransientError, match="cannot reach"):
-        store.open(bucket.name, "models/m/1.tar", 1, None, None)
+        store.open(ObjectRef(bucket.name, "models/m/1.tar", 1))
