@@ -20,30 +20,37 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 from prometheus_client import multiprocess  # noqa: E402
 
-from receiver.config import LOG_FORMATS, Settings  # noqa: E402
+from receiver.config import LOG_FORMATS, ServerSettings, Settings, check_model_dir  # noqa: E402
 from receiver.errors import ConfigError  # noqa: E402
 from receiver.logs import gunicorn_logconfig  # noqa: E402
 from receiver.runtime import prepare_host  # noqa: E402
 
+try:
+    _server = ServerSettings.from_env(os.environ)
+except ConfigError as exc:
+    # gunicorn has not set up logging yet: one plain line, and the same exit code as below.
+    print(f"receiver: configuration error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
 # Server socket
-bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
+bind = f"0.0.0.0:{_server.port}"
 # No runtime control socket: one fixed path per user would clash between receivers.
 control_socket_disable = True
 
 # Worker processes: web threads answer pushes while the install thread works.
 wsgi_app = "receiver.web:create_app()"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _server.workers
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+threads = _server.threads
 # Must exceed RECEIVER_ACK_TIMEOUT: with RECEIVER_ACK=installed a push waits for its install.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "600"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "25"))
+timeout = _server.timeout
+graceful_timeout = _server.graceful_timeout
 
 # Logging: gunicorn's records and the receiver's, one line each on stderr, in the format
 # RECEIVER_LOG_FORMAT asks for (a bad value is reported by on_starting below).
 accesslog = "-"
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+loglevel = _server.log_level
 _log_format = os.environ.get("RECEIVER_LOG_FORMAT", "auto").lower()
 logconfig_dict = gunicorn_logconfig(_log_format if _log_format in LOG_FORMATS else "auto")
 
@@ -52,6 +59,7 @@ def on_starting(server: Any) -> None:
     """Validate settings and clean up after a crash, before any worker is forked."""
     try:
         settings = Settings.from_env(os.environ)
+        check_model_dir(settings)
     except ConfigError as exc:
         _refuse(str(exc))
     if settings.ack == "installed" and server.cfg.timeout <= settings.ack_timeout:

@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import IO
 
+import google.auth.exceptions
 import requests
 from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
 
 from receiver import servable
-from receiver.config import Settings
+from receiver.config import Settings, check_model_dir
 from receiver.errors import ReceiverError
 from receiver.journal import Job, JobState, Progress
 from receiver.layout import Ignored, parse_object_name
@@ -37,6 +38,7 @@ _EXPECTED_ERRORS = (
     OSError,
     requests.RequestException,
     google_exceptions.GoogleAPICallError,
+    google.auth.exceptions.GoogleAuthError,
 )
 
 
@@ -82,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "object", help="gs://BUCKET/NAME (looked up in Cloud Storage or the emulator)"
     )
     push.add_argument("--url", default="http://127.0.0.1:8080/", help="the receiver's push URL")
-    push.add_argument("--audience", help="token audience (default: --url)")
+    push.add_argument("--audience", help="token audience (default: $RECEIVER_AUDIENCE, else --url)")
     push.add_argument("--event", default="OBJECT_FINALIZE", help="eventType attribute")
     _dev_key_options(push)
     push.set_defaults(run=_push)
@@ -106,7 +108,9 @@ def _dev_key_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _runtime() -> Runtime:
-    settings = Settings.from_env(os.environ)
+    """The receiver's parts, for commands that never verify a push token."""
+    settings = Settings.from_env(os.environ, verifies_pushes=False)
+    check_model_dir(settings)
     configure_logging(settings.log_format)
     return Runtime.create(settings)
 
@@ -244,10 +248,23 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
 
 def _retry(args: argparse.Namespace) -> int:
     runtime = _runtime()
-    job = runtime.journal.requeue(args.job)
+    job = runtime.journal.get(args.job)
     if job is None:
         raise ReceiverError(f"no job {args.job}")
-    print(json.dumps(job.to_dict()))
+    if job.state not in (JobState.FAILED, JobState.SKIPPED):
+        raise ReceiverError(
+            f"job {job.id} is {job.state.value}, not failed: nothing to retry"
+            + (
+                " (versions are immutable: publish a new version number)"
+                if job.state is JobState.INSTALLED
+                else ""
+            )
+        )
+    requeued = runtime.journal.requeue(job.id)
+    assert requeued is not None
+    print(f"job {job.id} queued again: {job.model} version {job.version} from {job.source}")
+    print("a running receiver picks it up; `python -m receiver install` runs it here")
+    print(json.dumps(requeued.to_dict()))
     return 0
 
 
@@ -272,7 +289,8 @@ def _push(args: argparse.Namespace) -> int:
     blob = storage.Bucket(client, bucket).get_blob(name)
     if blob is None:
         raise ReceiverError(f"{args.object} does not exist")
-    token = DevSigner.create(args.keys).mint(args.audience or args.url, email=args.email)
+    audience = args.audience or os.environ.get("RECEIVER_AUDIENCE") or args.url
+    token = DevSigner.create(args.keys).mint(audience, email=args.email)
     response = requests.post(
         args.url,
         json=notification_push(blob, event_type=args.event),

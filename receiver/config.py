@@ -7,6 +7,7 @@ A bad value raises `ConfigError` with one line naming the variable.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +47,15 @@ ENV: dict[str, tuple[str | None, str]] = {
         "auto",
         "`json` (Cloud Logging), `text`, or `auto`: text on a terminal",
     ),
+    # Read by gunicorn.conf.py through `ServerSettings`.
+    "PORT": ("8080", "listen port"),
+    "WEB_CONCURRENCY": ("2", "gunicorn worker processes"),
+    "GUNICORN_THREADS": ("8", "request threads per worker process"),
+    "GUNICORN_TIMEOUT": ("600", "gunicorn worker timeout, seconds"),
+    "GUNICORN_GRACEFUL_TIMEOUT": ("25", "seconds to finish in-flight work on SIGTERM"),
+    "GUNICORN_LOG_LEVEL": ("info", "gunicorn's log level"),
 }
+_GUNICORN_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 _AUTH_MODES = ("google", "none")
 _ACK_MODES = ("queued", "installed")
@@ -107,8 +116,12 @@ class Settings:
         return f"gs://{self.bucket}/{self.prefix}"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Read and validate the settings; raise `ConfigError` naming the first bad variable."""
+    def from_env(cls, environ: Mapping[str, str], verifies_pushes: bool = True) -> Settings:
+        """Read and validate the settings; raise `ConfigError` naming the first bad variable.
+
+        `verifies_pushes=False` (commands that never check a token: install, sync, status,
+        retry) does not ask for RECEIVER_AUDIENCE and RECEIVER_ALLOWED_SENDERS.
+        """
         env = _Reader(environ)
         bucket, prefix = _parse_source(env.required("RECEIVER_SOURCE"))
         model_dir = env.path("RECEIVER_MODEL_DIR")
@@ -145,10 +158,10 @@ class Settings:
             expose_status=env.boolean("RECEIVER_EXPOSE_STATUS"),
             log_format=env.choice("RECEIVER_LOG_FORMAT", LOG_FORMATS),
         )
-        settings.validate()
+        settings.validate(verifies_pushes)
         return settings
 
-    def validate(self) -> None:
+    def validate(self, verifies_pushes: bool = True) -> None:
         """Rules that involve more than one variable."""
         if "/" in self.done_marker:
             raise ConfigError(
@@ -159,7 +172,7 @@ class Settings:
                 f"RECEIVER_ACK_TIMEOUT has value {self.ack_timeout:g}: must be below "
                 f"{MAX_ACK_TIMEOUT}, Pub/Sub's longest ack deadline"
             )
-        if not self.auth_enabled:
+        if not self.auth_enabled or not verifies_pushes:
             return
         if not self.audience:
             raise ConfigError(
@@ -175,6 +188,51 @@ class Settings:
             raise ConfigError(
                 f"RECEIVER_CERTS_URL has value {self.certs_url!r}: use an https:// or file:// URL"
             )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """gunicorn's settings (gunicorn.conf.py), validated like the receiver's own."""
+
+    port: int
+    workers: int
+    threads: int
+    timeout: int
+    graceful_timeout: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ServerSettings:
+        env = _Reader(environ)
+        port = env.integer("PORT", minimum=1)
+        if port > 65535:
+            raise ConfigError(f"PORT has value {port}: must be at most 65535")
+        return cls(
+            port=port,
+            workers=env.integer("WEB_CONCURRENCY", minimum=1),
+            threads=env.integer("GUNICORN_THREADS", minimum=1),
+            timeout=env.integer("GUNICORN_TIMEOUT", minimum=1),
+            graceful_timeout=env.integer("GUNICORN_GRACEFUL_TIMEOUT", minimum=1),
+            log_level=env.choice("GUNICORN_LOG_LEVEL", _GUNICORN_LOG_LEVELS),
+        )
+
+
+def check_model_dir(settings: Settings) -> None:
+    """The model dir exists (or can be made) and is writable; else one line saying which."""
+    if settings.model_dir.exists() and not settings.model_dir.is_dir():
+        raise ConfigError(f"RECEIVER_MODEL_DIR is {settings.model_dir}: not a directory")
+    try:
+        settings.model_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"RECEIVER_MODEL_DIR is {settings.model_dir}: it does not exist and cannot be "
+            f"created ({exc.strerror})"
+        ) from None
+    if not os.access(settings.model_dir, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"RECEIVER_MODEL_DIR is {settings.model_dir}: not writable by this user "
+            f"(uid {os.getuid()}); share the volume with write access (fsGroup in Kubernetes)"
+        )
 
 
 def _parse_source(value: str) -> tuple[str, str]:

@@ -8,6 +8,8 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.e2e.conftest import curl_push, wait_for
 from tests.helpers import HALF_PLUS_TWO, PROJECT_ROOT, push_body, same_files, upload_model
 
@@ -101,13 +103,31 @@ def test_start_up_removes_staging_debris(gunicorn, settings):
     assert sorted(os.listdir(model_root)) == ["5"]
 
 
-def test_a_bad_setting_stops_start_up_with_one_clear_line(gunicorn):
-    gunicorn.env["RECEIVER_KEEP_VERSIONS"] = "lots"
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("RECEIVER_KEEP_VERSIONS", "lots", "RECEIVER_KEEP_VERSIONS has value 'lots': not a whole"),
+        ("PORT", "http", "PORT has value 'http': not a whole number"),
+        ("PORT", "70000", "PORT has value 70000: must be at most 65535"),
+        ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY has value '0': must be at least 1"),
+        ("GUNICORN_THREADS", "many", "GUNICORN_THREADS has value 'many': not a whole number"),
+        ("GUNICORN_TIMEOUT", "1.5", "GUNICORN_TIMEOUT has value '1.5': not a whole number"),
+        ("GUNICORN_GRACEFUL_TIMEOUT", "-1", "GUNICORN_GRACEFUL_TIMEOUT has value '-1'"),
+        ("GUNICORN_LOG_LEVEL", "loud", "GUNICORN_LOG_LEVEL has value 'loud': must be one of"),
+        ("RECEIVER_MODEL_DIR", "/proc/models", "it does not exist and cannot be created"),
+        ("RECEIVER_MODEL_DIR", "/etc/hostname", "RECEIVER_MODEL_DIR is /etc/hostname: not a dir"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_clear_line(gunicorn, variable, value, message):
+    gunicorn.env[variable] = value
+    if variable == "RECEIVER_MODEL_DIR":
+        gunicorn.env.pop("RECEIVER_STATE_DIR", None)
     gunicorn.start(wait=False)
-    assert gunicorn.process.wait(timeout=60) != 0
+    assert gunicorn.process.wait(timeout=60) == 2
     log = gunicorn.log()
-    assert "RECEIVER_KEEP_VERSIONS has value 'lots': not a whole number" in log
+    assert message in log
     assert "Traceback" not in log
+    assert sum(line.count("configuration error") for line in log.splitlines()) == 1
 
 
 def test_unauthenticated_pushes_are_refused_by_the_real_server(gunicorn, bucket, tmp_path):

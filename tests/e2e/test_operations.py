@@ -132,6 +132,21 @@ def test_cli_install_then_status(cli_env, bucket, settings):
     assert lines[0].split() == ["MODEL", "VERSIONS"]
     assert lines[1].split() == ["half_plus_two", "7"]
     assert any(line.split()[:4] == ["1", "installed", "half_plus_two", "7"] for line in lines)
+    retry = run_cli("retry", "1", env=cli_env)
+    assert retry.returncode == 2
+    assert retry.stderr.startswith("receiver: job 1 is installed, not failed: nothing to retry")
+
+
+def test_commands_that_verify_no_token_need_no_audience(cli_env, bucket):
+    """status, sync, install and retry never check a push token: no auth settings asked."""
+    env = {
+        key: value
+        for key, value in cli_env.items()
+        if key not in ("RECEIVER_AUDIENCE", "RECEIVER_ALLOWED_SENDERS")
+    }
+    for command in (["status"], ["sync"]):
+        result = run_cli(*command, env=env)
+        assert result.returncode == 0, result.stderr
 
 
 def test_cli_push_reaches_a_running_receiver(gunicorn, cli_env, bucket, settings, signer):
@@ -163,6 +178,21 @@ def test_every_command_has_help(command):
         (["install", "not-a-url"], "cli_env", "'not-a-url' is not gs://BUCKET/OBJECT"),
         (["status"], {}, "RECEIVER_SOURCE is required"),
         (["retry", "999"], "cli_env", "no job 999"),
+        (
+            ["status"],
+            {"RECEIVER_SOURCE": "gs://models/m", "RECEIVER_MODEL_DIR": "/proc/m"},
+            "RECEIVER_MODEL_DIR is /proc/m: it does not exist",
+        ),
+        # No emulator and no Google credentials: one line, not a traceback.
+        (
+            ["push", "gs://b/models/m/1.tar.gz"],
+            {
+                "STORAGE_EMULATOR_HOST": "",
+                "HOME": "/nonexistent",
+                "GOOGLE_APPLICATION_CREDENTIALS": "",
+            },
+            "Your default credentials were not found",
+        ),
     ],
 )
 def test_cli_errors_are_one_line(args, env, message, request):
