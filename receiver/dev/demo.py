@@ -1,14 +1,22 @@
 """`python -m receiver demo`: the whole path on this machine, nothing from the internet.
 
-Starts the storage emulator with the sample model, starts the receiver (real gunicorn,
-auth on, a local dev signing key), sends a signed push with curl, waits for the model to
-be installed, and leaves the receiver running with the curl line to push again.
+1. starts the storage emulator and uploads version 123 of the sample model;
+2. starts the receiver (real gunicorn, auth on, a local dev signing key), whose sync at
+   start installs 123, as a fresh pod would;
+3. uploads version 124, as a training pipeline would, and sends its push with curl;
+4. uploads version 125 without pushing it, prints the curl line (and the CLI command)
+   that push it, the environment the CLI needs, and keeps running until Ctrl-C.
+
+Each run starts clean: the emulator keeps nothing between runs, so neither do the
+demo's model and state directories (the dev keys are kept).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -31,140 +39,180 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_MODEL = Path(__file__).resolve().parent / "sample" / "half_plus_two" / "00000123"
 BUCKET = "demo-models"
 PREFIX = "models"
+MODEL = "half_plus_two"
 
 
 def run_demo(port: int, workdir: Path, once: bool) -> int:
-    """Run the demo on `port` (0: any free port); `once`: stop after the first install."""
+    """Run the demo on `port` (0: any free port); `once`: stop after version 124 installs."""
+    if not (PROJECT_ROOT / "gunicorn.conf.py").exists():
+        raise SystemExit(
+            "receiver demo runs from a checkout of the repository (it starts gunicorn with "
+            "the checkout's gunicorn.conf.py): clone it and run `make demo` there"
+        )
+    # Ctrl-C (or a SIGTERM) stops the demo, which then stops gunicorn and the emulator.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     port = port or free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}/"
     model_dir = workdir / "models"
-    audience = f"http://localhost:{port}/"
+    for stale in (model_dir, workdir / "pushes"):
+        shutil.rmtree(stale, ignore_errors=True)  # the emulator starts empty: so do we
+    (workdir / "pushes").mkdir(parents=True)
     signer = DevSigner.create(workdir / "keys")
 
     say("starting the Cloud Storage emulator (fake-gcs-server)")
     emulator = StorageEmulator().start()
+    bucket = _bucket(emulator.url)
     receiver_log = (workdir / "receiver.log").open("wb")
     gunicorn: subprocess.Popen[bytes] | None = None
     try:
-        pushes = _upload_sample(emulator.url, workdir)
-        say(f"uploaded gs://{BUCKET}/{PREFIX}/half_plus_two/123.tar.gz and 124.tar.gz")
-
-        env = environ_with(
-            PORT=str(port),
-            STORAGE_EMULATOR_HOST=emulator.url,
-            RECEIVER_SOURCE=f"gs://{BUCKET}/{PREFIX}",
-            RECEIVER_MODEL_DIR=str(model_dir),
-            RECEIVER_AUDIENCE=audience,
-            RECEIVER_ALLOWED_SENDERS=DEV_SENDER,
-            RECEIVER_CERTS_URL=signer.certs_url,
-        )
-        say(f"starting the receiver on port {port} (log: {workdir / 'receiver.log'})")
+        _upload(bucket, 123)
+        say(f"uploaded gs://{BUCKET}/{PREFIX}/{MODEL}/123.tar.gz")
+        env = {
+            "STORAGE_EMULATOR_HOST": emulator.url,
+            "RECEIVER_SOURCE": f"gs://{BUCKET}/{PREFIX}",
+            "RECEIVER_MODEL_DIR": str(model_dir),
+            "RECEIVER_AUDIENCE": url,
+            "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
+            "RECEIVER_CERTS_URL": signer.certs_url,
+        }
+        say(f"starting the receiver on {url} (log: {workdir / 'receiver.log'})")
         gunicorn = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_ROOT / "gunicorn.conf.py")],
             cwd=PROJECT_ROOT,
-            env=env,
+            env=environ_with(**env, PORT=str(port), GUNICORN_GRACEFUL_TIMEOUT="6"),
             stdout=receiver_log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the demo, which stops gunicorn itself
         )
-        _wait_healthy(f"http://127.0.0.1:{port}/healthz", gunicorn)
+        _wait_ready(url, gunicorn)
+        say("its sync at start found version 123 in the bucket and installed it")
 
-        token_command = (
-            f"{shlex.quote(sys.executable)} -m receiver token --audience {audience} "
-            f"--keys {shlex.quote(str(workdir / 'keys'))}"
-        )
-        curl = _curl_line(port, token_command, pushes[123])
-        say("sending a signed push for version 123:\n  " + curl)
-        token = signer.mint(audience)
+        push_124 = _push_body(_upload(bucket, 124), workdir)
+        say(f"uploaded gs://{BUCKET}/{PREFIX}/{MODEL}/124.tar.gz; sending its push:")
+        print("  " + _curl_line(url, workdir, push_124), flush=True)
         answer = subprocess.run(
-            _curl_argv(port, token, pushes[123]), capture_output=True, text=True, check=True
+            _curl_argv(url, signer.mint(url), push_124), capture_output=True, text=True, check=True
         )
         say(f"receiver answered: {answer.stdout.strip()}")
-
-        _wait_installed(port, "half_plus_two", 123)
-        installed = sorted(
-            p.relative_to(model_dir) for p in (model_dir / "half_plus_two").rglob("*")
-        )
-        say("installed:\n" + "\n".join(f"  {model_dir}/half_plus_two/{p}" for p in installed))
+        _wait_installed(url, json.loads(answer.stdout)["job"])
+        say(f"installed:\n{_tree(model_dir)}")
         if once:
             return 0
+
+        push_125 = _push_body(_upload(bucket, 125), workdir)
         say(
-            "the receiver keeps running (Ctrl-C stops it). Push version 124 with:\n  "
-            + _curl_line(port, token_command, pushes[124])
-            + f"\nthen watch: curl -s localhost:{port}/status"
+            f"uploaded version 125 too, but did not push it. Push it yourself:\n"
+            f"  {_curl_line(url, workdir, push_125)}\n"
+            "or with the CLI, after the exports below:\n"
+            f"  python -m receiver push gs://{BUCKET}/{PREFIX}/{MODEL}/125.tar.gz --url {url}"
+            f" --keys {shlex.quote(str(workdir / 'keys'))}\n"
+            "then watch it arrive (version 123 is pruned: RECEIVER_KEEP_VERSIONS=2):\n"
+            f"  curl -s {url}status   (or open {url} in a browser)"
         )
+        exports = "\n".join(f"  export {k}={shlex.quote(v)}" for k, v in env.items())
+        say(
+            f"the emulator is at {emulator.url}; the CLI (status, sync, install, retry, push) "
+            f"reaches this receiver's bucket and model dir with:\n{exports}\n"
+            "  python -m receiver status"
+        )
+        say("the receiver keeps running; Ctrl-C stops everything")
         return gunicorn.wait()
     except KeyboardInterrupt:
+        say("stopping")
         return 0
     finally:
         if gunicorn is not None and gunicorn.poll() is None:
-            gunicorn.terminate()
-            gunicorn.wait(timeout=30)
+            gunicorn.send_signal(signal.SIGTERM)
+            try:
+                gunicorn.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                gunicorn.kill()
+                gunicorn.wait()
         emulator.stop()
         receiver_log.close()
 
 
-def _upload_sample(emulator_url: str, workdir: Path) -> dict[int, Path]:
-    """Upload versions 123 and 124 of the sample; write each one's push body to a file."""
+def _bucket(emulator_url: str) -> storage.Bucket:
     client = storage.Client(
         project="demo",
         credentials=AnonymousCredentials(),
         client_options={"api_endpoint": emulator_url},
     )
-    bucket = client.bucket(BUCKET)
-    if not bucket.exists():
-        client.create_bucket(bucket)
-    archive = archive_directory(SAMPLE_MODEL, "tar.gz", top="00000123")
-    pushes = {}
-    for version in (123, 124):
-        blob = bucket.blob(f"{PREFIX}/half_plus_two/{version}.tar.gz")
-        blob.upload_from_string(archive, content_type="application/gzip")
-        path = workdir / f"push-{version}.json"
-        path.write_text(json.dumps(notification_push(blob, message_id=str(version))))
-        pushes[version] = path
-    return pushes
+    return client.create_bucket(BUCKET)
 
 
-def _curl_argv(port: int, token: str, body: Path) -> list[str]:
+def _upload(bucket: storage.Bucket, version: int) -> storage.Blob:
+    """Publish one version of the sample, as a training pipeline would."""
+    blob = bucket.blob(f"{PREFIX}/{MODEL}/{version}.tar.gz")
+    blob.upload_from_string(
+        archive_directory(SAMPLE_MODEL, "tar.gz", top="00000123"),
+        content_type="application/gzip",
+    )
+    return blob
+
+
+def _push_body(blob: storage.Blob, workdir: Path) -> Path:
+    """The push Pub/Sub would send for `blob`, in a file for curl."""
+    path = workdir / "pushes" / f"{Path(blob.name).name.split('.')[0]}.json"
+    path.write_text(json.dumps(notification_push(blob, message_id=str(blob.generation))))
+    return path
+
+
+def _tree(model_dir: Path) -> str:
+    return "\n".join(
+        f"  {path}"
+        for path in sorted((model_dir / MODEL).rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    )
+
+
+def _curl_argv(url: str, token: str, body: Path) -> list[str]:
     return [
-        "curl", "-sS", "-X", "POST", f"http://127.0.0.1:{port}/",
+        "curl", "-sS", "-X", "POST", url,
         "-H", f"Authorization: Bearer {token}",
         "-H", "Content-Type: application/json",
         "--data-binary", f"@{body}",
     ]  # fmt: skip
 
 
-def _curl_line(port: int, token_command: str, body: Path) -> str:
+def _curl_line(url: str, workdir: Path, body: Path) -> str:
+    token_command = (
+        f"python -m receiver token --audience {url} --keys {shlex.quote(str(workdir / 'keys'))}"
+    )
     return (
-        f"curl -sS -X POST http://127.0.0.1:{port}/ "
+        f"curl -sS -X POST {url} "
         f'-H "Authorization: Bearer $({token_command})" '
         f"-H 'Content-Type: application/json' --data-binary @{shlex.quote(str(body))}"
     )
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"receiver exited with {process.returncode}; see its log")
         try:
-            if requests.get(url, timeout=1).status_code == 200:
+            if requests.get(f"{url}readyz", timeout=1).status_code == 200:
                 return
         except requests.ConnectionError:
-            time.sleep(0.1)
-    raise SystemExit(f"receiver did not answer {url} within {timeout}s")
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"receiver was not ready within {timeout}s; see its log")
 
 
-def _wait_installed(port: int, model: str, version: int, timeout: float = 60) -> None:
+def _wait_installed(url: str, job_id: int, timeout: float = 60) -> None:
+    """Wait for this run's own job (not any earlier one) to end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = requests.get(f"http://127.0.0.1:{port}/status", timeout=5).json()
-        if version in status["models"].get(model, []):
+        jobs = requests.get(f"{url}status", timeout=5).json()["recent_jobs"]
+        job = next((j for j in jobs if j["job"] == job_id), None)
+        if job is not None and job["state"] == "installed":
             return
-        failed = [j for j in status["recent_jobs"] if j["state"] == "failed"]
-        if failed:
-            raise SystemExit(f"install failed: {failed[0]['reason']}")
+        if job is not None and job["state"] in ("failed", "skipped"):
+            raise SystemExit(f"job {job_id} {job['state']}: {job['reason']}")
         time.sleep(0.2)
-    raise SystemExit(f"{model} version {version} was not installed within {timeout}s")
+    raise SystemExit(f"job {job_id} did not finish within {timeout}s")
 
 
 def say(message: str) -> None:

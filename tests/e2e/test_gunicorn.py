@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -155,5 +156,40 @@ def test_the_readme_demo_runs(tmp_path):
         timeout=180,
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "receiver answered" in demo.stdout
+    assert '"outcome":"queued"' in demo.stdout  # the push for 124 was news, not a duplicate
     assert same_files(tmp_path / "models" / "half_plus_two" / "123")
+    assert same_files(tmp_path / "models" / "half_plus_two" / "124")
+    for line in demo.stdout.splitlines():  # every path the demo prints exists
+        if line.startswith(f"  {tmp_path}/models/"):
+            assert Path(line.strip()).is_file(), line
+
+
+def test_the_demo_stops_promptly_and_quietly_and_runs_again(tmp_path):
+    """Ctrl-C while the demo waits; then a second run in the same directory succeeds."""
+    command = [sys.executable, "-m", "receiver", "demo", "--port", "0", "--dir", str(tmp_path)]
+    demo = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert demo.stdout is not None
+    output = []
+    for line in demo.stdout:
+        output.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    demo.send_signal(signal.SIGINT)
+    rest, _ = demo.communicate(timeout=60)
+    text = "".join(output) + rest
+    assert demo.returncode == 0, text
+    assert "==> stopping" in text and "Traceback" not in text
+    log = (tmp_path / "receiver.log").read_text()
+    assert "Shutting down: Master" in log and "SIGKILL" not in log
+    assert "push it yourself" in text.lower() and "export STORAGE_EMULATOR_HOST=" in text
+
+    again = subprocess.run(
+        [*command, "--once"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted(p.name for p in (tmp_path / "models" / "half_plus_two").iterdir()) == [
+        "123",
+        "124",
+    ]
