@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import sys
 import time
@@ -148,7 +149,14 @@ def _install(args: argparse.Namespace) -> int:
 
 
 class _ProgressBar:
-    """A one-line bar on a terminal; nothing otherwise (the log has the progress)."""
+    """A one-line bar on a terminal; nothing otherwise (the log has the progress).
+
+    The time left is shown only once the download has run for a while (a rate measured
+    over a tenth of a second means nothing), and log lines clear the bar before they are
+    written, so they never land on its line; the next update draws it again below them.
+    """
+
+    _ESTIMATE_AFTER_SECONDS = 2.0
 
     def __init__(self, job: Job, stream: IO[str]) -> None:
         self._job = job
@@ -156,21 +164,37 @@ class _ProgressBar:
         self._enabled = stream.isatty()
         self._started = time.monotonic()
         self._last = 0.0
+        self._drawn = False
+        if self._enabled:
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self._clear)
 
     def update(self, bytes_done: int) -> None:
         now = time.monotonic()
         if not self._enabled or now - self._last < 0.2:
             return
         self._last = now
-        progress = Progress(bytes_done, self._job.size, bytes_done / max(now - self._started, 1e-3))
+        elapsed = max(now - self._started, 1e-3)
+        progress = Progress(bytes_done, self._job.size, bytes_done / elapsed)
         width = 30
         filled = int(width * (progress.percent or 0) / 100)
-        self._stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.describe()}   ")
+        text = progress.describe(estimate=elapsed >= self._ESTIMATE_AFTER_SECONDS)
+        self._stream.write(f"\r\x1b[K[{'#' * filled}{'.' * (width - filled)}] {text}")
         self._stream.flush()
+        self._drawn = True
+
+    def _clear(self, record: logging.LogRecord) -> bool:
+        if self._drawn:
+            self._stream.write("\r\x1b[K")
+            self._drawn = False
+        return True
 
     def close(self) -> None:
-        if self._enabled and self._last:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self._clear)
+        if self._drawn:
             self._stream.write("\n")
+            self._drawn = False
 
 
 def _sync(args: argparse.Namespace) -> int:

@@ -158,12 +158,12 @@ class Progress:
             "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
         }
 
-    def describe(self) -> str:
+    def describe(self, estimate: bool = True) -> str:
         """'12.0 MiB of 96.0 MiB (12%), 5.1 MiB/s, about 17 s left'"""
         done = _mib(self.bytes_done)
         text = f"{done} of {_mib(self.size)} ({self.percent:.0f}%)" if self.size else done
         text += f", {_mib(self.rate)}/s"
-        if self.eta_seconds is not None:
+        if estimate and self.eta_seconds is not None:
             text += f", about {self.eta_seconds:.0f} s left"
         return text
 

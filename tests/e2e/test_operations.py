@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -253,3 +254,9 @@ def test_cli_install_draws_a_progress_bar_on_a_terminal(cli_env, bucket, setting
     assert result.returncode == 0, result.stdout
     assert "[" in result.stdout and "#" in result.stdout and "MiB/s" in result.stdout
     assert "installed half_plus_two version 9" in result.stdout
+    # A sub-second install shows no made-up estimate of the time left...
+    assert "left" not in result.stdout
+    # ...and no log line is written onto the bar's line.
+    assert "job 1:" in result.stdout
+    for segment in re.split(r"[\r\n]", result.stdout):
+        assert not ("MiB/s" in segment and "job 1:" in segment), repr(segment)
