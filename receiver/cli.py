@@ -286,8 +286,11 @@ def _retry(args: argparse.Namespace) -> int:
         )
     requeued = runtime.journal.requeue(job.id)
     assert requeued is not None
-    print(f"job {job.id} queued again: {job.model} version {job.version} from {job.source}")
-    print("a running receiver picks it up; `python -m receiver install` runs it here")
+    print(
+        f"job {job.id} queued again: {job.model} version {job.version} from {job.source}; "
+        "a running receiver picks it up",
+        file=sys.stderr,
+    )
     print(json.dumps(requeued.to_dict()))
     return 0
 
