@@ -19,9 +19,9 @@ COPY receiver/ ./receiver/
 
 # A numeric non-root user (Kubernetes can check runAsNonRoot against a number). The model
 # dir is a volume shared with TF Serving: give the pod fsGroup 10001 so it is writable.
-# With a read-only root filesystem the only writable paths are /models (the volume,
-# which also holds the journal in /models/.receiver) and /tmp (gunicorn's heartbeat
-# files and the metrics of each worker: an emptyDir in Kubernetes).
+# With a read-only root filesystem the only writable path is /models, the volume: the
+# journal and each worker's metrics live in /models/.receiver (TF Serving ignores hidden
+# names), and gunicorn's heartbeat files in /dev/shm (gunicorn.conf.py).
 USER 10001:10001
 ENV PATH=/venv/bin:$PATH \
     PYTHONPATH=/app \
@@ -29,7 +29,8 @@ ENV PATH=/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PORT=8080 \
     RECEIVER_MODEL_DIR=/models \
-    RECEIVER_LOG_FORMAT=json
+    RECEIVER_LOG_FORMAT=json \
+    PROMETHEUS_MULTIPROC_DIR=/models/.receiver/metrics
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8080') + '/healthz', timeout=4)"]

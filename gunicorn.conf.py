@@ -15,7 +15,9 @@ from typing import Any
 
 # prometheus-client picks single- or multi-process mode when first imported, so the
 # directory where every worker writes its samples is set before anything imports it.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+else:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="receiver-metrics-")
 
 from prometheus_client import multiprocess  # noqa: E402
@@ -36,6 +38,9 @@ except ConfigError as exc:
 bind = f"0.0.0.0:{_server.port}"
 # No runtime control socket: one fixed path per user would clash between receivers.
 control_socket_disable = True
+# Workers' heartbeat files in memory, not on a (possibly read-only) root filesystem.
+if Path("/dev/shm").is_dir():
+    worker_tmp_dir = "/dev/shm"
 
 # Worker processes: web threads answer pushes while the install thread works.
 wsgi_app = "receiver.web:create_app()"
