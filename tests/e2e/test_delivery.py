@@ -223,21 +223,6 @@ def test_periodic_sync_heals_a_missed_push(gunicorn, bucket, settings):
     assert gunicorn.status()["last_sync"] is not None
 
 
-def test_sync_command_installs_and_exits(environ, emulator, bucket, settings):
-    upload_model(bucket, 4)
-    result = subprocess.run(
-        [sys.executable, "-m", "receiver", "sync"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **environ, "STORAGE_EMULATOR_HOST": emulator.url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert '"state": "installed"' in result.stdout
-    assert same_files(settings.model_dir / "half_plus_two" / "4")
-
-
 def run_sync_command(environ, emulator):
     return subprocess.run(
         [sys.executable, "-m", "receiver", "sync"],
@@ -247,6 +232,14 @@ def run_sync_command(environ, emulator):
         text=True,
         timeout=120,
     )
+
+
+def test_sync_command_installs_and_exits(environ, emulator, bucket, settings):
+    upload_model(bucket, 4)
+    result = run_sync_command(environ, emulator)
+    assert result.returncode == 0, result.stderr
+    assert '"state": "installed"' in result.stdout
+    assert same_files(settings.model_dir / "half_plus_two" / "4")
 
 
 def test_sync_command_falls_back_past_a_broken_newest_version(environ, emulator, bucket, settings):
