@@ -92,7 +92,9 @@ def _sync_model(
             "sync: %s version %s: %s (%s)", model, target.version, outcome.outcome, outcome.reason
         )
         if failed:
-            log.warning("sync: %s: %s; falling back to version %s", model, failed, target.version)
+            log.warning(
+                "sync: %s: %s; falling back to version %s", model, "; ".join(failed), target.version
+            )
             return outcome.job, f"{'; '.join(failed)}; falling back to version {target.version}"
         return outcome.job, ""
     if failed:
@@ -113,8 +115,10 @@ class Syncer:
         self._failures = 0
 
     def model_failed(self, model: str) -> None:
-        """A job failed for good: if the model has no version, sync again now to fall back."""
-        if not servable.installed_versions(self.settings.model_dir / model):
+        """A job failed for good: if the model has no version, sync again now to fall back
+        (unless sync is switched off altogether)."""
+        syncing = self.settings.sync_on_start or self.settings.sync_interval
+        if syncing and not servable.installed_versions(self.settings.model_dir / model):
             self._next_at = time.monotonic()
 
     def run_if_due(self) -> bool:
