@@ -22,14 +22,16 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Download speed on the storage emulator (numbers kept in docs/benchmarks.md).
-bench: install
+# Speed on the storage emulator and real gunicorn; numbers and chart kept in docs/.
+# Not part of `make test` (tests never time anything); takes several minutes.
+bench: install tools
 	PYTHONPATH=. $(BIN)/python benchmarks/download.py
+	PYTHONPATH=. $(BIN)/python benchmarks/install.py --sizes 100 1024 --runs 3 --out docs
 
 # Tools the tests drive for real, from Debian: Chromium for the status page, and the
 # archivers whose archives must install (Info-ZIP, bsdtar, 7-Zip). Needs root (apt-get);
 # where they cannot be installed, the tests that need them skip and say so.
-DEBIAN_TOOLS := chromium:chromium zip:zip bsdtar:libarchive-tools 7zz:7zip zstd:zstd
+DEBIAN_TOOLS := chromium:chromium zip:zip unzip:unzip bsdtar:libarchive-tools 7zz:7zip zstd:zstd
 tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \

@@ -17,7 +17,7 @@ from receiver.journal import Job, JobState, Journal
 from receiver.layout import Ignored, ModelVersion, parse_object_name
 from receiver.objectref import ObjectRef
 
-_SETTLE_POLL_SECONDS = 0.2
+_SETTLE_POLL_SECONDS = 0.05  # a read of one journal row
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,313 @@
+"""Install path, side by side: push accepted -> version directory in place.
+
+    make bench    (or: PYTHONPATH=. .venv/bin/python benchmarks/install.py --sizes 100 1024)
+
+For each size (MiB of model-like weights: float32 values, half of them zeros, so partly
+compressible) and each format (tar.gz, tar.zst, zip), the same archive is uploaded to the
+storage emulator and installed by every method, each run into a fresh directory:
+
+* receiver: a real push (curl, signed token) to a real gunicorn receiver with
+  RECEIVER_ACK=installed, timed from the push to its answer `installed` (the version is
+  renamed into place and fsynced by then);
+* curl | tar: `curl -s URL | tar -x[z|--zstd]f - -C DIR && sync` (zip: `curl -o` then
+  `unzip`, then `sync`), the limit for one stream;
+* download-then-extract: google-cloud-storage `download_to_filename`, then tarfile /
+  zipfile `extractall`, then `sync` (what the earlier pull-based poller did).
+
+Medians of --runs runs, and ratios to curl | tar from the same run. The receiver's peak
+RSS (VmHWM of its worker processes) is read after each size from a fresh gunicorn.
+Writes a Markdown table and a PNG chart to --out (default docs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from backports import zstd
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from receiver.dev.keys import DEV_SENDER, DevSigner
+from receiver.dev.tools import StorageEmulator, free_port, notification_push
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "receiver" / "dev" / "sample" / "half_plus_two" / "00000123"
+MIB = 2**20
+FORMATS = ("tar.gz", "tar.zst", "zip")
+METHODS = ("receiver", "curl | tar", "download-then-extract")
+
+
+@dataclass
+class Result:
+    size_mib: int
+    archive_format: str
+    archive_bytes: int
+    seconds: dict[str, float]  # method -> median
+    receiver_peak_rss_mib: int
+
+
+def model_archive(size_mib: int, archive_format: str) -> bytes:
+    """half_plus_two's graph with `size_mib` MiB of float32 weights, half of them zero."""
+    rng = random.Random(size_mib)
+    half = size_mib * MIB // 2
+    weights = rng.randbytes(half) + bytes(size_mib * MIB - half)
+    files = {
+        "m/saved_model.pb": (SAMPLE / "saved_model.pb").read_bytes(),
+        "m/variables/variables.index": (SAMPLE / "variables" / "variables.index").read_bytes(),
+        "m/variables/variables.data-00000-of-00001": weights,
+    }
+    buffer = io.BytesIO()
+    if archive_format == "zip":
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+            for name, data in files.items():
+                archive.writestr(name, data)
+        return buffer.getvalue()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    plain = buffer.getvalue()
+    if archive_format == "tar.zst":
+        return zstd.compress(plain, level=3)
+    return subprocess.run(["gzip", "-6", "-c"], input=plain, capture_output=True, check=True).stdout
+
+
+def median_of(runs: int, action: Callable[[], None]) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+class Receiver:
+    """A real gunicorn receiver against the emulator, with a dev signing key."""
+
+    def __init__(self, emulator: StorageEmulator, bucket: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.signer = DevSigner.create(workdir / "keys")
+        self.model_dir = workdir / "models"
+        env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "STORAGE_EMULATOR_HOST": emulator.url,
+            "RECEIVER_SOURCE": f"gs://{bucket}/models",
+            "RECEIVER_MODEL_DIR": str(self.model_dir),
+            "RECEIVER_AUDIENCE": self.url,
+            "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
+            "RECEIVER_CERTS_URL": self.signer.certs_url,
+            "RECEIVER_ACK": "installed",
+            "RECEIVER_KEEP_VERSIONS": "1",
+            "RECEIVER_LOG_FORMAT": "json",
+            "RECEIVER_SYNC_ON_START": "false",
+        }
+        self.log = (workdir / "receiver.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}healthz", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise SystemExit("the receiver did not start; see its log")
+
+    def install(self, blob: storage.Blob) -> None:
+        body = json.dumps(notification_push(blob)).encode()
+        answer = subprocess.run(
+            [
+                "curl", "-sS", "-X", "POST", self.url,
+                "-H", f"Authorization: Bearer {self.signer.mint(self.url)}",
+                "-H", "Content-Type: application/json", "--data-binary", "@-",
+            ],
+            input=body, capture_output=True, check=True,
+        )  # fmt: skip
+        outcome = json.loads(answer.stdout)
+        if outcome["outcome"] != "installed":
+            raise SystemExit(f"receiver did not install {blob.name}: {outcome}")
+
+    def peak_rss_mib(self) -> int:
+        pid = self.process.pid
+        workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        peaks = []
+        for worker in workers:
+            for line in Path(f"/proc/{worker}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) // 1024)
+        return max(peaks)
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+def run(sizes: list[int], runs: int, out: Path) -> list[Result]:
+    emulator = StorageEmulator().start()
+    os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
+    client = storage.Client(
+        project="bench",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulator.url},
+    )
+    bucket = client.create_bucket("bench")
+    results = []
+    version = 0
+    try:
+        for size in sizes:
+            receiver = Receiver(emulator, bucket.name, Path(tempfile.mkdtemp(prefix="bench-")))
+            try:
+                for archive_format in FORMATS:
+                    data = model_archive(size, archive_format)
+                    blobs = []
+                    for _ in range(runs):  # the receiver installs each version once
+                        version += 1
+                        blob = bucket.blob(f"models/m/{version}.{archive_format}")
+                        blob.upload_from_string(data, timeout=600)
+                        blobs.append(blob)
+                    seconds = measure(receiver, blobs, archive_format, emulator.url)
+                    results.append(
+                        Result(size, archive_format, len(data), seconds, receiver.peak_rss_mib())
+                    )
+                    print(f"{size} MiB {archive_format}: {seconds}", flush=True)
+            finally:
+                receiver.stop()
+    finally:
+        emulator.stop()
+    write_report(results, runs, out)
+    return results
+
+
+def measure(
+    receiver: Receiver, blobs: list[storage.Blob], archive_format: str, emulator_url: str
+) -> dict[str, float]:
+    """Median seconds of each method on the same archive (one object per receiver run)."""
+    pending = iter(blobs)
+    first = blobs[0]
+    url = (
+        f"{emulator_url}/download/storage/v1/b/{first.bucket.name}/o/"
+        f"{first.name.replace('/', '%2F')}?alt=media"
+    )
+    runs = len(blobs)
+    return {
+        "receiver": median_of(runs, lambda: receiver.install(next(pending))),
+        "curl | tar": median_of(runs, lambda: curl_then_unpack(url, archive_format)),
+        "download-then-extract": median_of(
+            runs, lambda: download_then_extract(first, archive_format)
+        ),
+    }
+
+
+def curl_then_unpack(url: str, archive_format: str) -> None:
+    with tempfile.TemporaryDirectory(dir=_scratch()) as target:
+        if archive_format == "zip":
+            archive = Path(target) / "m.zip"
+            subprocess.run(["curl", "-sS", "-o", str(archive), url], check=True)
+            subprocess.run(["unzip", "-q", str(archive), "-d", target], check=True)
+        else:
+            flag = "--zstd" if archive_format == "tar.zst" else "-z"
+            subprocess.run(
+                f"curl -sS {url!r} | tar -x {flag} -f - -C {target!r}", shell=True, check=True
+            )
+        subprocess.run(["sync"], check=True)
+
+
+def download_then_extract(blob: storage.Blob, archive_format: str) -> None:
+    with tempfile.TemporaryDirectory(dir=_scratch()) as target:
+        archive = Path(target) / f"m.{archive_format}"
+        blob.download_to_filename(str(archive), checksum="crc32c")
+        if archive_format == "zip":
+            with zipfile.ZipFile(archive) as opened:
+                opened.extractall(target)
+        elif archive_format == "tar.zst":
+            with zstd.open(archive) as raw, tarfile.open(fileobj=raw, mode="r|") as opened:
+                opened.extractall(target, filter="data")
+        else:
+            with tarfile.open(archive) as opened:
+                opened.extractall(target, filter="data")
+        subprocess.run(["sync"], check=True)
+
+
+def _scratch() -> str:
+    path = Path(tempfile.gettempdir()) / "bench-scratch"
+    path.mkdir(exist_ok=True)
+    return str(path)
+
+
+def write_report(results: list[Result], runs: int, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    methods = " | ".join(method.replace("|", "\\|") for method in METHODS)
+    lines = [
+        f"| model | format | archive | {methods} | receiver vs curl \\| tar | receiver peak RSS |",
+        "|---|---|---:|" + "---:|" * len(METHODS) + "---:|---:|",
+    ]
+    for r in results:
+        limit = r.seconds["curl | tar"]
+        cells = " | ".join(f"{r.seconds[m]:.2f} s" for m in METHODS)
+        lines.append(
+            f"| {r.size_mib} MiB | {r.archive_format} | {r.archive_bytes / MIB:.0f} MiB | {cells} "
+            f"| {r.seconds['receiver'] / limit:.2f}x | {r.receiver_peak_rss_mib} MiB |"
+        )
+    (out / "benchmarks-install.md").write_text(
+        f"Medians of {runs} runs each.\n\n" + "\n".join(lines) + "\n"
+    )
+    chart(results, out / "benchmarks-install.png")
+
+
+def chart(results: list[Result], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(1, len(FORMATS), figsize=(12, 4), sharey=True)
+    for axis, archive_format in zip(axes, FORMATS, strict=True):
+        rows = [r for r in results if r.archive_format == archive_format]
+        for method in METHODS:
+            axis.plot(
+                [r.size_mib for r in rows], [r.seconds[method] for r in rows], "o-", label=method
+            )
+        axis.set_title(archive_format)
+        axis.set_xlabel("model size (MiB)")
+    axes[0].set_ylabel("install time (s)")
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1024], help="MiB")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    arguments = parser.parse_args()
+    run(arguments.sizes, arguments.runs, arguments.out)
+    shutil.rmtree(_scratch(), ignore_errors=True)

@@ -1,0 +1,40 @@
+"""The benchmark harness still runs (at a tiny size); the numbers themselves live in docs/."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import PROJECT_ROOT
+
+
+def test_the_install_benchmark_runs_and_writes_its_table_and_chart(tmp_path):
+    missing = [tool for tool in ("curl", "tar", "zstd", "unzip") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (make test installs them)")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/install.py",
+            "--sizes",
+            "1",
+            "--runs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = (tmp_path / "benchmarks-install.md").read_text().splitlines()
+    rows = [line for line in table if line.startswith("| 1 MiB")]
+    assert [row.split("|")[2].strip() for row in rows] == ["tar.gz", "tar.zst", "zip"]
+    for row in rows:
+        assert row.count(" s |") == 3  # a time for every method
+    assert (tmp_path / "benchmarks-install.png").read_bytes().startswith(b"\x89PNG")
