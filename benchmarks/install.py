@@ -25,7 +25,6 @@ import argparse
 import io
 import json
 import os
-import random
 import shutil
 import signal
 import statistics
@@ -65,9 +64,8 @@ class Result:
 
 def model_archive(size_mib: int, archive_format: str) -> bytes:
     """half_plus_two's graph with `size_mib` MiB of float32 weights, half of them zero."""
-    rng = random.Random(size_mib)
     half = size_mib * MIB // 2
-    weights = rng.randbytes(half) + bytes(size_mib * MIB - half)
+    weights = os.urandom(half) + bytes(size_mib * MIB - half)
     files = {
         "m/saved_model.pb": (SAMPLE / "saved_model.pb").read_bytes(),
         "m/variables/variables.index": (SAMPLE / "variables" / "variables.index").read_bytes(),
