@@ -2,8 +2,8 @@
 
     make bench    (or: PYTHONPATH=. .venv/bin/python benchmarks/install.py --sizes 100 1024)
 
-For each size (MiB of model-like weights: float32 values, half of them zeros, so partly
-compressible) and each format (tar.gz, tar.zst, zip), the same archive is uploaded to the
+For each size (MiB of model-like weights: half random bytes, like trained float32 values,
+half zeros, so partly compressible) and each format (tar.gz, tar.zst, zip), the same archive is uploaded to the
 storage emulator and installed by every method, each run into a fresh directory:
 
 * receiver: a real push (curl, signed token) to a real gunicorn receiver with
@@ -63,7 +63,7 @@ class Result:
 
 
 def model_archive(size_mib: int, archive_format: str) -> bytes:
-    """half_plus_two's graph with `size_mib` MiB of float32 weights, half of them zero."""
+    """half_plus_two's graph with `size_mib` MiB of weights: half random bytes, half zeros."""
     half = size_mib * MIB // 2
     weights = os.urandom(half) + bytes(size_mib * MIB - half)
     files = {

@@ -1,0 +1,90 @@
+"""Where an install's time goes: one model installed by the receiver's own pipeline.
+
+    PYTHONPATH=. py-spy record --rate 200 --format raw -o /tmp/install.raw -- \\
+        .venv/bin/python benchmarks/profile_install.py install 1024
+    PYTHONPATH=. .venv/bin/python benchmarks/profile_install.py summarize /tmp/install.raw
+
+`install SIZE` uploads a SIZE MiB tar.gz (benchmarks/install.py's model) to the storage
+emulator and runs `Installer.install` on it once, as the worker would. `summarize` reads
+py-spy's collapsed stacks and prints the share of samples by the innermost frame that
+is not the standard library's glue, counting only samples inside `Installer.install`.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from benchmarks.install import model_archive
+from receiver.config import Settings
+from receiver.dev.tools import StorageEmulator
+from receiver.installer import Installer
+from receiver.journal import Journal
+from receiver.layout import ModelVersion, parse_object_name
+from receiver.objectref import ObjectRef
+from receiver.storage import ObjectStore
+
+
+def install(size_mib: int) -> None:
+    emulator = StorageEmulator().start()
+    try:
+        client = storage.Client(
+            project="profile",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": emulator.url},
+        )
+        blob = client.create_bucket("profile").blob("models/m/1.tar.gz")
+        blob.upload_from_string(model_archive(size_mib, "tar.gz"), timeout=600)
+        workdir = Path(tempfile.mkdtemp(prefix="profile-"))
+        settings = Settings.from_env(
+            {"RECEIVER_SOURCE": "gs://profile/models", "RECEIVER_MODEL_DIR": str(workdir)},
+            verifies_pushes=False,
+        )
+        journal = Journal(workdir / ".receiver" / "journal.sqlite3")
+        journal.initialize()
+        ref = ObjectRef("profile", blob.name, blob.generation, blob.size, crc32c=blob.crc32c)
+        target = parse_object_name(blob.name, settings.prefix)
+        assert isinstance(target, ModelVersion)
+        job, _ = journal.enqueue(ref, target)
+        os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
+        store = ObjectStore.from_environment()
+        started = time.perf_counter()
+        Installer(settings, store).install(job)
+        print(f"installed {size_mib} MiB in {time.perf_counter() - started:.2f} s")
+    finally:
+        emulator.stop()
+
+
+def summarize(raw: Path, top: int = 15) -> None:
+    samples: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, weight = line.rpartition(" ")
+        frames = stack.split(";")
+        if not any(frame.startswith("Installer.install (") for frame in frames):
+            continue  # building and uploading the archive
+        total += int(weight)
+        samples[_innermost(frames)] += int(weight)
+    for frame, count in samples.most_common(top):
+        print(f"{100 * count / total:5.1f}%  {frame}")
+
+
+def _innermost(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        if "/threading.py" not in frame and "/socket.py" not in frame:
+            return frame.split(" (")[0] + " (" + frame.split(" (")[-1].split("/")[-1]
+    return frames[-1]
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "install":
+        install(int(sys.argv[2]))
+    else:
+        summarize(Path(sys.argv[2]))
