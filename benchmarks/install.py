@@ -2,9 +2,10 @@
 
     make bench    (or: PYTHONPATH=. .venv/bin/python benchmarks/install.py --sizes 100 1024)
 
-For each size (MiB of model-like weights: half random bytes, like trained float32 values,
-half zeros, so partly compressible) and each format (tar.gz, tar.zst, zip), the same archive is uploaded to the
-storage emulator and installed by every method, each run into a fresh directory:
+For each size (MiB of model-like weights: half random bytes, like trained float32
+values, half zeros, so partly compressible) and each format (tar.gz, tar.zst, zip), the
+same archive is uploaded to the storage emulator and installed by every method, each run
+into a fresh directory:
 
 * receiver: a real push (curl, signed token) to a real gunicorn receiver with
   RECEIVER_ACK=installed, timed from the push to its answer `installed` (the version is
