@@ -27,6 +27,7 @@ lint: install
 bench: install tools
 	PYTHONPATH=. $(BIN)/python benchmarks/download.py
 	PYTHONPATH=. $(BIN)/python benchmarks/install.py --sizes 100 1024 --runs 3 --out docs
+	PYTHONPATH=. $(BIN)/python benchmarks/history.py --jobs 50 50000 --requests 50
 
 # Tools the tests drive for real, from Debian: Chromium for the status page, and the
 # archivers whose archives must install (Info-ZIP, bsdtar, 7-Zip). Needs root (apt-get);

@@ -39,6 +39,7 @@ ENV: dict[str, tuple[str | None, str]] = {
     "RECEIVER_ON_DELETE": ("ignore", "`ignore` or `remove` a version whose object is deleted"),
     "RECEIVER_SYNC_ON_START": ("true", "install the bucket's newest versions at start"),
     "RECEIVER_SYNC_INTERVAL": ("0", "seconds between repeated syncs; 0 = only at start"),
+    "RECEIVER_JOB_RETENTION_DAYS": ("30", "days finished jobs stay in the journal; 0 = forever"),
     "RECEIVER_UNWRAPPED_WITHOUT_METADATA": ("reject", "`reject` or `finalize` bare object pushes"),
     "RECEIVER_DONE_MARKER": ("_SUCCESS", "object that completes a directory upload"),
     "RECEIVER_MODEL_CONFIG_FILE": ("", "TF Serving --model_config_file to keep up to date"),
@@ -101,6 +102,7 @@ class Settings:
     on_delete: str
     sync_on_start: bool
     sync_interval: float
+    job_retention_days: float
     unwrapped_without_metadata: str
     done_marker: str
     model_config_file: Path | None
@@ -150,6 +152,7 @@ class Settings:
             on_delete=env.choice("RECEIVER_ON_DELETE", _DELETE_MODES),
             sync_on_start=env.boolean("RECEIVER_SYNC_ON_START"),
             sync_interval=env.number("RECEIVER_SYNC_INTERVAL", minimum=0),
+            job_retention_days=env.number("RECEIVER_JOB_RETENTION_DAYS", minimum=0),
             unwrapped_without_metadata=env.choice(
                 "RECEIVER_UNWRAPPED_WITHOUT_METADATA", _UNWRAPPED_MODES
             ),

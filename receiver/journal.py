@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, not_before);
 CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model, id);
+CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs (updated_at, id);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -312,6 +313,18 @@ class Journal:
         """Run a job again from scratch (the `retry` command); None if there is no such job."""
         self._set(job_id, state=JobState.QUEUED.value, reason=None, attempts=0, not_before=0.0)
         return self.get(job_id)
+
+    def forget_finished(self, older_than_seconds: float) -> int:
+        """Delete finished jobs not touched for this long (RECEIVER_JOB_RETENTION_DAYS), so
+        that history never slows /status or claims; returns how many went."""
+        finals = [state.value for state in JobState if state.final]
+        with self._tx() as db:
+            cursor = db.execute(
+                f"DELETE FROM jobs WHERE state IN ({', '.join('?' * len(finals))})"
+                " AND updated_at < ?",
+                (*finals, time.time() - older_than_seconds),
+            )
+        return cursor.rowcount
 
     def release_running(self) -> int:
         """At start-up, before any worker runs: every running job was cut off; queue it again."""

@@ -64,6 +64,7 @@ class Runtime:
                 installer,
                 RetryPolicy(settings.max_attempts, settings.retry_delay),
                 Syncer(settings, store, journal),
+                retention_days=settings.job_retention_days,
             ),
             quarantine=Quarantine(settings.state_dir / "quarantine"),
         )

@@ -30,6 +30,7 @@ LEASE_SECONDS = 120.0  # a running job whose worker is silent this long is taken
 _HEARTBEAT_SECONDS = 2.0
 _PROGRESS_LOG_SECONDS = 5.0
 _IDLE_POLL_SECONDS = 0.5
+_FORGET_EVERY_SECONDS = 3600.0  # how often old finished jobs are deleted
 
 
 class _Cancelled(Exception):
@@ -63,12 +64,15 @@ class Worker:
         retry: RetryPolicy,
         syncer: Syncer | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        retention_days: float = 0,
     ) -> None:
         self.journal = journal
         self.installer = installer
         self.retry = retry
         self.syncer = syncer
         self.lease_seconds = lease_seconds
+        self.retention_days = retention_days
+        self._forget_at = 0.0  # monotonic time of the next clean-up of old jobs
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -99,6 +103,7 @@ class Worker:
             try:
                 if self.syncer is not None:
                     self.syncer.run_if_due()
+                self._forget_old_jobs()
                 worked = self.run_once()
             except Exception:
                 log.exception("worker %s: unexpected error; carrying on", self.owner)
@@ -107,6 +112,14 @@ class Worker:
                 self.wake.wait(_IDLE_POLL_SECONDS)
                 self.wake.clear()
         log.info("worker %s: stopped", self.owner)
+
+    def _forget_old_jobs(self) -> None:
+        if not self.retention_days or time.monotonic() < self._forget_at:
+            return
+        self._forget_at = time.monotonic() + _FORGET_EVERY_SECONDS
+        forgotten = self.journal.forget_finished(self.retention_days * 86400)
+        if forgotten:
+            log.info("forgot %s finished jobs older than %g days", forgotten, self.retention_days)
 
     def run_once(self) -> bool:
         """Claim and run one job; False when there was nothing to do."""

@@ -38,3 +38,17 @@ def test_the_install_benchmark_runs_and_writes_its_table_and_chart(tmp_path):
     for row in rows:
         assert row.count(" s |") == 3  # a time for every method
     assert (tmp_path / "benchmarks-install.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_history_benchmark_runs():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/history.py", "--jobs", "5", "50", "--requests", "2"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("| GET", "| push"))]
+    assert len(rows) == 4 and all(row.count(" ms |") == 2 for row in rows)

@@ -120,3 +120,22 @@ def test_concurrent_processes_claim_each_job_once(tmp_path):
         process.join()
     assert sorted(c for c in claimed if c is not None) == [1, 2, 3]
     assert claimed.count(None) == 3
+
+
+def test_old_finished_jobs_are_forgotten_and_nothing_else(tmp_path):
+    journal = journal_at(tmp_path)
+    old_done, _ = journal.enqueue(stored(generation=1), TARGET)
+    old_queued, _ = journal.enqueue(stored(generation=2), TARGET)
+    new_done, _ = journal.enqueue(stored(generation=3), TARGET)
+    for job in (old_done, new_done):
+        assert journal.claim("w", 60, job_id=job.id)
+        assert journal.finish(job.id, "w", JobState.INSTALLED)
+    db = journal._connection()
+    db.execute(
+        "UPDATE jobs SET updated_at = updated_at - 40 * 86400 WHERE id IN (?, ?)",
+        (old_done.id, old_queued.id),
+    )
+    assert journal.forget_finished(30 * 86400) == 1
+    assert journal.get(old_done.id) is None
+    assert journal.get(old_queued.id) is not None  # still to do: never forgotten
+    assert journal.get(new_done.id) is not None

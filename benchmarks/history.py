@@ -1,0 +1,169 @@
+"""History does not slow the present: request times with few and with many journal rows.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/history.py --jobs 50 50000 --requests 50
+
+For each journal size, a real gunicorn receiver (default settings, two workers) starts on
+a journal holding that many finished jobs, and each request is sent --requests times:
+GET /status, GET / (the status page), GET /metrics, and a signed push for an object
+outside the prefix (answered `ignored`: the request path without an install). Prints
+the median milliseconds and the ratio of the largest journal to the smallest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from receiver.dev.keys import DEV_SENDER, DevSigner
+from receiver.dev.tools import free_port
+from receiver.journal import Journal
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fill(journal: Journal, count: int) -> None:
+    """`count` finished jobs, as months of uploads leave them."""
+    db = journal._connection()
+    now = time.time()
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO jobs (bucket, object_name, generation, model, version, archive_format,"
+        " state, reason, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            (
+                "bench",
+                f"models/m{i % 200}/{i}.tar.gz",
+                i + 1,
+                f"m{i % 200}",
+                i,
+                "tar.gz",
+                "failed" if i % 10 == 0 else "installed",
+                "not a SavedModel" if i % 10 == 0 else None,
+                now - i,
+                now - i,
+            )
+            for i in range(count)
+        ),
+    )
+    db.execute("COMMIT")
+
+
+def measure(jobs: int, repeats: int) -> dict[str, float]:
+    workdir = Path(tempfile.mkdtemp(prefix="history-"))
+    journal = Journal(workdir / "models" / ".receiver" / "journal.sqlite3")
+    journal.initialize()
+    fill(journal, jobs)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    signer = DevSigner.create(workdir / "keys")
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",  # never reached: sync is off
+        "RECEIVER_SOURCE": "gs://bench/models",
+        "RECEIVER_MODEL_DIR": str(workdir / "models"),
+        "RECEIVER_AUDIENCE": url,
+        "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
+        "RECEIVER_CERTS_URL": signer.certs_url,
+        "RECEIVER_SYNC_ON_START": "false",
+        "RECEIVER_LOG_FORMAT": "json",
+    }
+    with (workdir / "receiver.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait(url)
+            session = requests.Session()
+            token = signer.mint(url)
+            push = json.dumps(
+                {
+                    "message": {
+                        "attributes": {
+                            "eventType": "OBJECT_FINALIZE",
+                            "bucketId": "bench",
+                            "objectId": "elsewhere/notes.txt",
+                            "objectGeneration": "1",
+                        },
+                        "messageId": "1",
+                    },
+                    "subscription": "projects/p/subscriptions/s",
+                }
+            )
+            requests_by_name: dict[str, Callable[[], requests.Response]] = {
+                "GET /status": lambda: session.get(f"{url}status", timeout=10),
+                "GET /": lambda: session.get(url, timeout=10),
+                "GET /metrics": lambda: session.get(f"{url}metrics", timeout=10),
+                "push (ignored)": lambda: session.post(
+                    url,
+                    data=push,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                    },
+                    timeout=10,
+                ),
+            }
+            medians = {}
+            for name, send in requests_by_name.items():
+                times = []
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    response = send()
+                    times.append(time.perf_counter() - started)
+                    response.raise_for_status()
+                medians[name] = statistics.median(times) * 1000
+            return medians
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+def _wait(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}healthz", timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit("the receiver did not start")
+
+
+def main(sizes: list[int], repeats: int) -> str:
+    results = {size: measure(size, repeats) for size in sizes}
+    small, large = min(sizes), max(sizes)
+    header = " | ".join(f"{size:,} jobs" for size in sizes)
+    lines = [
+        f"| request | {header} | ratio |",
+        "|---|" + "---:|" * (len(sizes) + 1),
+    ]
+    for name in results[small]:
+        cells = " | ".join(f"{results[size][name]:.1f} ms" for size in sizes)
+        ratio = results[large][name] / results[small][name]
+        lines.append(f"| {name} | {cells} | {ratio:.2f}x |")
+    return f"Medians of {repeats} requests each.\n\n" + "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, nargs="+", default=[50, 50_000])
+    parser.add_argument("--requests", type=int, default=50)
+    arguments = parser.parse_args()
+    print(main(arguments.jobs, arguments.requests))
