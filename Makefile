@@ -28,11 +28,12 @@ bench: install tools
 	PYTHONPATH=. $(BIN)/python benchmarks/download.py
 	PYTHONPATH=. $(BIN)/python benchmarks/install.py --sizes 100 1024 --runs 3 --out docs
 	PYTHONPATH=. $(BIN)/python benchmarks/history.py --jobs 50 50000 --requests 50
+	PYTHONPATH=. $(BIN)/python benchmarks/push.py --seconds 10 --burst 10000
 
 # Tools the tests drive for real, from Debian: Chromium for the status page, and the
 # archivers whose archives must install (Info-ZIP, bsdtar, 7-Zip). Needs root (apt-get);
 # where they cannot be installed, the tests that need them skip and say so.
-DEBIAN_TOOLS := chromium:chromium zip:zip unzip:unzip bsdtar:libarchive-tools 7zz:7zip zstd:zstd
+DEBIAN_TOOLS := chromium:chromium zip:zip unzip:unzip bsdtar:libarchive-tools 7zz:7zip zstd:zstd wrk:wrk
 tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \

@@ -52,3 +52,19 @@ def test_the_history_benchmark_runs():
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith(("| GET", "| push"))]
     assert len(rows) == 4 and all(row.count(" ms |") == 2 for row in rows)
+
+
+def test_the_push_benchmark_runs():
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (make test installs it)")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/push.py", "--seconds", "1", "--burst", "100"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| receiver |" in result.stdout and "| baseline" in result.stdout
+    assert "jobs in the journal afterwards: 0." in result.stdout

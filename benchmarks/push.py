@@ -1,0 +1,214 @@
+"""Push path under load: the receiver against the per-request `verify_token` baseline.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/push.py --seconds 10 --burst 10000
+
+wrk (Debian's package) sends signed pushes for an object outside the prefix (answered
+`ignored`, so only the request path is measured) to each server, both under gunicorn
+with the receiver's default settings (2 workers x 8 threads, gthread), certificates
+served from a local endpoint with Cache-Control. Then a burst of --burst pushes as fast
+as wrk sends them to the receiver, after which its journal must hold no job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from receiver.dev.keys import DEV_SENDER, DevSigner
+from receiver.dev.tools import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PUSH = {
+    "message": {
+        "attributes": {
+            "eventType": "OBJECT_FINALIZE",
+            "bucketId": "bench",
+            "objectId": "elsewhere/notes.txt",
+            "objectGeneration": "1",
+        },
+        "messageId": "1",
+    },
+    "subscription": "projects/p/subscriptions/s",
+}
+
+
+def serve_certs(path: Path) -> http.server.ThreadingHTTPServer:
+    class Certs(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Cache-Control", "public, max-age=3600")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Certs)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def start(command: list[str], env: dict[str, str], log: Path, url: str) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return process
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit(f"{command} did not start; see {log}")
+
+
+def wrk_script(workdir: Path, token: str) -> Path:
+    script = workdir / "push.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(json.dumps(PUSH))}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+    )
+    return script
+
+
+def wrk(url: str, script: Path, seconds: int, connections: int = 16) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
+        "requests": float(re.search(r"(\d+) requests in", out)[1]),  # type: ignore[index]
+        "p50_ms": _ms(re.search(r"\n\s+50%\s+(\S+)", out)[1]),  # type: ignore[index]
+        "p99_ms": _ms(re.search(r"\n\s+99%\s+(\S+)", out)[1]),  # type: ignore[index]
+        "errors": float(errors[1]) if errors else 0.0,
+        "socket_errors": 1.0 if socket_errors else 0.0,
+    }
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise SystemExit(f"cannot read wrk's latency {text!r}")
+    return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[match[2]]
+
+
+def main(seconds: int, burst: int) -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="push-bench-"))
+    signer = DevSigner.create(workdir / "keys")
+    certs = serve_certs(signer.certs_path)
+    certs_url = f"http://127.0.0.1:{certs.server_port}/certs"
+    receiver_port, baseline_port = free_port(), free_port()
+    receiver_url = f"http://127.0.0.1:{receiver_port}/"
+    baseline_url = f"http://127.0.0.1:{baseline_port}/"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",  # never reached: nothing installs
+        "RECEIVER_SOURCE": "gs://bench/models",
+        "RECEIVER_MODEL_DIR": str(workdir / "models"),
+        "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
+        "RECEIVER_CERTS_URL": certs_url,
+        "RECEIVER_SYNC_ON_START": "false",
+        "RECEIVER_LOG_FORMAT": "json",
+        "GUNICORN_LOG_LEVEL": "warning",
+    }
+    receiver = start(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "--access-logfile",
+            "/dev/null",
+        ],
+        {**env, "PORT": str(receiver_port), "RECEIVER_AUDIENCE": receiver_url},
+        workdir / "receiver.log",
+        f"{receiver_url}healthz",
+    )
+    empty_config = workdir / "baseline.conf.py"  # or gunicorn reads ./gunicorn.conf.py
+    empty_config.write_text("")
+    baseline = start(
+        [
+            sys.executable, "-m", "gunicorn", "-c", str(empty_config),
+            "-w", "2", "--threads", "8", "-k", "gthread",
+            "-b", f"127.0.0.1:{baseline_port}", "benchmarks.push_baseline:app",
+        ],
+        {**env, "RECEIVER_AUDIENCE": baseline_url},
+        workdir / "baseline.log",
+        baseline_url,
+    )  # fmt: skip
+    try:
+        results = {
+            "receiver": wrk(receiver_url, wrk_script(workdir, signer.mint(receiver_url)), seconds),
+            "baseline (verify_token per request)": wrk(
+                baseline_url, wrk_script(workdir, signer.mint(baseline_url)), seconds
+            ),
+        }
+        # wrk runs for a duration: long enough for `burst` pushes at the measured rate.
+        rate = results["receiver"]["requests_per_second"]
+        burst_run = wrk(
+            receiver_url,
+            wrk_script(workdir, signer.mint(receiver_url)),
+            seconds=max(2, int(burst / max(rate, 1) * 1.3) + 1),
+            connections=64,
+        )
+        jobs = requests.get(f"{receiver_url}status", timeout=10).json()["jobs"]
+    finally:
+        for process in (receiver, baseline):
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+        certs.shutdown()
+    lines = [
+        "| server | requests/s | p50 | p99 | non-2xx |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['requests_per_second']:.0f} | {r['p50_ms']:.1f} ms "
+            f"| {r['p99_ms']:.1f} ms | {r['errors']:.0f} |"
+        )
+    ratio = results["receiver"]["requests_per_second"] / max(
+        results["baseline (verify_token per request)"]["requests_per_second"], 1
+    )
+    return (
+        f"{seconds} s of wrk, 2 threads, 16 connections, per server.\n\n"
+        + "\n".join(lines)
+        + f"\n\nReceiver throughput: {ratio:.1f}x the baseline's.\n\n"
+        f"Burst: {burst_run['requests']:.0f} pushes at {burst_run['requests_per_second']:.0f}/s "
+        f"over 64 connections, {burst_run['errors']:.0f} not answered 2xx, "
+        f"p99 {burst_run['p99_ms']:.1f} ms; jobs in the journal afterwards: "
+        f"{sum(jobs.values())}.\n"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--burst", type=int, default=10_000)
+    arguments = parser.parse_args()
+    print(main(arguments.seconds, arguments.burst))
