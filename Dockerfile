@@ -30,13 +30,9 @@ ENV PATH=/venv/bin:$PATH \
     PORT=8080 \
     RECEIVER_MODEL_DIR=/models \
     RECEIVER_LOG_FORMAT=json \
-    PROMETHEUS_MULTIPROC_DIR=/models/.receiver/metrics \
-    MALLOC_ARENA_MAX=2
+    PROMETHEUS_MULTIPROC_DIR=/models/.receiver/metrics
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8080') + '/healthz', timeout=4)"]
-# MALLOC_ARENA_MAX=2: glibc gives each thread an arena that keeps what it freed; with two
-# arenas a worker's peak memory grows 17% from a 100 MiB to a 1 GiB install, not 50%
-# (docs/benchmarks.md).
 # Exec form: gunicorn is PID 1 and receives SIGTERM itself (graceful shutdown).
 CMD ["gunicorn", "-c", "/app/gunicorn.conf.py"]

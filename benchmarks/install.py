@@ -119,7 +119,6 @@ class Receiver:
             "RECEIVER_KEEP_VERSIONS": "1",
             "RECEIVER_LOG_FORMAT": "json",
             "RECEIVER_SYNC_ON_START": "false",
-            "MALLOC_ARENA_MAX": "2",  # as the image sets it
         }
         self.log = (workdir / "receiver.log").open("wb")
         self.process = subprocess.Popen(
