@@ -25,6 +25,7 @@ from pathlib import Path
 
 import requests
 
+from benchmarks.common import IGNORED_PUSH, wait_until_up
 from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import free_port
 from receiver.journal import Journal
@@ -89,23 +90,10 @@ def measure(jobs: int, repeats: int) -> dict[str, float]:
             start_new_session=True,
         )
         try:
-            _wait(url)
+            wait_until_up(f"{url}healthz")
             session = requests.Session()
             token = signer.mint(url)
-            push = json.dumps(
-                {
-                    "message": {
-                        "attributes": {
-                            "eventType": "OBJECT_FINALIZE",
-                            "bucketId": "bench",
-                            "objectId": "elsewhere/notes.txt",
-                            "objectGeneration": "1",
-                        },
-                        "messageId": "1",
-                    },
-                    "subscription": "projects/p/subscriptions/s",
-                }
-            )
+            push = json.dumps(IGNORED_PUSH)
             requests_by_name: dict[str, Callable[[], requests.Response]] = {
                 "GET /status": lambda: session.get(f"{url}status", timeout=10),
                 "GET /": lambda: session.get(url, timeout=10),
@@ -133,17 +121,6 @@ def measure(jobs: int, repeats: int) -> dict[str, float]:
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=60)
-
-
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}healthz", timeout=1).ok:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise SystemExit("the receiver did not start")
 
 
 def main(sizes: list[int], repeats: int) -> str:

@@ -39,11 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
 from backports import zstd
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from benchmarks.common import wait_until_up
 from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import StorageEmulator, free_port, notification_push
 
@@ -129,14 +129,7 @@ class Receiver:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}healthz", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise SystemExit("the receiver did not start; see its log")
+        wait_until_up(f"{self.url}healthz")
 
     def install(self, blob: storage.Blob) -> None:
         body = json.dumps(notification_push(blob)).encode()

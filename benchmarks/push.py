@@ -21,27 +21,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import requests
 
+from benchmarks.common import IGNORED_PUSH, wait_until_up
 from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-PUSH = {
-    "message": {
-        "attributes": {
-            "eventType": "OBJECT_FINALIZE",
-            "bucketId": "bench",
-            "objectId": "elsewhere/notes.txt",
-            "objectGeneration": "1",
-        },
-        "messageId": "1",
-    },
-    "subscription": "projects/p/subscriptions/s",
-}
 
 
 def serve_certs(path: Path) -> http.server.ThreadingHTTPServer:
@@ -69,21 +57,15 @@ def start(command: list[str], env: dict[str, str], log: Path, url: str) -> subpr
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return process
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise SystemExit(f"{command} did not start; see {log}")
+    wait_until_up(url)
+    return process
 
 
 def wrk_script(workdir: Path, token: str) -> Path:
     script = workdir / "push.lua"
     script.write_text(
         'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(json.dumps(PUSH))}\n"
+        f"wrk.body = {json.dumps(json.dumps(IGNORED_PUSH))}\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Authorization"] = "Bearer {token}"\n'
     )

@@ -10,27 +10,22 @@ import pytest
 from tests.helpers import PROJECT_ROOT
 
 
-def test_the_install_benchmark_runs_and_writes_its_table_and_chart(tmp_path):
-    missing = [tool for tool in ("curl", "tar", "zstd", "unzip") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (make test installs them)")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/install.py",
-            "--sizes",
-            "1",
-            "--runs",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
         cwd=PROJECT_ROOT,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_the_install_benchmark_runs_and_writes_its_table_and_chart(tmp_path):
+    missing = [tool for tool in ("curl", "tar", "zstd", "unzip") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (make test installs them)")
+    result = run_benchmark("install.py", "--sizes", "1", "--runs", "1", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     table = (tmp_path / "benchmarks-install.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| 1 MiB")]
@@ -41,14 +36,7 @@ def test_the_install_benchmark_runs_and_writes_its_table_and_chart(tmp_path):
 
 
 def test_the_history_benchmark_runs():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/history.py", "--jobs", "5", "50", "--requests", "2"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_benchmark("history.py", "--jobs", "5", "50", "--requests", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith(("| GET", "| push"))]
     assert len(rows) == 4 and all(row.count(" ms |") == 2 for row in rows)
@@ -57,14 +45,7 @@ def test_the_history_benchmark_runs():
 def test_the_push_benchmark_runs():
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (make test installs it)")
-    result = subprocess.run(
-        [sys.executable, "benchmarks/push.py", "--seconds", "1", "--burst", "100"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_benchmark("push.py", "--seconds", "1", "--burst", "100")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| receiver |" in result.stdout and "| baseline" in result.stdout
     assert "jobs in the journal afterwards: 0." in result.stdout
