@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Self, cast
+from typing import IO, Self, cast
 
 from receiver import compression
 from receiver.config import Limits
@@ -92,11 +92,7 @@ class _CheckedTarInfo(tarfile.TarInfo):
 
 class _TarReader(tarfile.TarFile):
     tarinfo = _CheckedTarInfo
-    ended_properly = False
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.ended_properly = False
+    ended_properly = False  # set on the instance when the end-of-archive block is read
 
 
 def _unpack_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, unpacker: Unpacker) -> None:
