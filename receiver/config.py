@@ -16,6 +16,7 @@ from pathlib import Path
 from receiver.errors import ConfigError
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+MIB = 1024**2
 GIB = 1024**3
 
 # name -> (default, meaning). None means required or derived from another variable.
@@ -34,6 +35,12 @@ ENV: dict[str, tuple[str | None, str]] = {
     "RECEIVER_MAX_ATTEMPTS": ("5", "attempts for a job that fails transiently"),
     "RECEIVER_RETRY_DELAY": ("2", "seconds before the first retry; doubles each attempt"),
     "RECEIVER_READ_TIMEOUT": ("60", "seconds of silence from Cloud Storage before a retry"),
+    "RECEIVER_DOWNLOAD_SLICES": ("8", "parallel ranged reads of one large object; 1 = one stream"),
+    "RECEIVER_SLICE_BYTES": (str(8 * MIB), "bytes per ranged read; at most slices × this held"),
+    "RECEIVER_SLICED_DOWNLOAD_THRESHOLD": (
+        str(128 * MIB),
+        "objects at least this large are read in slices; 0 = never",
+    ),
     "RECEIVER_ACK": ("queued", "`queued` (202 once journaled) or `installed` (answer when done)"),
     "RECEIVER_ACK_TIMEOUT": ("540", "longest wait in `installed` mode before a 503"),
     "RECEIVER_ON_DELETE": ("ignore", "`ignore` or `remove` a version whose object is deleted"),
@@ -81,6 +88,19 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Slicing:
+    """How large objects are downloaded: `slices` ranged reads at once (`receiver.sliced`)."""
+
+    slices: int = 8
+    slice_bytes: int = 8 * MIB
+    threshold: int = 128 * MIB  # 0: never sliced
+
+    @property
+    def enabled(self) -> bool:
+        return self.slices > 1 and self.threshold > 0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the receiver is configured with; built once by `from_env`."""
 
@@ -97,6 +117,7 @@ class Settings:
     max_attempts: int
     retry_delay: float
     read_timeout: float
+    slicing: Slicing
     ack: str
     ack_timeout: float
     on_delete: str
@@ -147,6 +168,11 @@ class Settings:
             max_attempts=env.integer("RECEIVER_MAX_ATTEMPTS", minimum=1),
             retry_delay=env.number("RECEIVER_RETRY_DELAY", minimum=0),
             read_timeout=env.number("RECEIVER_READ_TIMEOUT", minimum=0.1),
+            slicing=Slicing(
+                slices=env.integer("RECEIVER_DOWNLOAD_SLICES", minimum=1),
+                slice_bytes=env.integer("RECEIVER_SLICE_BYTES", minimum=64 * 1024),
+                threshold=env.integer("RECEIVER_SLICED_DOWNLOAD_THRESHOLD", minimum=0),
+            ),
             ack=env.choice("RECEIVER_ACK", _ACK_MODES),
             ack_timeout=env.number("RECEIVER_ACK_TIMEOUT", minimum=1),
             on_delete=env.choice("RECEIVER_ON_DELETE", _DELETE_MODES),

@@ -22,7 +22,7 @@ from receiver.journal import Job
 from receiver.layout import DIRECTORY, directory_prefix
 from receiver.modelconfig import update_model_config
 from receiver.objectref import ObjectRef
-from receiver.storage import CHUNK_SIZE, Download, ObjectStore
+from receiver.storage import CHUNK_SIZE, ObjectStore, ObjectStream
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Installer:
                     future.cancel()
         unpacker.finish()
 
-    def _unpack(self, job: Job, download: Download, staging: Path, progress: _Progress) -> None:
+    def _unpack(self, job: Job, download: ObjectStream, staging: Path, progress: _Progress) -> None:
         limits = self.settings.limits
         reporting = _ReportingStream(download, progress)
         if job.archive_format == "zip":
@@ -176,7 +176,7 @@ class _Progress:
 class _ReportingStream:
     """Passes reads through, adding what arrives to the job's progress."""
 
-    def __init__(self, download: Download, progress: _Progress) -> None:
+    def __init__(self, download: ObjectStream, progress: _Progress) -> None:
         self._download = download
         self._progress = progress
 

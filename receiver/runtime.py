@@ -46,7 +46,7 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         settings.model_dir.mkdir(parents=True, exist_ok=True)
         journal = open_journal(settings)
-        store = ObjectStore.from_environment(settings.read_timeout)
+        store = ObjectStore.from_environment(settings.read_timeout, settings.slicing)
         installer = Installer(settings, store)
         verifier = None
         if settings.auth_enabled:

@@ -15,36 +15,51 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import google.auth
 import google_crc32c
 import requests
+import requests.adapters
 import urllib3.exceptions
 from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
 
+from receiver.config import Slicing
 from receiver.errors import PermanentError, TransientError
 from receiver.objectref import ObjectRef
+from receiver.sliced import SliceFetcher
 
 CHUNK_SIZE = 1024 * 1024
 _READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+ONE_STREAM = Slicing(slices=1)  # tools and tests; the receiver passes its settings' own
 
 
 class ObjectStore:
     """Reads objects from Cloud Storage (or the emulator named by STORAGE_EMULATOR_HOST)."""
 
     def __init__(
-        self, client: storage.Client, session: requests.Session, read_timeout: float = 60
+        self,
+        client: storage.Client,
+        session: requests.Session,
+        read_timeout: float = 60,
+        slicing: Slicing = ONE_STREAM,
     ) -> None:
         self.client = client
         self._session = session
         self._timeout = (10.0, read_timeout)  # connect; longest silence between two reads
+        self._slicing = slicing
+        # One pooled connection per slice (requests keeps 10 per host by default).
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(slicing.slices, 10) * 2)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
 
     @classmethod
-    def from_environment(cls, read_timeout: float = 60) -> ObjectStore:
+    def from_environment(
+        cls, read_timeout: float = 60, slicing: Slicing = ONE_STREAM
+    ) -> ObjectStore:
         """Application Default Credentials, or anonymous access to the storage emulator."""
         session: requests.Session
         if os.environ.get("STORAGE_EMULATOR_HOST"):
@@ -54,7 +69,7 @@ class ObjectStore:
 
             credentials, _ = google.auth.default(scopes=[_READ_ONLY_SCOPE])
             session = AuthorizedSession(credentials)
-        return cls(storage.Client(_http=session), session, read_timeout)
+        return cls(storage.Client(_http=session), session, read_timeout, slicing)
 
     def list_objects(self, bucket: str, prefix: str) -> list[ObjectRef]:
         """Every live object under `prefix`, at its current generation."""
@@ -85,29 +100,72 @@ class ObjectStore:
             f"/o/{quote(name, safe='')}?alt=media&generation={generation}"
         )
 
-    def open(self, obj: ObjectRef) -> Download:
-        """Start streaming exactly this generation; its checksums are checked at the end."""
+    def open(self, obj: ObjectRef) -> ObjectStream:
+        """Start streaming exactly this generation; its checksums are checked at the end.
+
+        Objects of at least `slicing.threshold` bytes are read in parallel slices."""
         url = self.media_url(obj.bucket, obj.name, obj.generation)
-        try:
-            response = self._session.get(
-                url, stream=True, timeout=self._timeout, headers={"Accept-Encoding": "gzip"}
-            )
-        except requests.RequestException as exc:
-            raise TransientError(f"cannot reach Cloud Storage: {exc}") from exc
-        if response.status_code != 200:
+        size = obj.size or 0
+        sliced = self._slicing.enabled and size >= self._slicing.threshold
+        first_slice = min(self._slicing.slice_bytes, size)
+        headers = {"Range": f"bytes=0-{first_slice - 1}"} if sliced else {}
+        response = self._get(url, headers)
+        if response.status_code == 200:
+            sliced = False  # a server that ignores ranges sends the whole object: use it
+        elif sliced:
+            _check_range(response, 0, obj.url)
+            # The generation's own length, should the event have carried a wrong size.
+            size = int(response.headers["Content-Range"].rpartition("/")[2] or size)
+        else:
             response.close()
             _raise_for_status(response.status_code, obj.url)
         stored = _parse_goog_hash(response.headers.get("X-Goog-Hash", ""))
         crc32c = obj.crc32c or stored.get("crc32c")
-        return Download(
-            response,
+        md5 = None if crc32c else (obj.md5 or stored.get("md5"))
+        if not sliced:
+            return Download(response, where=obj.url, crc32c=crc32c, md5=md5)
+        fetcher = SliceFetcher(
+            lambda start, end: self._ranged_get(url, obj.url, start, end),
             where=obj.url,
-            crc32c=crc32c,
-            md5=None if crc32c else (obj.md5 or stored.get("md5")),
+            size=size,
+            slices=self._slicing.slices,
+            slice_bytes=self._slicing.slice_bytes,
+            first=response,
         )
+        return SlicedDownload(fetcher, where=obj.url, size=size, crc32c=crc32c, md5=md5)
+
+    def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
+        try:
+            return self._session.get(
+                url,
+                stream=True,
+                timeout=self._timeout,
+                headers={"Accept-Encoding": "gzip", **headers},
+            )
+        except requests.RequestException as exc:
+            raise TransientError(f"cannot reach Cloud Storage: {exc}") from exc
+
+    def _ranged_get(self, url: str, where: str, start: int, end: int) -> requests.Response:
+        """A 206 response for bytes [start, end) of the pinned generation, or it raises."""
+        response = self._get(url, {"Range": f"bytes={start}-{end - 1}"})
+        _check_range(response, start, where)
+        return response
 
 
-def _raise_for_status(status: int, where: str) -> None:
+def _check_range(response: requests.Response, start: int, where: str) -> None:
+    if response.status_code == 206:
+        answered = response.headers.get("Content-Range", "")
+        if answered.startswith(f"bytes {start}-"):
+            return
+        response.close()
+        raise TransientError(f"{where}: asked for bytes from {start}, got {answered!r}")
+    response.close()
+    if response.status_code == 200:
+        raise TransientError(f"{where}: Cloud Storage ignored a range request")
+    _raise_for_status(response.status_code, where)
+
+
+def _raise_for_status(status: int, where: str) -> NoReturn:
     if status == 404:
         raise PermanentError(f"{where} does not exist (deleted or overwritten)")
     if status in (401, 403):
@@ -130,29 +188,26 @@ def _parse_goog_hash(header: str) -> dict[str, str]:
     return hashes
 
 
-class Download:
-    """A file-like, read-only stream of one object's bytes that checksums what it yields."""
+class ObjectStream:
+    """A file-like, read-only stream of one object's bytes that checksums what it yields.
 
-    def __init__(
-        self, response: requests.Response, where: str, crc32c: str | None, md5: str | None
-    ) -> None:
-        self._response = response
+    Subclasses say where the bytes come from (`_next`); counting, checksums and the
+    final check are the same for one stream and for slices."""
+
+    def __init__(self, where: str, size: int | None, crc32c: str | None, md5: str | None) -> None:
         self.where = where
+        self.size = size
         self._expected_crc32c = crc32c
         self._expected_md5 = md5
         self._crc32c = google_crc32c.Checksum()
         self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self.bytes_read = 0
-        self.size = int(response.headers.get("Content-Length", 0)) or None
+
+    def _next(self, amount: int) -> bytes:
+        raise NotImplementedError
 
     def read(self, size: int = -1) -> bytes:
-        amount = CHUNK_SIZE if size is None or size < 0 else size
-        try:
-            chunk: bytes = self._response.raw.read(amount, decode_content=False)
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            raise TransientError(
-                f"{self.where}: download broke off after {self.bytes_read} bytes: {exc}"
-            ) from exc
+        chunk = self._next(CHUNK_SIZE if size is None or size < 0 else size)
         self._crc32c.update(chunk)
         if self._md5 is not None:
             self._md5.update(chunk)
@@ -186,10 +241,53 @@ class Download:
                 )
 
     def close(self) -> None:
-        self._response.close()
+        pass
 
-    def __enter__(self) -> Download:
+    def __enter__(self) -> ObjectStream:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+class Download(ObjectStream):
+    """One HTTP response's body, read as it arrives."""
+
+    def __init__(
+        self, response: requests.Response, where: str, crc32c: str | None, md5: str | None
+    ) -> None:
+        size = int(response.headers.get("Content-Length", 0)) or None
+        super().__init__(where, size, crc32c, md5)
+        self._response = response
+
+    def _next(self, amount: int) -> bytes:
+        try:
+            chunk: bytes = self._response.raw.read(amount, decode_content=False)
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            raise TransientError(
+                f"{self.where}: download broke off after {self.bytes_read} bytes: {exc}"
+            ) from exc
+        return chunk
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class SlicedDownload(ObjectStream):
+    """The object's bytes in order, fetched as parallel ranged reads (`receiver.sliced`)."""
+
+    def __init__(
+        self, fetcher: SliceFetcher, where: str, size: int, crc32c: str | None, md5: str | None
+    ) -> None:
+        super().__init__(where, size, crc32c, md5)
+        self._fetcher = fetcher
+        self._pending = b""
+
+    def _next(self, amount: int) -> bytes:
+        if not self._pending:
+            self._pending = self._fetcher.next_chunk()
+        chunk, self._pending = self._pending[:amount], self._pending[amount:]
+        return chunk
+
+    def close(self) -> None:
+        self._fetcher.close()

@@ -10,7 +10,8 @@ emulator; media downloads (`alt=media`) take the next fault from `faults`:
     "corrupt"   send every byte, one of them flipped
     "hold"      send half the body, set `holding`, wait for `release` to be set, send the rest
 
-`throttle` (bytes/s) slows every download, for tests that act in the middle of one.
+`throttle` (bytes/s) slows every download, for tests that act in the middle of one;
+`ignore_ranges` drops Range headers, as a server without range support would.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class FaultProxy:
         self.upstream = upstream
         self.faults: list[str] = []
         self.throttle: float | None = None
+        self.ignore_ranges = False
         self.stall_seconds = 5.0
         self.downloads = 0
         self.holding = threading.Event()  # a "hold" download is paused halfway
@@ -78,7 +80,8 @@ class FaultProxy:
         if fault == "503":
             self._send(handler, 503, {}, b"injected 503")
             return
-        headers = {k: v for k, v in handler.headers.items() if k.lower() != "host"}
+        dropped = {"host", "range"} if self.ignore_ranges else {"host"}
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in dropped}
         upstream = requests.request(
             handler.command, self.upstream + handler.path, headers=headers, data=body, timeout=60
         )

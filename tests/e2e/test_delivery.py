@@ -274,3 +274,22 @@ def test_a_model_with_nothing_installable_fails_sync_and_readiness(
     assert readyz().status_code == 503
     assert "no version installed for half_plus_two" in readyz().json()["reason"]
     assert not (settings.model_dir / "half_plus_two").exists()
+
+
+def test_a_large_object_installs_through_parallel_slices_one_of_them_broken(
+    proxied, fault_proxy, big_model, bucket, token, tmp_path, settings
+):
+    proxied.env.update(
+        RECEIVER_ACK="installed",
+        RECEIVER_SLICE_BYTES=str(2**20),
+        RECEIVER_SLICED_DOWNLOAD_THRESHOLD=str(2**20),
+    )
+    proxied.start()
+    wait_for(lambda: requests.get(f"{proxied.url}/readyz", timeout=5).ok, what="first sync")
+    fault_proxy.faults = ["ok", "reset"]
+    blob = upload_model(bucket, 123, archive_format="tar.gz", source=big_model)
+    status, answer = curl_push(proxied.url, token(), push_body(blob), tmp_path)
+    assert (status, answer["outcome"]) == (200, "installed")
+    assert same_files(settings.model_dir / "half_plus_two" / "123", big_model)
+    slices = -(-blob.size // 2**20)
+    assert fault_proxy.downloads == slices + 1  # every slice once, the broken one resumed
