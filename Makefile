@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install tools tf fuzz bench
+.PHONY: demo test lint install tools tf kserve fuzz bench
 
 install: $(VENV)/.installed
 
@@ -24,9 +24,10 @@ lint: install
 
 # Speed on the storage emulator and real gunicorn; numbers and chart kept in docs/.
 # Not part of `make test` (tests never time anything); takes several minutes.
-bench: install tools
+bench: install tools kserve
 	PYTHONPATH=. $(BIN)/python benchmarks/download.py
 	PYTHONPATH=. $(BIN)/python benchmarks/install.py --sizes 100 1024 --runs 3 --out docs
+	PYTHONPATH=. $(BIN)/python benchmarks/sliced.py --size 2048 --rate 50 --runs 3 --out docs/benchmarks-sliced.md
 	PYTHONPATH=. $(BIN)/python benchmarks/history.py --jobs 50 50000 --requests 50
 	PYTHONPATH=. $(BIN)/python benchmarks/push.py --seconds 10 --burst 10000
 
@@ -54,9 +55,19 @@ $(TF_VENV)/.installed: requirements-tf.txt
 	$(TF_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tf.txt
 	touch $@
 
+# KServe's storage initializer library (benchmarks only; it pins google-cloud-storage < 3).
+KSERVE_VENV := .venv-kserve
+kserve: $(KSERVE_VENV)/.installed
+
+$(KSERVE_VENV)/.installed: requirements-kserve.txt
+	@echo "installing KServe's storage initializer for the benchmarks into $(KSERVE_VENV)"
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-kserve.txt
+	touch $@
+
 # The property tests with thousands of examples each (a few minutes).
 fuzz: install
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -p no:cacheprovider tests/test_fuzz.py
 
-test: lint tools tf
+test: lint tools tf kserve
 	$(BIN)/python -m pytest

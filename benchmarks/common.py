@@ -1,10 +1,22 @@
-"""What the benchmark scripts share: a push the receiver ignores, and waiting for a server."""
+"""What the benchmark scripts share: a real receiver, a push it ignores, waiting for a server."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import requests
+from google.cloud import storage
+
+from receiver.dev.keys import DEV_SENDER, DevSigner
+from receiver.dev.tools import free_port, notification_push
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # A signed-looking notification for an object outside every benchmark's prefix: the
 # receiver checks the token and answers `ignored`, so only the request path is measured.
@@ -32,3 +44,69 @@ def wait_until_up(url: str, timeout: float = 60) -> None:
         except requests.ConnectionError:
             time.sleep(0.1)
     raise SystemExit(f"nothing answered {url} within {timeout:g}s")
+
+
+class Receiver:
+    """A real gunicorn receiver (RECEIVER_ACK=installed) on `storage_url`, with a dev key."""
+
+    def __init__(
+        self, storage_url: str, bucket: str, workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.signer = DevSigner.create(workdir / "keys")
+        self.model_dir = workdir / "models"
+        env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "STORAGE_EMULATOR_HOST": storage_url,
+            "RECEIVER_SOURCE": f"gs://{bucket}/models",
+            "RECEIVER_MODEL_DIR": str(self.model_dir),
+            "RECEIVER_AUDIENCE": self.url,
+            "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
+            "RECEIVER_CERTS_URL": self.signer.certs_url,
+            "RECEIVER_ACK": "installed",
+            "RECEIVER_KEEP_VERSIONS": "1",
+            "RECEIVER_LOG_FORMAT": "json",
+            "RECEIVER_SYNC_ON_START": "false",
+            **(env or {}),
+        }
+        self.log = (workdir / "receiver.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until_up(f"{self.url}healthz")
+
+    def install(self, blob: storage.Blob) -> None:
+        body = json.dumps(notification_push(blob)).encode()
+        answer = subprocess.run(
+            [
+                "curl", "-sS", "-X", "POST", self.url,
+                "-H", f"Authorization: Bearer {self.signer.mint(self.url)}",
+                "-H", "Content-Type: application/json", "--data-binary", "@-",
+            ],
+            input=body, capture_output=True, check=True,
+        )  # fmt: skip
+        outcome = json.loads(answer.stdout)
+        if outcome["outcome"] != "installed":
+            raise SystemExit(f"receiver did not install {blob.name}: {outcome}")
+
+    def peak_rss_mib(self) -> int:
+        pid = self.process.pid
+        workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        peaks = []
+        for worker in workers:
+            for line in Path(f"/proc/{worker}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) // 1024)
+        return max(peaks)
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self.log.close()

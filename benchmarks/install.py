@@ -13,7 +13,10 @@ into a fresh directory:
 * curl | tar: `curl -s URL | tar -x[z|--zstd]f - -C DIR && sync` (zip: `curl -o` then
   `unzip`, then `sync`), the limit for one stream;
 * download-then-extract: google-cloud-storage `download_to_filename`, then tarfile /
-  zipfile `extractall`, then `sync` (what the earlier pull-based poller did).
+  zipfile `extractall`, then `sync` (what the earlier pull-based poller did);
+* KServe storage initializer: `kserve_storage.Storage.download("gs://…", DIR)` in its
+  own virtualenv (`make kserve`; benchmarks/kserve_download.py), then `sync`. Left out,
+  with a note, when .venv-kserve is missing; KServe's library cannot read .tar.zst.
 
 Medians of --runs runs, and ratios to curl | tar from the same run. The receiver's peak
 RSS (VmHWM of its worker processes) is read after each size from a fresh gunicorn.
@@ -24,13 +27,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -43,15 +43,17 @@ from backports import zstd
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from benchmarks.common import wait_until_up
-from receiver.dev.keys import DEV_SENDER, DevSigner
-from receiver.dev.tools import StorageEmulator, free_port, notification_push
+from benchmarks.common import ROOT, Receiver
+from receiver.dev.tools import StorageEmulator
 
-ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "receiver" / "dev" / "sample" / "half_plus_two" / "00000123"
 MIB = 2**20
 FORMATS = ("tar.gz", "tar.zst", "zip")
-METHODS = ("receiver", "curl | tar", "download-then-extract")
+KSERVE_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"  # `make kserve`
+KSERVE = "KServe storage initializer"
+METHODS = ("receiver", "curl | tar", "download-then-extract") + (
+    (KSERVE,) if KSERVE_PYTHON.exists() else ()
+)
 
 
 @dataclass
@@ -98,69 +100,6 @@ def median_of(runs: int, action: Callable[[], None]) -> float:
     return statistics.median(times)
 
 
-class Receiver:
-    """A real gunicorn receiver against the emulator, with a dev signing key."""
-
-    def __init__(self, emulator: StorageEmulator, bucket: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.signer = DevSigner.create(workdir / "keys")
-        self.model_dir = workdir / "models"
-        env = {
-            **os.environ,
-            "PORT": str(self.port),
-            "STORAGE_EMULATOR_HOST": emulator.url,
-            "RECEIVER_SOURCE": f"gs://{bucket}/models",
-            "RECEIVER_MODEL_DIR": str(self.model_dir),
-            "RECEIVER_AUDIENCE": self.url,
-            "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
-            "RECEIVER_CERTS_URL": self.signer.certs_url,
-            "RECEIVER_ACK": "installed",
-            "RECEIVER_KEEP_VERSIONS": "1",
-            "RECEIVER_LOG_FORMAT": "json",
-            "RECEIVER_SYNC_ON_START": "false",
-        }
-        self.log = (workdir / "receiver.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_until_up(f"{self.url}healthz")
-
-    def install(self, blob: storage.Blob) -> None:
-        body = json.dumps(notification_push(blob)).encode()
-        answer = subprocess.run(
-            [
-                "curl", "-sS", "-X", "POST", self.url,
-                "-H", f"Authorization: Bearer {self.signer.mint(self.url)}",
-                "-H", "Content-Type: application/json", "--data-binary", "@-",
-            ],
-            input=body, capture_output=True, check=True,
-        )  # fmt: skip
-        outcome = json.loads(answer.stdout)
-        if outcome["outcome"] != "installed":
-            raise SystemExit(f"receiver did not install {blob.name}: {outcome}")
-
-    def peak_rss_mib(self) -> int:
-        pid = self.process.pid
-        workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        peaks = []
-        for worker in workers:
-            for line in Path(f"/proc/{worker}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks.append(int(line.split()[1]) // 1024)
-        return max(peaks)
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=60)
-        self.log.close()
-
-
 def run(sizes: list[int], runs: int, out: Path) -> list[Result]:
     emulator = StorageEmulator().start()
     os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
@@ -174,7 +113,7 @@ def run(sizes: list[int], runs: int, out: Path) -> list[Result]:
     version = 0
     try:
         for size in sizes:
-            receiver = Receiver(emulator, bucket.name, Path(tempfile.mkdtemp(prefix="bench-")))
+            receiver = Receiver(emulator.url, bucket.name, Path(tempfile.mkdtemp(prefix="bench-")))
             try:
                 for archive_format in FORMATS:
                     data = model_archive(size, archive_format)
@@ -208,13 +147,16 @@ def measure(
         f"{first.name.replace('/', '%2F')}?alt=media"
     )
     runs = len(blobs)
-    return {
+    seconds = {
         "receiver": median_of(runs, lambda: receiver.install(next(pending))),
         "curl | tar": median_of(runs, lambda: curl_then_unpack(url, archive_format)),
         "download-then-extract": median_of(
             runs, lambda: download_then_extract(first, archive_format)
         ),
     }
+    if KSERVE in METHODS and archive_format != "tar.zst":
+        seconds[KSERVE] = median_of(runs, lambda: kserve_download(first, emulator_url))
+    return seconds
 
 
 def curl_then_unpack(url: str, archive_format: str) -> None:
@@ -247,6 +189,17 @@ def download_then_extract(blob: storage.Blob, archive_format: str) -> None:
         subprocess.run(["sync"], check=True)
 
 
+def kserve_download(blob: storage.Blob, emulator_url: str) -> None:
+    with tempfile.TemporaryDirectory(dir=_scratch()) as target:
+        subprocess.run(
+            [str(KSERVE_PYTHON), str(ROOT / "benchmarks" / "kserve_download.py"),
+             f"gs://{blob.bucket.name}/{blob.name}", target],
+            env={**os.environ, "STORAGE_EMULATOR_HOST": emulator_url},
+            check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(["sync"], check=True)
+
+
 def _scratch() -> str:
     path = Path(tempfile.gettempdir()) / "bench-scratch"
     path.mkdir(exist_ok=True)
@@ -262,15 +215,20 @@ def write_report(results: list[Result], runs: int, out: Path) -> None:
     ]
     for r in results:
         limit = r.seconds["curl | tar"]
-        cells = " | ".join(f"{r.seconds[m]:.2f} s" for m in METHODS)
+        cells = " | ".join(_cell(r.seconds.get(m)) for m in METHODS)
         lines.append(
             f"| {r.size_mib} MiB | {r.archive_format} | {r.archive_bytes / MIB:.0f} MiB | {cells} "
             f"| {r.seconds['receiver'] / limit:.2f}x | {r.receiver_peak_rss_mib} MiB |"
         )
+    note = "" if KSERVE in METHODS else " KServe's library was not installed (`make kserve`)."
     (out / "benchmarks-install.md").write_text(
-        f"Medians of {runs} runs each.\n\n" + "\n".join(lines) + "\n"
+        f"Medians of {runs} runs each.{note}\n\n" + "\n".join(lines) + "\n"
     )
     chart(results, out / "benchmarks-install.png")
+
+
+def _cell(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f} s"
 
 
 def chart(results: list[Result], path: Path) -> None:
@@ -283,9 +241,14 @@ def chart(results: list[Result], path: Path) -> None:
     for axis, archive_format in zip(axes, FORMATS, strict=True):
         rows = [r for r in results if r.archive_format == archive_format]
         for method in METHODS:
-            axis.plot(
-                [r.size_mib for r in rows], [r.seconds[method] for r in rows], "o-", label=method
-            )
+            measured = [r for r in rows if method in r.seconds]
+            if measured:
+                axis.plot(
+                    [r.size_mib for r in measured],
+                    [r.seconds[method] for r in measured],
+                    "o-",
+                    label=method,
+                )
         axis.set_title(archive_format)
         axis.set_xlabel("model size (MiB)")
     axes[0].set_ylabel("install time (s)")

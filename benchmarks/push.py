@@ -6,22 +6,28 @@ wrk (Debian's package) sends signed pushes for an object outside the prefix (ans
 `ignored`, so only the request path is measured) to each server, both under gunicorn
 with the receiver's default settings (2 workers x 8 threads, gthread), certificates
 served from a local endpoint with Cache-Control. Then a burst of --burst pushes as fast
-as wrk sends them to the receiver, after which its journal must hold no job.
+as wrk sends them to the receiver, after which its journal must hold no job. Last, a
+fixed-rate run (--rate pushes/s for --seconds, `fixed_rate` below: wrk only sends as fast
+as it can, and wrk2 is not packaged) for the latency at a steady, realistic load.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import http.server
 import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -91,6 +97,64 @@ def wrk(url: str, script: Path, seconds: int, connections: int = 16) -> dict[str
     }
 
 
+def fixed_rate(
+    url: str, token: str, rate: float, seconds: float, connections: int = 16
+) -> dict[str, float]:
+    """Pushes on a fixed schedule (push i is due at start + i/rate) over `connections`
+    keep-alive connections. Latency counts from when a push was due, not from when a free
+    connection sent it, so a stalled server is not hidden (no coordinated omission)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port
+    body = json.dumps(IGNORED_PUSH).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    failures = 0
+    lock = threading.Lock()
+    next_push = 0
+    start = time.perf_counter() + 0.2
+
+    def send() -> None:
+        nonlocal next_push, failures
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        while True:
+            with lock:
+                index, next_push = next_push, next_push + 1
+            if index >= total:
+                break
+            due = start + index / rate
+            time.sleep(max(0.0, due - time.perf_counter()))
+            try:
+                connection.request("POST", parts.path or "/", body, headers)
+                response = connection.getresponse()
+                response.read()
+                ok = 200 <= response.status < 300
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection(host, port, timeout=10)
+                ok = False
+            finished = time.perf_counter()
+            with lock:
+                latencies.append((finished - due) * 1000)
+                failures += 0 if ok else 1
+        connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "requests": float(len(latencies)),
+        "requests_per_second": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        "errors": float(failures),
+    }
+
+
 def _ms(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
     if match is None:
@@ -98,7 +162,7 @@ def _ms(text: str) -> float:
     return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[match[2]]
 
 
-def main(seconds: int, burst: int) -> str:
+def main(seconds: int, burst: int, rate: float) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="push-bench-"))
     signer = DevSigner.create(workdir / "keys")
     certs = serve_certs(signer.certs_path)
@@ -160,6 +224,7 @@ def main(seconds: int, burst: int) -> str:
             connections=64,
         )
         jobs = requests.get(f"{receiver_url}status", timeout=10).json()["jobs"]
+        steady = fixed_rate(receiver_url, signer.mint(receiver_url), rate, seconds)
     finally:
         for process in (receiver, baseline):
             os.killpg(process.pid, signal.SIGTERM)
@@ -184,7 +249,11 @@ def main(seconds: int, burst: int) -> str:
         f"Burst: {burst_run['requests']:.0f} pushes at {burst_run['requests_per_second']:.0f}/s "
         f"over 64 connections, {burst_run['errors']:.0f} not answered 2xx, "
         f"p99 {burst_run['p99_ms']:.1f} ms; jobs in the journal afterwards: "
-        f"{sum(jobs.values())}.\n"
+        f"{sum(jobs.values())}.\n\n"
+        f"Fixed rate: {steady['requests']:.0f} pushes due at {rate:g}/s over {seconds} s, "
+        f"sent at {steady['requests_per_second']:.0f}/s over 16 connections: "
+        f"p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms (from when each push "
+        f"was due), {steady['errors']:.0f} not answered 2xx.\n"
     )
 
 
@@ -192,5 +261,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--burst", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=500, help="pushes/s of the fixed-rate run")
     arguments = parser.parse_args()
-    print(main(arguments.seconds, arguments.burst))
+    print(main(arguments.seconds, arguments.burst, arguments.rate))
