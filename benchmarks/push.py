@@ -4,7 +4,7 @@
 
 wrk (Debian's package) sends signed pushes for an object outside the prefix (answered
 `ignored`, so only the request path is measured) to each server, both under gunicorn
-with the receiver's default settings (2 workers x 8 threads, gthread), certificates
+with the receiver's default settings (workers, threads, gthread), certificates
 served from a local endpoint with Cache-Control. Then a burst of --burst pushes as fast
 as wrk sends them to the receiver, after which its journal must hold no job. Last, a
 fixed-rate run (--rate pushes/s for --seconds, `fixed_rate` below: wrk only sends as fast
@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import requests
 
 from benchmarks.common import IGNORED_PUSH, wait_until_up
+from receiver.config import ServerSettings
 from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import free_port
 
@@ -167,6 +168,7 @@ def main(seconds: int, burst: int, rate: float) -> str:
     signer = DevSigner.create(workdir / "keys")
     certs = serve_certs(signer.certs_path)
     certs_url = f"http://127.0.0.1:{certs.server_port}/certs"
+    server = ServerSettings.from_env({})  # the receiver's default workers and threads
     receiver_port, baseline_port = free_port(), free_port()
     receiver_url = f"http://127.0.0.1:{receiver_port}/"
     baseline_url = f"http://127.0.0.1:{baseline_port}/"
@@ -201,7 +203,7 @@ def main(seconds: int, burst: int, rate: float) -> str:
     baseline = start(
         [
             sys.executable, "-m", "gunicorn", "-c", str(empty_config),
-            "-w", "2", "--threads", "8", "-k", "gthread",
+            "-w", str(server.workers), "--threads", str(server.threads), "-k", "gthread",
             "-b", f"127.0.0.1:{baseline_port}", "benchmarks.push_baseline:app",
         ],
         {**env, "RECEIVER_AUDIENCE": baseline_url},

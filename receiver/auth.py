@@ -10,16 +10,20 @@ Caching: `google.oauth2.id_token.verify_token` fetches Google's certs on every c
 `CertsCache` keeps them for the response's Cache-Control max-age and refetches early
 only when a token names an unknown key id, at most once a minute. If a refresh fails
 while older certs are held, they keep serving; with no certs at all the push gets a
-503 (Pub/Sub retries), never a 401.
+503 (Pub/Sub retries), never a 401. A token whose signature was checked is remembered
+(by its SHA-256, never the token itself) until it expires, so a sender that reuses its
+token costs one RSA check; issuer, audience, sender and expiry are checked every time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,7 @@ CLOCK_SKEW_SECONDS = 60  # tolerate small clock differences between Google and t
 _DEFAULT_MAX_AGE = 60.0  # when the certs response says nothing about caching
 _UNKNOWN_KID_REFRESH_INTERVAL = 60.0
 _MAX_AGE_RE = re.compile(r"max-age=(\d+)")
+_VERIFIED_TOKENS_KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -133,9 +138,18 @@ class PushVerifier:
         self._certs = certs
         self._audience = audience
         self._allowed_senders = allowed_senders
+        self._signed = _SignedTokens(_VERIFIED_TOKENS_KEPT)
 
     def verify(self, authorization: str | None) -> Sender:
         token = _bearer_token(authorization)
+        claims = self._signed.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            self._signed.add(token, claims)
+        return self._check_claims(claims)
+
+    def _decode(self, token: str) -> Mapping[str, object]:
+        """The claims of a token whose signature, algorithm, iat and exp check out."""
         try:
             header = jwt.decode_header(token)
         except (google_auth_errors.GoogleAuthError, ValueError):
@@ -146,14 +160,14 @@ class PushVerifier:
         certs = self._certs.get(kid if isinstance(kid, str) else None)
         try:
             # audience=None: the audience is compared below, so that a mismatch is a 403.
-            claims = jwt.decode(
+            claims: Mapping[str, object] = jwt.decode(
                 token, certs=certs, audience=None, clock_skew_in_seconds=CLOCK_SKEW_SECONDS
             )
         except (google_auth_errors.GoogleAuthError, ValueError) as exc:
             raise UnauthenticatedError(
                 f"invalid token: {_safe_message(exc, token)}", label="invalid_token"
             ) from None
-        return self._check_claims(claims)
+        return claims
 
     def _check_claims(self, claims: Mapping[str, object]) -> Sender:
         if claims.get("iss") not in GOOGLE_ISSUERS:
@@ -175,6 +189,35 @@ class PushVerifier:
                 f"sender {email!r} has no verified email claim", label="email_unverified"
             )
         return Sender(email=email)
+
+
+class _SignedTokens:
+    """Claims of tokens whose signature was checked, by the token's SHA-256, until `exp`."""
+
+    def __init__(self, size: int, clock: Callable[[], float] = time.time) -> None:
+        self._size = size
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._claims: OrderedDict[bytes, Mapping[str, object]] = OrderedDict()
+
+    def get(self, token: str) -> Mapping[str, object] | None:
+        key = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            claims = self._claims.get(key)
+            if claims is None:
+                return None
+            expires = claims.get("exp")
+            if not isinstance(expires, int | float) or self._clock() > expires + CLOCK_SKEW_SECONDS:
+                del self._claims[key]  # decoded again, google-auth then says why it fails
+                return None
+            self._claims.move_to_end(key)
+            return claims
+
+    def add(self, token: str, claims: Mapping[str, object]) -> None:
+        with self._lock:
+            self._claims[hashlib.sha256(token.encode()).digest()] = claims
+            while len(self._claims) > self._size:
+                self._claims.popitem(last=False)
 
 
 def _bearer_token(authorization: str | None) -> str:

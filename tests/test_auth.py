@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_pem_x509_certificate
 
-from receiver.auth import CertsCache, PushVerifier
+from receiver.auth import CertsCache, PushVerifier, _SignedTokens
 from receiver.dev.keys import DEV_SENDER
 from receiver.errors import AuthUnavailableError, ForbiddenError, UnauthenticatedError
 from tests.helpers import AUDIENCE, b64, good_claims, unsigned_token
@@ -119,12 +119,12 @@ def test_certs_are_refetched_when_max_age_runs_out(certs_endpoint, token):
     certs_endpoint.max_age = 10
     cache = CertsCache(certs_endpoint.url, clock=lambda: now[0])
     verifier = PushVerifier(cache, AUDIENCE, frozenset({DEV_SENDER}))
-    verifier.verify(f"Bearer {token()}")
+    verifier.verify(f"Bearer {token(jti='1')}")  # distinct tokens: none is remembered
     now[0] += 9
-    verifier.verify(f"Bearer {token()}")
+    verifier.verify(f"Bearer {token(jti='2')}")
     assert certs_endpoint.fetches == 1
     now[0] += 2
-    verifier.verify(f"Bearer {token()}")
+    verifier.verify(f"Bearer {token(jti='3')}")
     assert certs_endpoint.fetches == 2
 
 
@@ -162,3 +162,35 @@ def test_cached_certs_keep_serving_when_a_refresh_fails(certs_endpoint, token):
 def test_certs_from_a_file_url(signer, token):
     verifier = PushVerifier(CertsCache(signer.certs_url), AUDIENCE, frozenset({DEV_SENDER}))
     assert verifier.verify(f"Bearer {token()}").email == DEV_SENDER
+
+
+# --- Tokens remembered after their signature checked out ------------------------------
+
+
+def test_a_remembered_token_does_not_vouch_for_a_copy_with_another_signature(verifier, token):
+    good = token()
+    verifier.verify(f"Bearer {good}")
+    header, payload, _ = good.split(".")
+    forged = f"{header}.{payload}.{b64(b'another signature' * 8)}"
+    with pytest.raises(UnauthenticatedError, match="invalid token"):
+        verifier.verify(f"Bearer {forged}")
+
+
+def test_a_remembered_token_still_meets_the_sender_rules_every_time(certs_endpoint, token):
+    verifier = PushVerifier(CertsCache(certs_endpoint.url), AUDIENCE, frozenset({"x@y.z"}))
+    reused = token()
+    for _ in range(2):
+        with pytest.raises(ForbiddenError, match="not in RECEIVER_ALLOWED_SENDERS"):
+            verifier.verify(f"Bearer {reused}")
+
+
+def test_remembered_tokens_are_forgotten_once_expired_and_when_crowded_out():
+    now = [1000.0]
+    signed = _SignedTokens(size=2, clock=lambda: now[0])
+    signed.add("a", {"exp": 1100})
+    assert signed.get("a") == {"exp": 1100}
+    now[0] = 1100 + 61  # past exp and the clock skew allowed
+    assert signed.get("a") is None
+    for name in ("b", "c", "d"):
+        signed.add(name, {"exp": 5000})
+    assert signed.get("b") is None and signed.get("d") == {"exp": 5000}
