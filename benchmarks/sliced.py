@@ -183,7 +183,7 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=2048, help="MiB of weights (≈ archive)")
     parser.add_argument("--rate", type=float, default=50, help="MB/s per connection")
     parser.add_argument("--slices", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--slice-mib", type=int, default=8)
+    parser.add_argument("--slice-mib", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
     default_target = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     parser.add_argument("--target", type=Path, default=default_target)

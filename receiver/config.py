@@ -36,7 +36,7 @@ ENV: dict[str, tuple[str | None, str]] = {
     "RECEIVER_RETRY_DELAY": ("2", "seconds before the first retry; doubles each attempt"),
     "RECEIVER_READ_TIMEOUT": ("60", "seconds of silence from Cloud Storage before a retry"),
     "RECEIVER_DOWNLOAD_SLICES": ("8", "parallel ranged reads of one large object; 1 = one stream"),
-    "RECEIVER_SLICE_BYTES": (str(8 * MIB), "bytes per ranged read; at most slices × this held"),
+    "RECEIVER_SLICE_BYTES": (str(4 * MIB), "bytes per ranged read; at most slices × this held"),
     "RECEIVER_SLICED_DOWNLOAD_THRESHOLD": (
         str(128 * MIB),
         "objects at least this large are read in slices; 0 = never",
@@ -92,7 +92,7 @@ class Slicing:
     """How large objects are downloaded: `slices` ranged reads at once (`receiver.sliced`)."""
 
     slices: int = 8
-    slice_bytes: int = 8 * MIB
+    slice_bytes: int = 4 * MIB
     threshold: int = 128 * MIB  # 0: never sliced
 
     @property
