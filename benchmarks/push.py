@@ -218,11 +218,11 @@ def main(seconds: int, burst: int, rate: float) -> str:
             ),
         }
         # wrk runs for a duration: long enough for `burst` pushes at the measured rate.
-        rate = results["receiver"]["requests_per_second"]
+        measured = results["receiver"]["requests_per_second"]
         burst_run = wrk(
             receiver_url,
             wrk_script(workdir, signer.mint(receiver_url)),
-            seconds=max(2, int(burst / max(rate, 1) * 1.3) + 1),
+            seconds=max(2, int(burst / max(measured, 1) * 1.3) + 1),
             connections=64,
         )
         jobs = requests.get(f"{receiver_url}status", timeout=10).json()["jobs"]

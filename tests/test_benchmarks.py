@@ -69,3 +69,4 @@ def test_the_push_benchmark_runs():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| receiver |" in result.stdout and "| baseline" in result.stdout
     assert "jobs in the journal afterwards: 0." in result.stdout
+    assert "pushes due at 500/s" in result.stdout and "0 not answered 2xx." in result.stdout
