@@ -4,7 +4,10 @@
 
 Uploads SIZE_MB (default 500) of random bytes to fake-gcs-server, then times, each best
 of three: curl to /dev/null; the receiver's `Download` (1 MiB reads, crc32c checked);
-and google-cloud-storage's `Blob.download_to_filename` with crc32c checking. Prints a
+the receiver's sliced read with its default slicing (ranged reads in parallel, in order,
+crc32c checked; here on loopback, where no single stream is capped, it shows the cost of
+slicing rather than its gain: benchmarks/sliced.py measures that); and
+google-cloud-storage's `Blob.download_to_filename` with crc32c checking. Prints a
 Markdown table; docs/benchmarks.md keeps a run's numbers.
 """
 
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from receiver.config import Slicing
 from receiver.dev.tools import StorageEmulator
 from receiver.objectref import ObjectRef
 from receiver.storage import ObjectStore
@@ -35,6 +39,7 @@ def best_of(runs: int, action: Callable[[], None]) -> float:
 
 
 def main(size_mb: int) -> None:
+    default = Slicing()
     emulator = StorageEmulator().start()
     os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
     try:
@@ -47,13 +52,15 @@ def main(size_mb: int) -> None:
         blob = bucket.blob("models/m/1.tar")
         blob.upload_from_string(os.urandom(size_mb * 2**20), timeout=600)
         store = ObjectStore.from_environment()
+        sliced_store = ObjectStore.from_environment(slicing=Slicing(threshold=1))
         url = store.media_url(bucket.name, blob.name, blob.generation)
 
         def curl() -> None:
             subprocess.run(["curl", "-sS", "-o", "/dev/null", url], check=True)
 
-        def receiver_stream() -> None:
-            ref = ObjectRef(bucket.name, blob.name, blob.generation, crc32c=blob.crc32c)
+        ref = ObjectRef(bucket.name, blob.name, blob.generation, blob.size, crc32c=blob.crc32c)
+
+        def receiver_stream(store: ObjectStore = store) -> None:
             with store.open(ref) as d:
                 d.verify()  # reads every byte, checking crc32c
 
@@ -64,6 +71,9 @@ def main(size_mb: int) -> None:
         results = {
             "curl to /dev/null": best_of(3, curl),
             "receiver `Download` (1 MiB reads, crc32c)": best_of(3, receiver_stream),
+            f"receiver sliced ({default.slices} x {default.slice_bytes >> 20} MiB, crc32c)": (
+                best_of(3, lambda: receiver_stream(sliced_store))
+            ),
             "`Blob.download_to_filename` (crc32c)": best_of(3, download_to_filename),
         }
     finally:

@@ -18,6 +18,7 @@ from receiver.errors import ConfigError
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 MIB = 1024**2
 GIB = 1024**3
+_SLICES, _SLICE_BYTES, _SLICED_FROM = 8, 4 * MIB, 128 * MIB  # sliced download defaults
 
 # name -> (default, meaning). None means required or derived from another variable.
 ENV: dict[str, tuple[str | None, str]] = {
@@ -35,10 +36,13 @@ ENV: dict[str, tuple[str | None, str]] = {
     "RECEIVER_MAX_ATTEMPTS": ("5", "attempts for a job that fails transiently"),
     "RECEIVER_RETRY_DELAY": ("2", "seconds before the first retry; doubles each attempt"),
     "RECEIVER_READ_TIMEOUT": ("60", "seconds of silence from Cloud Storage before a retry"),
-    "RECEIVER_DOWNLOAD_SLICES": ("8", "parallel ranged reads of one large object; 1 = one stream"),
-    "RECEIVER_SLICE_BYTES": (str(4 * MIB), "bytes per ranged read; at most slices × this held"),
+    "RECEIVER_DOWNLOAD_SLICES": (str(_SLICES), "parallel ranged reads of a large object; 1 = one"),
+    "RECEIVER_SLICE_BYTES": (
+        str(_SLICE_BYTES),
+        "bytes per ranged read; at most slices × this held",
+    ),
     "RECEIVER_SLICED_DOWNLOAD_THRESHOLD": (
-        str(128 * MIB),
+        str(_SLICED_FROM),
         "objects at least this large are read in slices; 0 = never",
     ),
     "RECEIVER_ACK": ("queued", "`queued` (202 once journaled) or `installed` (answer when done)"),
@@ -91,9 +95,9 @@ class Limits:
 class Slicing:
     """How large objects are downloaded: `slices` ranged reads at once (`receiver.sliced`)."""
 
-    slices: int = 8
-    slice_bytes: int = 4 * MIB
-    threshold: int = 128 * MIB  # 0: never sliced
+    slices: int = _SLICES
+    slice_bytes: int = _SLICE_BYTES
+    threshold: int = _SLICED_FROM  # 0: never sliced
 
     @property
     def enabled(self) -> bool:

@@ -28,6 +28,12 @@ def test_defaults_fill_everything_but_the_source_and_auth():
     }
 
 
+def test_large_objects_are_sliced_by_default_and_slicing_can_be_switched_off():
+    assert Settings.from_env(MINIMAL).slicing.enabled
+    for off in ({"RECEIVER_DOWNLOAD_SLICES": "1"}, {"RECEIVER_SLICED_DOWNLOAD_THRESHOLD": "0"}):
+        assert not Settings.from_env({**MINIMAL, **off}).slicing.enabled
+
+
 def test_bucket_without_prefix():
     settings = Settings.from_env({**MINIMAL, "RECEIVER_SOURCE": "gs://my-bucket"})
     assert (settings.bucket, settings.prefix) == ("my-bucket", "")
@@ -45,6 +51,9 @@ def test_bucket_without_prefix():
         ({"RECEIVER_AUDIENCE": ""}, "RECEIVER_AUDIENCE"),
         ({"RECEIVER_CERTS_URL": "ftp://x"}, "RECEIVER_CERTS_URL"),
         ({"RECEIVER_MAX_FILES": "0"}, "RECEIVER_MAX_FILES"),
+        ({"RECEIVER_DOWNLOAD_SLICES": "0"}, "RECEIVER_DOWNLOAD_SLICES"),
+        ({"RECEIVER_SLICE_BYTES": "1024"}, "RECEIVER_SLICE_BYTES"),
+        ({"RECEIVER_SLICED_DOWNLOAD_THRESHOLD": "big"}, "RECEIVER_SLICED_DOWNLOAD_THRESHOLD"),
     ],
 )
 def test_bad_values_name_the_variable(overrides, variable):
