@@ -28,7 +28,7 @@ bench: install tools kserve
 	PYTHONPATH=. $(BIN)/python benchmarks/download.py
 	PYTHONPATH=. $(BIN)/python benchmarks/install.py --sizes 100 1024 --runs 3 --out docs
 	PYTHONPATH=. $(BIN)/python benchmarks/sliced.py --size 2048 --rate 50 --runs 3 --out docs/benchmarks-sliced.md
-	PYTHONPATH=. $(BIN)/python benchmarks/history.py --jobs 50 50000 --requests 50
+	PYTHONPATH=. $(BIN)/python benchmarks/history.py --jobs 50 50000 --requests 200
 	PYTHONPATH=. $(BIN)/python benchmarks/push.py --seconds 10 --burst 10000
 
 # Tools the tests drive for real, from Debian: Chromium for the status page, and the
