@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -32,6 +34,16 @@ IGNORED_PUSH = {
     },
     "subscription": "projects/p/subscriptions/s",
 }
+
+
+def median_of(runs: int, action: Callable[[], None]) -> float:
+    """Median seconds of `runs` calls of `action`."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def wait_until_up(url: str, timeout: float = 60) -> None:

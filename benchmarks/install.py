@@ -29,13 +29,10 @@ import argparse
 import io
 import os
 import shutil
-import statistics
 import subprocess
 import tarfile
 import tempfile
-import time
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +40,7 @@ from backports import zstd
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from benchmarks.common import ROOT, Receiver
+from benchmarks.common import ROOT, Receiver, median_of
 from receiver.dev.tools import StorageEmulator
 
 SAMPLE = ROOT / "receiver" / "dev" / "sample" / "half_plus_two" / "00000123"
@@ -89,15 +86,6 @@ def model_archive(size_mib: int, archive_format: str) -> bytes:
     if archive_format == "tar.zst":
         return zstd.compress(plain, level=3)
     return subprocess.run(["gzip", "-6", "-c"], input=plain, capture_output=True, check=True).stdout
-
-
-def median_of(runs: int, action: Callable[[], None]) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def run(sizes: list[int], runs: int, out: Path) -> list[Result]:

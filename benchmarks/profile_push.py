@@ -19,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.push import serve_certs, start, wrk, wrk_script
-from receiver.dev.keys import DEV_SENDER, DevSigner
+from benchmarks.push import push_env, serve_certs, start, wrk, wrk_script
+from receiver.dev.keys import DevSigner
 from receiver.dev.tools import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,18 +46,8 @@ def main(seconds: int) -> None:
     certs = serve_certs(signer.certs_path)
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",  # never reached: nothing installs
-        "RECEIVER_SOURCE": "gs://bench/models",
-        "RECEIVER_MODEL_DIR": str(workdir / "models"),
-        "RECEIVER_AUDIENCE": url,
-        "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
-        "RECEIVER_CERTS_URL": f"http://127.0.0.1:{certs.server_port}/certs",
-        "RECEIVER_SYNC_ON_START": "false",
-        "RECEIVER_LOG_FORMAT": "json",
-    }
+    certs_url = f"http://127.0.0.1:{certs.server_port}/certs"
+    env = {**push_env(workdir, certs_url), "PORT": str(port), "RECEIVER_AUDIENCE": url}
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
     receiver = start(command, env, workdir / "receiver.log", f"{url}healthz")
     raw = workdir / "push.raw"

@@ -163,16 +163,9 @@ def _ms(text: str) -> float:
     return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[match[2]]
 
 
-def main(seconds: int, burst: int, rate: float) -> str:
-    workdir = Path(tempfile.mkdtemp(prefix="push-bench-"))
-    signer = DevSigner.create(workdir / "keys")
-    certs = serve_certs(signer.certs_path)
-    certs_url = f"http://127.0.0.1:{certs.server_port}/certs"
-    server = ServerSettings.from_env({})  # the receiver's default workers and threads
-    receiver_port, baseline_port = free_port(), free_port()
-    receiver_url = f"http://127.0.0.1:{receiver_port}/"
-    baseline_url = f"http://127.0.0.1:{baseline_port}/"
-    env = {
+def push_env(workdir: Path, certs_url: str) -> dict[str, str]:
+    """A receiver's environment for pushes it only answers (PORT and audience to add)."""
+    return {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",  # never reached: nothing installs
@@ -182,8 +175,19 @@ def main(seconds: int, burst: int, rate: float) -> str:
         "RECEIVER_CERTS_URL": certs_url,
         "RECEIVER_SYNC_ON_START": "false",
         "RECEIVER_LOG_FORMAT": "json",
-        "GUNICORN_LOG_LEVEL": "warning",
     }
+
+
+def main(seconds: int, burst: int, rate: float) -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="push-bench-"))
+    signer = DevSigner.create(workdir / "keys")
+    certs = serve_certs(signer.certs_path)
+    certs_url = f"http://127.0.0.1:{certs.server_port}/certs"
+    server = ServerSettings.from_env({})  # the receiver's default workers and threads
+    receiver_port, baseline_port = free_port(), free_port()
+    receiver_url = f"http://127.0.0.1:{receiver_port}/"
+    baseline_url = f"http://127.0.0.1:{baseline_port}/"
+    env = {**push_env(workdir, certs_url), "GUNICORN_LOG_LEVEL": "warning"}
     receiver = start(
         [
             sys.executable,

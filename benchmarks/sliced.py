@@ -30,7 +30,6 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -39,7 +38,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from isal import igzip
 
-from benchmarks.common import ROOT, Receiver
+from benchmarks.common import ROOT, Receiver, median_of
 from benchmarks.throttle import ThrottlingProxy
 from receiver.dev.tools import StorageEmulator
 
@@ -61,15 +60,6 @@ def incompressible_archive(size_mib: int) -> bytes:
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return igzip.compress(buffer.getvalue(), compresslevel=1)
-
-
-def median_of(runs: int, action: Callable[[], None]) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 class Bench:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -30,6 +31,8 @@ from receiver.config import Slicing
 from receiver.errors import PermanentError, TransientError
 from receiver.objectref import ObjectRef
 from receiver.sliced import SliceFetcher
+
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
 _READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
@@ -124,6 +127,13 @@ class ObjectStore:
         md5 = None if crc32c else (obj.md5 or stored.get("md5"))
         if not sliced:
             return Download(response, where=obj.url, crc32c=crc32c, md5=md5)
+        log.info(
+            "reading %s (%d bytes) as ranged reads of %d bytes, %d at a time",
+            obj.url,
+            size,
+            self._slicing.slice_bytes,
+            self._slicing.slices,
+        )
         fetcher = SliceFetcher(
             lambda start, end: self._ranged_get(url, obj.url, start, end),
             where=obj.url,

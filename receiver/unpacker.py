@@ -21,6 +21,7 @@ import os
 import posixpath
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -143,9 +144,7 @@ class Unpacker:
         except IsADirectoryError:
             raise ArchiveError(f"entry {name!r} is both a directory and a file") from None
         with os.fdopen(fd, "wb") as out:
-            while chunk := source.read(CHUNK_SIZE):
-                self.budget.spend(len(chunk))
-                _write(out, chunk)
+            _copy(source, out, self.budget.spend)
         with self._lock:
             self._files.add(parts)
 
@@ -232,6 +231,29 @@ class Unpacker:
             raise ArchiveError(
                 f"archive has more than {self.limits.max_files} entries (RECEIVER_MAX_FILES)"
             )
+
+
+def _copy(source: Readable, out: IO[bytes], spend: Callable[[int], None]) -> None:
+    """Copy `source` to `out`, each chunk counted before it is written.
+
+    A file of more than one chunk is written by a second thread while the next chunk is
+    read: the `write` system call releases the GIL, so inflating and tar's copying on
+    this thread overlap the kernel's copy into the page cache (docs/benchmarks.md)."""
+    chunk = source.read(CHUNK_SIZE)
+    following = source.read(CHUNK_SIZE) if chunk else b""
+    if not following:
+        spend(len(chunk))
+        _write(out, chunk)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unpack-write") as writer:
+        spend(len(chunk))
+        pending = writer.submit(_write, out, chunk)
+        while following:
+            spend(len(following))
+            pending.result()  # one write in flight: memory stays at two chunks
+            pending = writer.submit(_write, out, following)
+            following = source.read(CHUNK_SIZE)
+        pending.result()
 
 
 def _write(out: IO[bytes], chunk: bytes) -> None:
