@@ -118,7 +118,8 @@ class ObjectStore:
         elif sliced:
             _check_range(response, 0, obj.url)
             # The generation's own length, should the event have carried a wrong size.
-            size = int(response.headers["Content-Range"].rpartition("/")[2] or size)
+            total = response.headers["Content-Range"].rpartition("/")[2]
+            size = int(total) if total.isdigit() else size
         else:
             response.close()
             _raise_for_status(response.status_code, obj.url)

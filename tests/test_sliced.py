@@ -134,3 +134,11 @@ def test_closing_early_stops_every_slice_thread(proxied_store, bucket):
     with proxied_store().open(obj) as download:
         download.read(1024)
     assert not [t for t in threading.enumerate() if t.name.startswith("slice-")]
+
+
+def test_the_generation_s_own_length_wins_over_a_wrong_size_in_the_event(proxied_store, bucket):
+    obj, data = upload(bucket, 6 * SLICE + 5)
+    told_wrong = ObjectRef(obj.bucket, obj.name, obj.generation, 3 * len(data), crc32c=obj.crc32c)
+    with proxied_store().open(told_wrong) as download:
+        assert read_all(download) == data
+        download.verify()
