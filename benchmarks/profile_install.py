@@ -7,7 +7,8 @@
 `install SIZE` uploads a SIZE MiB tar.gz (benchmarks/install.py's model) to the storage
 emulator and runs `Installer.install` on it once, as the worker would. `summarize` reads
 py-spy's collapsed stacks and prints the share of samples by the innermost frame that
-is not the standard library's glue, counting only samples inside `Installer.install`.
+is not the standard library's glue, counting only samples inside `Installer.install`
+and the unpacker's writer thread.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def summarize(raw: Path, top: int = 15) -> None:
     for line in raw.read_text().splitlines():
         stack, _, weight = line.rpartition(" ")
         frames = stack.split(";")
-        if not any(frame.startswith("Installer.install (") for frame in frames):
+        # The install's own thread, and the unpacker's writer thread (`_write`).
+        if not any(frame.startswith(("Installer.install (", "_write (")) for frame in frames):
             continue  # building and uploading the archive
         total += int(weight)
         samples[_innermost(frames)] += int(weight)
