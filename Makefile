@@ -45,24 +45,16 @@ tools:
 		echo "note: could not install$$missing; the tests that need them will be skipped"; \
 	fi
 
-# TensorFlow (tests only, about 600 MB) in a virtualenv of its own.
-TF_VENV := .venv-tf
-tf: $(TF_VENV)/.installed
+# Virtualenvs of their own, each from its requirements-NAME.txt: TensorFlow (tests only,
+# about 600 MB) and KServe's storage initializer library (benchmarks only; it pins
+# google-cloud-storage < 3).
+tf: .venv-tf/.installed
+kserve: .venv-kserve/.installed
 
-$(TF_VENV)/.installed: requirements-tf.txt
-	@echo "installing TensorFlow for the tests into $(TF_VENV) (requirements-tf.txt)"
-	$(PYTHON) -m venv $(TF_VENV)
-	$(TF_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tf.txt
-	touch $@
-
-# KServe's storage initializer library (benchmarks only; it pins google-cloud-storage < 3).
-KSERVE_VENV := .venv-kserve
-kserve: $(KSERVE_VENV)/.installed
-
-$(KSERVE_VENV)/.installed: requirements-kserve.txt
-	@echo "installing KServe's storage initializer for the benchmarks into $(KSERVE_VENV)"
-	$(PYTHON) -m venv $(KSERVE_VENV)
-	$(KSERVE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-kserve.txt
+.venv-%/.installed: requirements-%.txt
+	@echo "installing $< into .venv-$* (once)"
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
 # The property tests with thousands of examples each (a few minutes).

@@ -36,14 +36,18 @@ IGNORED_PUSH = {
 }
 
 
-def median_of(runs: int, action: Callable[[], None]) -> float:
-    """Median seconds of `runs` calls of `action`."""
+def run_times(runs: int, action: Callable[[], None]) -> list[float]:
+    """Seconds taken by each of `runs` calls of `action`."""
     times = []
     for _ in range(runs):
         started = time.perf_counter()
         action()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return times
+
+
+def median_of(runs: int, action: Callable[[], None]) -> float:
+    return statistics.median(run_times(runs, action))
 
 
 def wait_until_up(url: str, timeout: float = 60) -> None:

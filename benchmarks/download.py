@@ -17,12 +17,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from benchmarks.common import run_times
 from receiver.config import Slicing
 from receiver.dev.tools import StorageEmulator
 from receiver.objectref import ObjectRef
@@ -30,12 +30,7 @@ from receiver.storage import ObjectStore
 
 
 def best_of(runs: int, action: Callable[[], None]) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return min(times)
+    return min(run_times(runs, action))
 
 
 def main(size_mb: int) -> None:

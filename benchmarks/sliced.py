@@ -73,8 +73,8 @@ class Bench:
         )
         self.peak_rss: dict[int, int] = {}
 
-    def receiver(self, slices: int, slice_mib: int) -> None:
-        """One install by a fresh receiver (its own journal), so the same object is new."""
+    def receiver(self, slices: int, slice_mib: int) -> float:
+        """Seconds of one install by a fresh receiver (its own journal: the object is new)."""
         workdir = Path(tempfile.mkdtemp(prefix="sliced-", dir=self.target))
         env = {
             "RECEIVER_DOWNLOAD_SLICES": str(slices),
@@ -85,11 +85,12 @@ class Bench:
         try:
             started = time.perf_counter()
             receiver.install(self.blob)
-            self.seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started
             self.peak_rss[slices] = max(self.peak_rss.get(slices, 0), receiver.peak_rss_mib())
         finally:
             receiver.stop()
             shutil.rmtree(workdir, ignore_errors=True)
+        return seconds
 
     def curl_tar(self) -> None:
         with tempfile.TemporaryDirectory(dir=self.target) as target:
@@ -114,14 +115,6 @@ class Bench:
             subprocess.run(f"cat {quoted} | tar -xzf - -C {target!r}", shell=True, check=True)
 
 
-def timed_receiver(bench: Bench, runs: int, slices: int, slice_mib: int) -> float:
-    times = []
-    for _ in range(runs):
-        bench.receiver(slices, slice_mib)
-        times.append(bench.seconds)
-    return statistics.median(times)
-
-
 def run(args: argparse.Namespace) -> str:
     emulator = StorageEmulator().start()
     client = storage.Client(
@@ -137,7 +130,9 @@ def run(args: argparse.Namespace) -> str:
     try:
         rows.append(("curl \\| tar (1 stream)", median_of(args.runs, bench.curl_tar)))
         for slices in args.slices:
-            seconds = timed_receiver(bench, args.runs, slices, args.slice_mib)
+            seconds = statistics.median(
+                bench.receiver(slices, args.slice_mib) for _ in range(args.runs)
+            )
             label = "1 stream" if slices == 1 else f"{slices} slices of {args.slice_mib} MiB"
             rows.append((f"receiver, {label}", seconds))
             if slices > 1:
