@@ -104,7 +104,8 @@ def _sync_model(
 
 
 class Syncer:
-    """Runs `sync` when due: at start if asked, then every interval; backs off on failure."""
+    """Runs `sync` when due: at start if asked (once per start, by whichever worker process
+    is first), then every interval; backs off on failure."""
 
     def __init__(self, settings: Settings, store: ObjectStore, journal: Journal) -> None:
         self.settings = settings
@@ -112,6 +113,7 @@ class Syncer:
         self.journal = journal
         interval = settings.sync_interval or math.inf
         self._next_at = time.monotonic() + (0.0 if settings.sync_on_start else interval)
+        self._at_start = settings.sync_on_start
         self._failures = 0
 
     def model_failed(self, model: str) -> None:
@@ -126,6 +128,12 @@ class Syncer:
         now = time.monotonic()
         if now < self._next_at:
             return False
+        if self._at_start and self.journal.get_meta(FIRST_SYNC_KEY) is not None:
+            # Another worker process already ran this start's sync: a second one would
+            # only race pushes that arrive meanwhile for the same new versions.
+            self._at_start = False
+            self._next_at = now + (self.settings.sync_interval or math.inf)
+            return False
         try:
             jobs = sync(self.settings, self.store, self.journal)
         except ReceiverError as exc:
@@ -135,6 +143,7 @@ class Syncer:
             self._next_at = now + delay
             return False
         self._failures = 0
+        self._at_start = False
         self.journal.set_meta(FIRST_SYNC_KEY, json.dumps([j.id for j in jobs]), only_if_unset=True)
         self.journal.set_meta("last_sync", str(time.time()))
         self._next_at = now + (self.settings.sync_interval or math.inf)

@@ -142,3 +142,13 @@ def test_a_model_without_an_installable_version_is_not_ready_and_leaves_no_empty
     assert "no version installed for half_plus_two" in reason
     assert "version 5 failed: not a SavedModel" in reason
     assert sorted(p.name for p in settings.model_dir.iterdir()) == ["fine"]
+
+
+def test_the_sync_at_start_runs_once_whichever_worker_process_is_first(runtime, bucket, settings):
+    upload_model(bucket, 1)
+    first = Syncer(settings, runtime.store, runtime.journal)
+    second = Syncer(settings, runtime.store, runtime.journal)  # the other gunicorn worker
+    assert first.run_if_due()
+    upload_model(bucket, 2)  # published after the start's sync: its push will queue it
+    assert not second.run_if_due()
+    assert [(job.model, job.version) for job in runtime.journal.recent()] == [("half_plus_two", 1)]
