@@ -40,7 +40,7 @@ from backports import zstd
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from benchmarks.common import ROOT, Receiver, median_of
+from benchmarks.common import ROOT, Receiver, median_of, recycle_memory
 from receiver.dev.tools import StorageEmulator
 
 SAMPLE = ROOT / "receiver" / "dev" / "sample" / "half_plus_two" / "00000123"
@@ -88,7 +88,9 @@ def model_archive(size_mib: int, archive_format: str) -> bytes:
     return subprocess.run(["gzip", "-6", "-c"], input=plain, capture_output=True, check=True).stdout
 
 
-def run(sizes: list[int], runs: int, out: Path) -> list[Result]:
+def run(
+    sizes: list[int], runs: int, out: Path, formats: tuple[str, ...] = FORMATS, cold: bool = False
+) -> list[Result]:
     emulator = StorageEmulator().start()
     os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
     client = storage.Client(
@@ -103,7 +105,7 @@ def run(sizes: list[int], runs: int, out: Path) -> list[Result]:
         for size in sizes:
             receiver = Receiver(emulator.url, bucket.name, Path(tempfile.mkdtemp(prefix="bench-")))
             try:
-                for archive_format in FORMATS:
+                for archive_format in formats:
                     data = model_archive(size, archive_format)
                     blobs = []
                     for _ in range(runs):  # the receiver installs each version once
@@ -111,7 +113,9 @@ def run(sizes: list[int], runs: int, out: Path) -> list[Result]:
                         blob = bucket.blob(f"models/m/{version}.{archive_format}")
                         blob.upload_from_string(data, timeout=600)
                         blobs.append(blob)
-                    seconds = measure(receiver, blobs, archive_format, emulator.url)
+                    # Room for the archive and the unpacked model, whichever method runs.
+                    recycle = None if cold else 2 * size * MIB + len(data)
+                    seconds = measure(receiver, blobs, archive_format, emulator.url, recycle)
                     results.append(
                         Result(size, archive_format, len(data), seconds, receiver.peak_rss_mib())
                     )
@@ -125,9 +129,16 @@ def run(sizes: list[int], runs: int, out: Path) -> list[Result]:
 
 
 def measure(
-    receiver: Receiver, blobs: list[storage.Blob], archive_format: str, emulator_url: str
+    receiver: Receiver,
+    blobs: list[storage.Blob],
+    archive_format: str,
+    emulator_url: str,
+    recycle: int | None,
 ) -> dict[str, float]:
-    """Median seconds of each method on the same archive (one object per receiver run)."""
+    """Median seconds of each method on the same archive (one object per receiver run).
+
+    With `recycle`, that many bytes of memory are written and freed before every run.
+    """
     pending = iter(blobs)
     first = blobs[0]
     url = (
@@ -135,15 +146,20 @@ def measure(
         f"{first.name.replace('/', '%2F')}?alt=media"
     )
     runs = len(blobs)
+
+    def before() -> None:
+        if recycle:
+            recycle_memory(recycle, Path(_scratch()))
+
     seconds = {
-        "receiver": median_of(runs, lambda: receiver.install(next(pending))),
-        "curl | tar": median_of(runs, lambda: curl_then_unpack(url, archive_format)),
+        "receiver": median_of(runs, lambda: receiver.install(next(pending)), before),
+        "curl | tar": median_of(runs, lambda: curl_then_unpack(url, archive_format), before),
         "download-then-extract": median_of(
-            runs, lambda: download_then_extract(first, archive_format)
+            runs, lambda: download_then_extract(first, archive_format), before
         ),
     }
     if KSERVE in METHODS and archive_format != "tar.zst":
-        seconds[KSERVE] = median_of(runs, lambda: kserve_download(first, emulator_url))
+        seconds[KSERVE] = median_of(runs, lambda: kserve_download(first, emulator_url), before)
     return seconds
 
 
@@ -251,6 +267,8 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1024], help="MiB")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
+    parser.add_argument("--cold", action="store_true", help="do not recycle memory before each run")
     arguments = parser.parse_args()
-    run(arguments.sizes, arguments.runs, arguments.out)
+    run(arguments.sizes, arguments.runs, arguments.out, tuple(arguments.formats), arguments.cold)
     shutil.rmtree(_scratch(), ignore_errors=True)

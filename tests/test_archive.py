@@ -156,6 +156,73 @@ def test_hostile_zip_entries_are_refused(staging, entries):
     assert outside(staging) == []
 
 
+def one_entry_zip(method: int = zipfile.ZIP_DEFLATED) -> tuple[bytes, bytes]:
+    """A zip of one file, and that file's bytes (partly compressible, several chunks)."""
+    data = os.urandom(512 * 1024) + bytes(2 * 1024 * 1024) + b"end"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        archive.writestr("variables/variables.data-00000-of-00001", data)
+    return buffer.getvalue(), data
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_zip_entries_unpack_to_their_exact_bytes(staging, method):
+    archive, data = one_entry_zip(method)
+    unpack(archive, staging, "zip")
+    assert (staging / "variables/variables.data-00000-of-00001").read_bytes() == data
+
+
+def _central(archive: bytes) -> int:
+    return archive.rindex(b"PK\x01\x02")  # the one entry's central directory record
+
+
+def _patch(archive: bytes, at: int, value: bytes) -> bytes:
+    return archive[:at] + value + archive[at + len(value) :]
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        # the CRC-32 in the index (central record offset 16)
+        (lambda z: _patch(z, _central(z) + 16, b"\0\0\0\0"), "fails its CRC-32 check"),
+        # a flipped byte in the middle of the stored data
+        (lambda z: _patch(z, 100_000, bytes([z[100_000] ^ 1])), "CRC-32|corrupt"),
+        # the uncompressed size in the index (offset 24), one byte more and one less
+        (
+            lambda z: _patch(z, _central(z) + 24, (2_621_444).to_bytes(4, "little")),
+            "shorter than it says",
+        ),
+        (
+            lambda z: _patch(z, _central(z) + 24, (2_621_442).to_bytes(4, "little")),
+            "longer than it says",
+        ),
+        # the local header's name (offset 30) is not the index's
+        (lambda z: _patch(z, 30, b"X"), "in the index and in its header differ"),
+        # the local header's signature
+        (lambda z: _patch(z, 0, b"PK\x05\x06"), "no local header"),
+        # the encryption flag, in the local header (offset 6) and in the index (offset 8)
+        (lambda z: _patch(z, 6, b"\x01"), "encrypted"),
+        (lambda z: _patch(z, _central(z) + 8, b"\x01"), "encrypted"),
+    ],
+    ids=["crc", "flipped-byte", "size-short", "size-long", "name", "signature", "enc", "enc-idx"],
+)
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_a_zip_entry_must_be_what_the_index_says(staging, mangle, reason, method):
+    archive, _ = one_entry_zip(method)
+    with pytest.raises(ArchiveError, match=reason):
+        unpack(mangle(archive), staging, "zip")
+
+
+def test_a_deflated_zip_entry_cut_short_is_truncated(staging):
+    archive, _ = one_entry_zip()
+    central = _central(archive)
+    compressed = int.from_bytes(archive[central + 20 : central + 24], "little")
+    # the index claims half the compressed bytes: the deflate stream has no end
+    mangled = _patch(archive, central + 20, (compressed // 2).to_bytes(4, "little"))
+    with pytest.raises(ArchiveError, match="truncated"):
+        unpack(mangled, staging, "zip")
+
+
 @pytest.mark.parametrize("archive_format", ["tar.gz", "zip"])
 def test_decompression_bomb_is_stopped_by_the_ratio_limit(staging, archive_format):
     zeros = b"\0" * (64 * 1024 * 1024)
