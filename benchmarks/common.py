@@ -36,24 +36,33 @@ IGNORED_PUSH = {
 }
 
 
-def run_times(
-    runs: int, action: Callable[[], None], before: Callable[[], None] | None = None
-) -> list[float]:
-    """Seconds taken by each of `runs` calls of `action` (`before` runs untimed each time)."""
+def run_times(runs: int, action: Callable[[], None]) -> list[float]:
+    """Seconds taken by each of `runs` calls of `action`."""
     times = []
     for _ in range(runs):
-        if before is not None:
-            before()
         started = time.perf_counter()
         action()
         times.append(time.perf_counter() - started)
     return times
 
 
-def median_of(
-    runs: int, action: Callable[[], None], before: Callable[[], None] | None = None
-) -> float:
-    return statistics.median(run_times(runs, action, before))
+def median_of(runs: int, action: Callable[[], None]) -> float:
+    return statistics.median(run_times(runs, action))
+
+
+def interleaved_medians(
+    runs: int, actions: dict[str, Callable[[], None]], before: Callable[[], None]
+) -> dict[str, float]:
+    """Median seconds of each action, run in turns (one of each per round, `before` untimed
+    ahead of every run), so a slow spell of the machine falls on every method alike."""
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(runs):
+        for name, action in actions.items():
+            before()
+            started = time.perf_counter()
+            action()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(taken) for name, taken in times.items()}
 
 
 def recycle_memory(nbytes: int, directory: Path) -> None:

@@ -40,7 +40,7 @@ from backports import zstd
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from benchmarks.common import ROOT, Receiver, median_of, recycle_memory
+from benchmarks.common import ROOT, Receiver, interleaved_medians, recycle_memory
 from receiver.dev.tools import StorageEmulator
 
 SAMPLE = ROOT / "receiver" / "dev" / "sample" / "half_plus_two" / "00000123"
@@ -135,31 +135,28 @@ def measure(
     emulator_url: str,
     recycle: int | None,
 ) -> dict[str, float]:
-    """Median seconds of each method on the same archive (one object per receiver run).
-
-    With `recycle`, that many bytes of memory are written and freed before every run.
-    """
+    """Median seconds of each method on the same archive (one object per receiver run),
+    the methods taking turns. With `recycle`, that many bytes of memory are written and
+    freed before every run."""
     pending = iter(blobs)
     first = blobs[0]
     url = (
         f"{emulator_url}/download/storage/v1/b/{first.bucket.name}/o/"
         f"{first.name.replace('/', '%2F')}?alt=media"
     )
-    runs = len(blobs)
+    actions = {
+        "receiver": lambda: receiver.install(next(pending)),
+        "curl | tar": lambda: curl_then_unpack(url, archive_format),
+        "download-then-extract": lambda: download_then_extract(first, archive_format),
+    }
+    if KSERVE in METHODS and archive_format != "tar.zst":
+        actions[KSERVE] = lambda: kserve_download(first, emulator_url)
 
     def before() -> None:
         if recycle:
             recycle_memory(recycle, Path(_scratch()))
 
-    seconds = {
-        "receiver": median_of(runs, lambda: receiver.install(next(pending)), before),
-        "curl | tar": median_of(runs, lambda: curl_then_unpack(url, archive_format), before),
-        "download-then-extract": median_of(
-            runs, lambda: download_then_extract(first, archive_format), before
-        ),
-    }
-    if KSERVE in METHODS and archive_format != "tar.zst":
-        seconds[KSERVE] = median_of(runs, lambda: kserve_download(first, emulator_url), before)
+    seconds = interleaved_medians(len(blobs), actions, before)
     return seconds
 
 
