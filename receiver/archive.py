@@ -42,7 +42,7 @@ from receiver.unpacker import (
 
 __all__ = ["ArchiveError", "CorruptArchiveError", "Unpacker", "unpack_tar", "unpack_zip"]
 
-CHUNK_SIZE = 1024 * 1024
+CHUNK_SIZE = 512 * 1024
 MAX_HEADER_BYTES = 1024 * 1024
 _HEADER_TYPES = (
     tarfile.XHDTYPE,
@@ -239,14 +239,13 @@ class _ZipMember:
     def _next(self, size: int) -> bytes:
         if self._inflate is None:
             return self._take(size)
-        while True:
-            pending = self._inflate.unconsumed_tail
-            data = pending if pending else self._take(CHUNK_SIZE)
-            if not data or self._inflate.eof:
-                return b""
+        while not self._inflate.eof:
+            data = self._inflate.unconsumed_tail or self._take(CHUNK_SIZE)
+            # Called with no input too: ISA-L may hold output from input it has taken.
             out = bytes(self._inflate.decompress(data, size))
-            if out or self._inflate.eof:
+            if out or not data:
                 return out
+        return b""
 
     def _take(self, size: int) -> bytes:
         data = self._raw.read(min(size, self._left))

@@ -25,7 +25,7 @@ from isal import isal_zlib
 
 from receiver.unpacker import ByteBudget, CorruptArchiveError, Readable
 
-CHUNK_SIZE = 1024 * 1024
+CHUNK_SIZE = 512 * 1024
 
 
 class _Decompressor(Protocol):

@@ -24,7 +24,7 @@ import urllib3.exceptions
 
 from receiver.errors import TransientError
 
-READ_SIZE = 1024 * 1024
+READ_SIZE = 512 * 1024
 SLICE_ATTEMPTS = 3  # tries of one slice's bytes before the download (and the job) fails
 # (start, end exclusive) -> a streaming 206 response for exactly those bytes, or it raises
 RangedGet = Callable[[int, int], requests.Response]

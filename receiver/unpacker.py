@@ -28,7 +28,7 @@ from typing import IO, Protocol
 from receiver.config import Limits
 from receiver.errors import PermanentError, TransientError
 
-CHUNK_SIZE = 1024 * 1024
+CHUNK_SIZE = 512 * 1024
 # Below this many unpacked bytes the ratio is not checked: small archives of text
 # (a SavedModel's graph) compress well and are harmless whatever their ratio.
 RATIO_FLOOR_BYTES = 16 * 1024 * 1024

@@ -211,7 +211,7 @@ class Worker:
 def _return_freed_memory() -> None:
     """Hand the heap an install freed back to the system (glibc's `malloc_trim`).
 
-    An install passes gigabytes through 1 MiB buffers on several threads; glibc keeps
+    An install passes gigabytes through 512 KiB buffers on several threads; glibc keeps
     what each thread freed for reuse, and in a long-lived worker that grew the peak by a
     third over a few 1 GiB installs (docs/benchmarks.md). Elsewhere this does nothing."""
     trim = getattr(_LIBC, "malloc_trim", None)
