@@ -24,7 +24,7 @@ from prometheus_client import multiprocess  # noqa: E402
 
 from receiver.config import LOG_FORMATS, ServerSettings, Settings, check_model_dir  # noqa: E402
 from receiver.errors import ConfigError  # noqa: E402
-from receiver.logs import gunicorn_logconfig  # noqa: E402
+from receiver.logs import GunicornLogger, gunicorn_logconfig  # noqa: E402
 from receiver.runtime import prepare_host  # noqa: E402
 
 try:
@@ -52,9 +52,13 @@ timeout = _server.timeout
 graceful_timeout = _server.graceful_timeout
 
 # Logging: gunicorn's records and the receiver's, one line each on stderr, in the format
-# RECEIVER_LOG_FORMAT asks for (a bad value is reported by on_starting below).
-accesslog = "-"
+# RECEIVER_LOG_FORMAT asks for (a bad value is reported by on_starting below). No access
+# log unless asked for (GUNICORN_CMD_ARGS="--access-logfile -"): the receiver logs every
+# push with its outcome, the platform logs requests (Cloud Run, an ingress), and a line
+# per health probe is noise; formatting it was 14% of a push (docs/benchmarks.md).
+accesslog = None
 errorlog = "-"
+logger_class = GunicornLogger
 loglevel = _server.log_level
 _log_format = os.environ.get("RECEIVER_LOG_FORMAT", "auto").lower()
 logconfig_dict = gunicorn_logconfig(_log_format if _log_format in LOG_FORMATS else "auto")

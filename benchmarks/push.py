@@ -195,8 +195,6 @@ def main(seconds: int, burst: int, rate: float) -> str:
             "gunicorn",
             "-c",
             "gunicorn.conf.py",
-            "--access-logfile",
-            "/dev/null",
         ],
         {**env, "PORT": str(receiver_port), "RECEIVER_AUDIENCE": receiver_url},
         workdir / "receiver.log",

@@ -21,6 +21,8 @@ import types
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from gunicorn import glogging
+
 # Cloud Logging field names (https://cloud.google.com/logging/docs/structured-logging).
 TRACE_FIELD = "logging.googleapis.com/trace"
 SPAN_FIELD = "logging.googleapis.com/spanId"
@@ -124,6 +126,17 @@ def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> No
     handler.setFormatter(formatter_for(log_format))
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class GunicornLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn has no types
+    """gunicorn's logger, writing access lines only when an access log is asked for.
+
+    gunicorn turns its access log on whenever `logconfig_dict` is set, as it is here to
+    share our format; this keeps it to `--access-logfile` (or `accesslog`)."""
+
+    @property
+    def access_log_enabled(self) -> bool:
+        return bool(self.cfg.accesslog)
 
 
 def gunicorn_logconfig(log_format: str) -> dict[str, Any]:

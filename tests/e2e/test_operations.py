@@ -67,8 +67,19 @@ def test_every_log_line_is_json_with_job_and_trace_fields(gunicorn, bucket, toke
     assert isinstance(installed["generation"], int)
     push_line = next(e for e in entries if e["message"].startswith("push models/half_plus_two"))
     assert push_line["logging.googleapis.com/trace"] == trace
-    assert any(e["logger"] == "gunicorn.access" for e in entries)
+    assert not any(e["logger"] == "gunicorn.access" for e in entries)  # off unless asked
     assert any(e["severity"] == "WARNING" and "401" in e["message"] for e in entries)
+
+
+def test_the_access_log_comes_when_asked_for_in_the_same_format(gunicorn):
+    gunicorn.env["RECEIVER_LOG_FORMAT"] = "json"
+    gunicorn.env["GUNICORN_CMD_ARGS"] = "--access-logfile -"
+    gunicorn.start()
+    assert requests.get(f"{gunicorn.url}/healthz", timeout=10).status_code == 200
+    gunicorn.stop(signal.SIGTERM)
+    entries = [json.loads(line) for line in gunicorn.log().splitlines()]
+    access = [e for e in entries if e["logger"] == "gunicorn.access"]
+    assert any('"GET /healthz HTTP/1.1" 200' in e["message"] for e in access)
 
 
 def test_a_long_download_shows_its_progress(
