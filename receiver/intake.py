@@ -107,10 +107,13 @@ def settle(
     journal: Journal,
     timeout: float,
     serving: Callable[[], bool] = lambda: True,
+    wait: Callable[[float], None] = time.sleep,
 ) -> Outcome:
     """Wait for a job to end (RECEIVER_ACK=installed); 503 if it fails transiently or times out.
 
     A redelivery of the same push waits on the same job: it never starts a second download.
+    Between reads of the job, `wait(poll)`: the worker's `wait_for_news` returns as soon as
+    this process's worker records a job; a job run by another process is seen by polling.
     """
     deadline = time.monotonic() + timeout
     # Attempts already made when we started waiting; a transient failure after that is news.
@@ -134,4 +137,4 @@ def settle(
                 f"still {current.state.value} after {timeout:g}s; redeliver to wait on",
                 current,
             )
-        time.sleep(_SETTLE_POLL_SECONDS)
+        wait(_SETTLE_POLL_SECONDS)

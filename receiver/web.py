@@ -90,7 +90,13 @@ def push() -> tuple[Response, int]:
     if outcome.job is not None and not outcome.job.state.final:
         rt.worker.wake.set()
         if rt.settings.ack == "installed":
-            outcome = intake.settle(outcome.job, rt.journal, rt.settings.ack_timeout, rt.serving)
+            outcome = intake.settle(
+                outcome.job,
+                rt.journal,
+                rt.settings.ack_timeout,
+                rt.serving,
+                rt.worker.wait_for_news,
+            )
     log.info("push %s: %s (%s)", event.ref.name, outcome.outcome, outcome.reason)
     metrics.PUSHES.labels(format=event.delivery_format, outcome=outcome.outcome).inc()
     return jsonify(outcome.to_dict()), outcome.status

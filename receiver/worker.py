@@ -78,6 +78,9 @@ class Worker:
         self._forget_at = 0.0  # monotonic time of the next clean-up of old jobs
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.wake = threading.Event()
+        # Notified whenever a job this worker ran is recorded: a push waiting for its
+        # install (RECEIVER_ACK=installed) is answered then, not at its next poll.
+        self.changed = threading.Condition()
         self._stop = threading.Event()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
@@ -142,8 +145,15 @@ class Worker:
             try:
                 self.run_job(job)
             finally:
+                with self.changed:
+                    self.changed.notify_all()
                 _return_freed_memory()
         return True
+
+    def wait_for_news(self, timeout: float) -> None:
+        """Sleep until a job this worker ran is recorded, or for `timeout` s at most."""
+        with self.changed:
+            self.changed.wait(timeout)
 
     def run_job(self, job: Job, on_progress: Callable[[int], None] | None = None) -> None:
         """Install one claimed job and record its outcome (the CLI's `install` uses it too)."""

@@ -47,6 +47,17 @@ def test_a_pushed_archive_is_installed(runtime, bucket, push, settings, archive_
     assert not runtime.worker.run_once()  # nothing left to do
 
 
+def test_waiting_pushes_hear_when_the_worker_records_a_job(runtime, bucket, push):
+    """RECEIVER_ACK=installed: a push waiting on its job is woken when it is recorded."""
+    push(upload_model(bucket, 123))
+    with runtime.worker.changed:  # held, so the news cannot come before the wait
+        thread = threading.Thread(target=runtime.worker.run_once)
+        thread.start()
+        assert runtime.worker.changed.wait(timeout=120), "the worker never told its waiters"
+        assert only_job(runtime).state is JobState.INSTALLED
+    thread.join()
+
+
 def test_archive_without_a_top_level_dir(runtime, bucket, push, settings):
     blob = upload_model(bucket, 5, data=archive_directory(HALF_PLUS_TWO, "tar.gz"))
     push(blob)
