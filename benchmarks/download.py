@@ -3,7 +3,7 @@
     make bench     (or: PYTHONPATH=. .venv/bin/python benchmarks/download.py [SIZE_MB])
 
 Uploads SIZE_MB (default 500) of random bytes to fake-gcs-server, then times, each best
-of three: curl to /dev/null; the receiver's `Download` (1 MiB reads, crc32c checked);
+of three: curl to /dev/null; the receiver's `Download` (512 KiB reads, crc32c checked);
 the receiver's sliced read with its default slicing (ranged reads in parallel, in order,
 crc32c checked; here on loopback, where no single stream is capped, it shows the cost of
 slicing rather than its gain: benchmarks/sliced.py measures that); and
@@ -65,7 +65,7 @@ def main(size_mb: int) -> None:
 
         results = {
             "curl to /dev/null": best_of(3, curl),
-            "receiver `Download` (1 MiB reads, crc32c)": best_of(3, receiver_stream),
+            "receiver `Download` (512 KiB reads, crc32c)": best_of(3, receiver_stream),
             f"receiver sliced ({default.slices} x {default.slice_bytes >> 20} MiB, crc32c)": (
                 best_of(3, lambda: receiver_stream(sliced_store))
             ),
