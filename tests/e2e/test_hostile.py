@@ -1,7 +1,7 @@
 """The hostile corpus through real gunicorn: every job fails cleanly, memory stays flat.
 
 Writes test-artifacts/hostile-rss.md: each gunicorn worker's peak RSS (VmHWM) after each
-case, the table that docs/security-corpus.md quotes.
+case, the table that docs/hostile-corpus.md quotes.
 """
 
 from __future__ import annotations
