@@ -55,7 +55,7 @@ graceful_timeout = _server.graceful_timeout
 # RECEIVER_LOG_FORMAT asks for (a bad value is reported by on_starting below). No access
 # log unless asked for (GUNICORN_CMD_ARGS="--access-logfile -"): the receiver logs every
 # push with its outcome, the platform logs requests (Cloud Run, an ingress), and a line
-# per health probe is noise; formatting it was 14% of a push (docs/benchmarks.md).
+# per health probe is noise; formatting it was 15% of a push (docs/benchmarks.md).
 accesslog = None
 errorlog = "-"
 logger_class = GunicornLogger

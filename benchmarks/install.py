@@ -156,8 +156,7 @@ def measure(
         if recycle:
             recycle_memory(recycle, Path(_scratch()))
 
-    seconds = interleaved_medians(len(blobs), actions, before)
-    return seconds
+    return interleaved_medians(len(blobs), actions, before)
 
 
 def curl_then_unpack(url: str, archive_format: str) -> None:

@@ -32,6 +32,7 @@ from isal import isal_zlib
 from receiver import compression
 from receiver.config import Limits
 from receiver.unpacker import (
+    CHUNK_SIZE,
     MAX_SYMLINK_TARGET,
     ArchiveError,
     ByteBudget,
@@ -42,7 +43,6 @@ from receiver.unpacker import (
 
 __all__ = ["ArchiveError", "CorruptArchiveError", "Unpacker", "unpack_tar", "unpack_zip"]
 
-CHUNK_SIZE = 512 * 1024
 MAX_HEADER_BYTES = 1024 * 1024
 _HEADER_TYPES = (
     tarfile.XHDTYPE,
@@ -138,7 +138,7 @@ def unpack_zip(path: Path, root: Path, limits: Limits) -> None:
         EOFError,
         ValueError,
         zlib.error,
-        cast(type[Exception], isal_zlib.error),  # typed as an instance in isal's stubs
+        compression.ISAL_ERROR,
     ) as exc:
         raise CorruptArchiveError(f"corrupt zip archive: {exc}") from exc
     except OSError as exc:

@@ -23,9 +23,10 @@ from typing import Protocol, cast
 from backports import zstd
 from isal import isal_zlib
 
-from receiver.unpacker import ByteBudget, CorruptArchiveError, Readable
+from receiver.unpacker import CHUNK_SIZE, ByteBudget, CorruptArchiveError, Readable
 
-CHUNK_SIZE = 512 * 1024
+# typed as an instance in isal's stubs
+ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 
 
 class _Decompressor(Protocol):
@@ -72,7 +73,7 @@ _FORMATS: dict[bytes, tuple[str, Callable[[], _Decompressor]]] = {
 }
 _ERRORS: tuple[type[Exception], ...] = (
     zlib.error,
-    cast(type[Exception], isal_zlib.error),  # typed as an instance in isal's stubs
+    ISAL_ERROR,
     OSError,
     EOFError,
     lzma.LZMAError,

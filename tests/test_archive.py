@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from backports import zstd
 
-from receiver.archive import CHUNK_SIZE, ArchiveError, unpack_tar, unpack_zip
+from receiver.archive import ArchiveError, unpack_tar, unpack_zip
 from receiver.compression import decompressed
 from receiver.config import Limits
 from receiver.dev.tools import archive_directory
 from receiver.errors import PermanentError
 from receiver.servable import find_saved_model
-from receiver.unpacker import ByteBudget
+from receiver.unpacker import CHUNK_SIZE, ByteBudget
 from tests import hostile
 from tests.helpers import HALF_PLUS_TWO, PROJECT_ROOT, same_files
 
