@@ -47,7 +47,7 @@ def main(size_mb: int) -> None:
         blob = bucket.blob("models/m/1.tar")
         blob.upload_from_string(os.urandom(size_mb * 2**20), timeout=600)
         store = ObjectStore.from_environment()
-        sliced_store = ObjectStore.from_environment(slicing=Slicing(threshold=1))
+        sliced_store = ObjectStore.from_environment(slicing=Slicing(threshold=1, adaptive=False))
         url = store.media_url(bucket.name, blob.name, blob.generation)
 
         def curl() -> None:

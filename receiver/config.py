@@ -43,7 +43,11 @@ ENV: dict[str, tuple[str | None, str]] = {
     ),
     "RECEIVER_SLICED_DOWNLOAD_THRESHOLD": (
         str(_SLICED_FROM),
-        "objects at least this large are read in slices; 0 = never",
+        "objects at least this large may be read in slices; 0 = never",
+    ),
+    "RECEIVER_SLICING": (
+        "auto",
+        "`auto`: slice only if one stream keeps the unpacker waiting; `always`",
     ),
     "RECEIVER_ACK": ("queued", "`queued` (202 once journaled) or `installed` (answer when done)"),
     "RECEIVER_ACK_TIMEOUT": ("540", "longest wait in `installed` mode before a 503"),
@@ -71,6 +75,7 @@ _GUNICORN_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 _AUTH_MODES = ("google", "none")
 _ACK_MODES = ("queued", "installed")
+_SLICING_MODES = ("auto", "always")
 _DELETE_MODES = ("ignore", "remove")
 _UNWRAPPED_MODES = ("reject", "finalize")
 LOG_FORMATS = ("auto", "json", "text")
@@ -98,6 +103,8 @@ class Slicing:
     slices: int = _SLICES
     slice_bytes: int = _SLICE_BYTES
     threshold: int = _SLICED_FROM  # 0: never sliced
+    # True: begin as one stream, slice only if the reader waits on it (`storage.open`)
+    adaptive: bool = True
 
     @property
     def enabled(self) -> bool:
@@ -176,6 +183,7 @@ class Settings:
                 slices=env.integer("RECEIVER_DOWNLOAD_SLICES", minimum=1),
                 slice_bytes=env.integer("RECEIVER_SLICE_BYTES", minimum=64 * 1024),
                 threshold=env.integer("RECEIVER_SLICED_DOWNLOAD_THRESHOLD", minimum=0),
+                adaptive=env.choice("RECEIVER_SLICING", _SLICING_MODES) == "auto",
             ),
             ack=env.choice("RECEIVER_ACK", _ACK_MODES),
             ack_timeout=env.number("RECEIVER_ACK_TIMEOUT", minimum=1),

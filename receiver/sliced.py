@@ -1,12 +1,12 @@
 """Sliced downloads: one large object read as several ranged GETs at once, in order.
 
 On Cloud Storage one HTTP stream is usually the ceiling for a multi-gigabyte object
-(`gcloud storage cp` slices large downloads for this reason). Here the object is cut into
-slices of `slice_bytes`; `slices` threads fetch them with ranged GETs on the pinned
-generation, and the reader gets the bytes back in order, so the same streaming unpacker
-and the same whole-object crc32c (`ObjectStream`) apply. A thread takes the next slice
-only when fewer than `slices` are fetched but not yet read, so memory held is at most
-`slices × slice_bytes` however large the object is.
+(`gcloud storage cp` slices large downloads for this reason). Here the object, from byte
+`start` on, is cut into slices of `slice_bytes`; `slices` threads fetch them with ranged
+GETs on the pinned generation, and the reader gets the bytes back in order, so the same
+streaming unpacker and the same whole-object crc32c (`ObjectStream`) apply. A thread
+takes the next slice only when fewer than `slices` are fetched but not yet read, so
+memory held is at most `slices × slice_bytes` however large the object is.
 
 A slice whose connection breaks is asked again from the byte where it stopped (a few
 times); anything else ends the whole download with the same errors as one stream.
@@ -41,7 +41,7 @@ class _Slice:
 
 
 class SliceFetcher:
-    """The fetching half: threads filling slices; `next_chunk` hands them out in order."""
+    """The fetching half: threads filling slices; `read` hands their bytes out in order."""
 
     def __init__(
         self,
@@ -51,13 +51,18 @@ class SliceFetcher:
         slices: int,
         slice_bytes: int,
         first: requests.Response,
+        start: int = 0,
     ) -> None:
+        """`first` is a response already open at byte `start` (checked by the caller); it
+        becomes the first slice's, read to that slice's end however far it reaches."""
         self._request = request
         self._where = where
         self._parts = [
-            _Slice(start, min(start + slice_bytes, size)) for start in range(0, size, slice_bytes)
+            _Slice(offset, min(offset + slice_bytes, size))
+            for offset in range(start, size, slice_bytes)
         ]
-        self._parts[0].response = first  # opened by the caller, who checked its status
+        self._parts[0].response = first
+        self._pending = b""
         self._cond = threading.Condition()
         self._window = threading.Semaphore(slices)  # slices fetched or held, not yet read
         self._next_to_fetch = 0
@@ -71,8 +76,14 @@ class SliceFetcher:
         for thread in self._threads:
             thread.start()
 
-    def next_chunk(self) -> bytes:
-        """The next bytes of the object in order; b"" at its end."""
+    def read(self, amount: int) -> bytes:
+        """At most `amount` of the next bytes in order; b"" at the object's end."""
+        if not self._pending:
+            self._pending = self._next_chunk()
+        chunk, self._pending = self._pending[:amount], self._pending[amount:]
+        return chunk
+
+    def _next_chunk(self) -> bytes:
         with self._cond:
             while True:
                 if self._error is not None:

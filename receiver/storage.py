@@ -16,6 +16,8 @@ import base64
 import hashlib
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 from urllib.parse import quote
 
@@ -38,6 +40,8 @@ CHUNK_SIZE = 512 * 1024
 _READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 ONE_STREAM = Slicing(slices=1)  # tools and tests; the receiver passes its settings' own
+PROBE_SLICES = 2  # slices' worth read as one stream and timed before slicing is decided
+SLICE_WHEN_WAITING = 0.5  # share of that time spent waiting for bytes that calls for slices
 
 
 class ObjectStore:
@@ -106,44 +110,47 @@ class ObjectStore:
     def open(self, obj: ObjectRef) -> ObjectStream:
         """Start streaming exactly this generation; its checksums are checked at the end.
 
-        Objects of at least `slicing.threshold` bytes are read in parallel slices."""
+        Objects of at least `slicing.threshold` bytes may go on as parallel ranged reads
+        (`AdaptiveDownload`); the first request asks for every byte either way."""
         url = self.media_url(obj.bucket, obj.name, obj.generation)
         size = obj.size or 0
-        sliced = self._slicing.enabled and size >= self._slicing.threshold
-        first_slice = min(self._slicing.slice_bytes, size)
-        headers = {"Range": f"bytes=0-{first_slice - 1}"} if sliced else {}
-        response = self._get(url, headers)
-        if response.status_code == 200:
-            sliced = False  # a server that ignores ranges sends the whole object: use it
-        elif sliced:
+        may_slice = self._slicing.enabled and size >= self._slicing.threshold
+        response = self._get(url, {"Range": "bytes=0-"} if may_slice else {})
+        if response.status_code == 206:
             _check_range(response, 0, obj.url)
             # The generation's own length, should the event have carried a wrong size.
             total = response.headers["Content-Range"].rpartition("/")[2]
             size = int(total) if total.isdigit() else size
-        else:
+        elif response.status_code != 200:  # 200 to a range: a server without ranges
             response.close()
             _raise_for_status(response.status_code, obj.url)
         stored = _parse_goog_hash(response.headers.get("X-Goog-Hash", ""))
         crc32c = obj.crc32c or stored.get("crc32c")
         md5 = None if crc32c else (obj.md5 or stored.get("md5"))
-        if not sliced:
+        if response.status_code == 200:
             return Download(response, where=obj.url, crc32c=crc32c, md5=md5)
-        log.info(
-            "reading %s (%d bytes) as ranged reads of %d bytes, %d at a time",
-            obj.url,
-            size,
-            self._slicing.slice_bytes,
-            self._slicing.slices,
-        )
-        fetcher = SliceFetcher(
-            lambda start, end: self._ranged_get(url, obj.url, start, end),
-            where=obj.url,
-            size=size,
-            slices=self._slicing.slices,
-            slice_bytes=self._slicing.slice_bytes,
-            first=response,
-        )
-        return SlicedDownload(fetcher, where=obj.url, size=size, crc32c=crc32c, md5=md5)
+
+        def slices_from(start: int, first: requests.Response) -> SliceFetcher:
+            log.info(
+                "reading %s from byte %d of %d as ranged reads of %d bytes, %d at a time",
+                obj.url,
+                start,
+                size,
+                self._slicing.slice_bytes,
+                self._slicing.slices,
+            )
+            return SliceFetcher(
+                lambda begin, end: self._ranged_get(url, obj.url, begin, end),
+                where=obj.url,
+                size=size,
+                slices=self._slicing.slices,
+                slice_bytes=self._slicing.slice_bytes,
+                first=first,
+                start=start,
+            )
+
+        probe_bytes = PROBE_SLICES * self._slicing.slice_bytes if self._slicing.adaptive else 0
+        return AdaptiveDownload(response, obj.url, size, crc32c, md5, probe_bytes, slices_from)
 
     def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
         try:
@@ -251,6 +258,11 @@ class ObjectStream:
                     f"{self.where}: md5 mismatch (expected {self._expected_md5}, got {actual})"
                 )
 
+    @property
+    def sliced(self) -> bool:
+        """Whether the bytes come, or go on to come, as parallel ranged reads."""
+        return False
+
     def close(self) -> None:
         pass
 
@@ -284,21 +296,68 @@ class Download(ObjectStream):
         self._response.close()
 
 
-class SlicedDownload(ObjectStream):
-    """The object's bytes in order, fetched as parallel ranged reads (`receiver.sliced`)."""
+class AdaptiveDownload(Download):
+    """A large object: one stream, going on in slices if the network is what holds it up.
+
+    The reads of the first `probe_bytes` are timed. If the reader spent at least
+    `SLICE_WHEN_WAITING` of that time waiting for bytes, the network is the bottleneck
+    and parallel ranged reads can help: the rest is fetched in slices, the open response
+    becoming the first. Otherwise the one stream goes on, with no threads and no
+    read-ahead: on a fast network slices only cost CPU and memory. `probe_bytes` 0
+    slices from the first byte."""
 
     def __init__(
-        self, fetcher: SliceFetcher, where: str, size: int, crc32c: str | None, md5: str | None
+        self,
+        response: requests.Response,
+        where: str,
+        size: int,
+        crc32c: str | None,
+        md5: str | None,
+        probe_bytes: int,
+        slices_from: Callable[[int, requests.Response], SliceFetcher],
     ) -> None:
-        super().__init__(where, size, crc32c, md5)
-        self._fetcher = fetcher
-        self._pending = b""
+        super().__init__(response, where, crc32c, md5)
+        self.size = self._total = size
+        self._probe_bytes = probe_bytes
+        self._slices_from = slices_from
+        self._fetcher: SliceFetcher | None = None
+        self._probe_started: float | None = None
+        self._waited = 0.0
+        self.waiting_share: float | None = None  # of the probe's time; None until measured
+        if probe_bytes == 0:
+            self._fetcher = slices_from(0, response)
+
+    @property
+    def sliced(self) -> bool:
+        return self._fetcher is not None
 
     def _next(self, amount: int) -> bytes:
-        if not self._pending:
-            self._pending = self._fetcher.next_chunk()
-        chunk, self._pending = self._pending[:amount], self._pending[amount:]
+        if self._fetcher is not None:
+            return self._fetcher.read(amount)
+        started = time.perf_counter()
+        chunk = super()._next(amount)
+        if self.waiting_share is None:
+            self._probe_started = self._probe_started or started
+            self._waited += time.perf_counter() - started
+            reached = self.bytes_read + len(chunk)
+            if reached >= self._probe_bytes and chunk:
+                self._decide(reached)
         return chunk
 
+    def _decide(self, reached: int) -> None:
+        elapsed = time.perf_counter() - (self._probe_started or 0.0)
+        self.waiting_share = self._waited / elapsed if elapsed > 0 else 0.0
+        if self.waiting_share >= SLICE_WHEN_WAITING and reached < self._total:
+            self._fetcher = self._slices_from(reached, self._response)
+        else:
+            log.info(
+                "reading %s in one stream: it kept the reader waiting %.0f%% of its first %d bytes",
+                self.where,
+                100 * self.waiting_share,
+                reached,
+            )
+
     def close(self) -> None:
-        self._fetcher.close()
+        if self._fetcher is not None:
+            self._fetcher.close()
+        super().close()

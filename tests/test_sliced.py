@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import tracemalloc
 
 import pytest
@@ -16,18 +17,19 @@ import pytest
 from receiver.config import Slicing
 from receiver.errors import PermanentError, TransientError
 from receiver.objectref import ObjectRef
-from receiver.storage import Download, ObjectStore, SlicedDownload
+from receiver.storage import ObjectStore
 
 SLICE = 256 * 1024
 
 
 @pytest.fixture
 def proxied_store(fault_proxy, monkeypatch):
-    """A store reading in slices of 256 KiB, 4 at a time, through the fault proxy."""
+    """A store reading in slices of 256 KiB, 4 at a time, through the fault proxy; from
+    the first byte, unless `adaptive` (the default setting) asks it to time one stream first."""
 
-    def make(slices: int = 4, threshold: int = 1) -> ObjectStore:
+    def make(slices: int = 4, threshold: int = 1, adaptive: bool = False) -> ObjectStore:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", fault_proxy.url)
-        slicing = Slicing(slices=slices, slice_bytes=SLICE, threshold=threshold)
+        slicing = Slicing(slices=slices, slice_bytes=SLICE, threshold=threshold, adaptive=adaptive)
         return ObjectStore.from_environment(read_timeout=5, slicing=slicing)
 
     return make
@@ -52,7 +54,7 @@ def test_a_large_object_arrives_whole_and_in_order_from_many_ranged_reads(
 ):
     obj, data = upload(bucket, 20 * SLICE + 17)
     with proxied_store().open(obj) as download:
-        assert isinstance(download, SlicedDownload)
+        assert download.sliced
         assert read_all(download) == data
         download.verify()
     assert fault_proxy.downloads == 21  # one ranged GET per slice, the short last one too
@@ -61,16 +63,19 @@ def test_a_large_object_arrives_whole_and_in_order_from_many_ranged_reads(
 def test_objects_below_the_threshold_are_one_stream(proxied_store, fault_proxy, bucket):
     obj, data = upload(bucket, 3 * SLICE)
     with proxied_store(threshold=4 * SLICE).open(obj) as download:
-        assert isinstance(download, Download)
+        assert not download.sliced
         assert read_all(download) == data
     assert fault_proxy.downloads == 1
 
 
-def test_memory_held_is_bounded_by_slices_times_slice_size(proxied_store, bucket):
+def test_memory_held_is_bounded_by_slices_times_slice_size(bucket):
     obj, data = upload(bucket, 64 * SLICE)  # 16 MiB through a window of 4 x 256 KiB
+    # Straight to the emulator: the fault proxy, in this process, holds whole responses.
+    slicing = Slicing(slices=4, slice_bytes=SLICE, threshold=1, adaptive=False)
+    store = ObjectStore.from_environment(read_timeout=5, slicing=slicing)
     tracemalloc.start()
     try:
-        with proxied_store(slices=4).open(obj) as download:
+        with store.open(obj) as download:
             total = 0
             while chunk := download.read(64 * 1024):
                 total += len(chunk)
@@ -124,7 +129,7 @@ def test_a_server_that_ignores_ranges_is_read_as_one_stream(proxied_store, fault
     obj, data = upload(bucket, 8 * SLICE)
     fault_proxy.ignore_ranges = True
     with proxied_store().open(obj) as download:
-        assert isinstance(download, Download)
+        assert not download.sliced
         assert read_all(download) == data
         download.verify()
 
@@ -142,3 +147,39 @@ def test_the_generation_s_own_length_wins_over_a_wrong_size_in_the_event(proxied
     with proxied_store().open(told_wrong) as download:
         assert read_all(download) == data
         download.verify()
+
+
+def read_slowly(download) -> bytes:
+    """A reader far slower than the loopback network: about 10 ms per 100 kB."""
+    chunks = []
+    while chunk := download.read(100_000):
+        chunks.append(chunk)
+        time.sleep(0.01)
+    return b"".join(chunks)
+
+
+def test_auto_keeps_one_stream_when_the_reader_not_the_network_is_slow(
+    proxied_store, fault_proxy, bucket
+):
+    obj, data = upload(bucket, 12 * SLICE)  # past the two slices the stream is timed over
+    with proxied_store(adaptive=True).open(obj) as download:
+        assert read_slowly(download) == data
+        download.verify()
+        assert not download.sliced
+        assert download.waiting_share is not None and download.waiting_share < 0.5
+    assert fault_proxy.downloads == 1
+    assert not [t for t in threading.enumerate() if t.name.startswith("slice-")]
+
+
+def test_auto_slices_the_rest_when_the_network_keeps_the_reader_waiting(
+    proxied_store, fault_proxy, bucket
+):
+    obj, data = upload(bucket, 12 * SLICE)
+    fault_proxy.throttle = 4 * 2**20  # bytes/s for each download: the network is the bottleneck
+    with proxied_store(adaptive=True).open(obj) as download:
+        assert read_all(download) == data
+        download.verify()
+        assert download.sliced
+        assert download.waiting_share is not None and download.waiting_share >= 0.5
+    # The first response went on as the first slice, from byte 2 x 256 KiB: 10 more slices.
+    assert fault_proxy.downloads == 1 + 9

@@ -283,6 +283,7 @@ def test_a_large_object_installs_through_parallel_slices_one_of_them_broken(
         RECEIVER_ACK="installed",
         RECEIVER_SLICE_BYTES=str(2**20),
         RECEIVER_SLICED_DOWNLOAD_THRESHOLD=str(2**20),
+        RECEIVER_SLICING="always",
     )
     proxied.start()
     wait_for(lambda: requests.get(f"{proxied.url}/readyz", timeout=5).ok, what="first sync")
