@@ -17,7 +17,7 @@ import pytest
 from receiver.config import Slicing
 from receiver.errors import PermanentError, TransientError
 from receiver.objectref import ObjectRef
-from receiver.storage import ObjectStore
+from receiver.storage import ObjectStore, worth_slicing
 
 SLICE = 256 * 1024
 
@@ -183,3 +183,18 @@ def test_auto_slices_the_rest_when_the_network_keeps_the_reader_waiting(
         assert download.waiting_share is not None and download.waiting_share >= 0.5
     # The first response went on as the first slice, from byte 2 x 256 KiB: 10 more slices.
     assert fault_proxy.downloads == 1 + 9
+
+
+@pytest.mark.parametrize(
+    ("waited", "elapsed", "received", "worth_it"),
+    [
+        (0.9, 1.0, 50 * 2**20, True),  # 50 MiB/s, reader idle 90%: the connection is the limit
+        (0.2, 1.0, 50 * 2**20, False),  # the reader is busy: more bytes would only queue
+        (0.9, 1.0, 2 * 2**30, False),  # 2 GiB/s waited for: the machine is the limit
+        (0.6, 1.0, 400 * 2**20, False),  # 670 MiB/s while waited for: so is it here
+    ],
+)
+def test_slicing_is_worth_it_only_for_a_slow_connection_and_a_waiting_reader(
+    waited, elapsed, received, worth_it
+):
+    assert worth_slicing(waited, elapsed, received) is worth_it
