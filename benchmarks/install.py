@@ -103,7 +103,8 @@ def run(
     version = 0
     try:
         for size in sizes:
-            receiver = Receiver(emulator.url, bucket.name, Path(tempfile.mkdtemp(prefix="bench-")))
+            workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+            receiver = Receiver(emulator.url, bucket.name, workdir)
             try:
                 for archive_format in formats:
                     data = model_archive(size, archive_format)
@@ -122,6 +123,7 @@ def run(
                     print(f"{size} MiB {archive_format}: {seconds}", flush=True)
             finally:
                 receiver.stop()
+                shutil.rmtree(workdir, ignore_errors=True)  # the receiver keeps its newest
     finally:
         emulator.stop()
     write_report(results, runs, out)
