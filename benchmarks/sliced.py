@@ -9,7 +9,9 @@ as large as the model) is installed by:
 
 * the receiver with RECEIVER_DOWNLOAD_SLICES=N for each N of --slices (1 = one stream),
   timed from a real push to its `installed` answer (RECEIVER_ACK=installed), a fresh
-  gunicorn for every run;
+  gunicorn for every run; slicing is left to decide as by default (RECEIVER_SLICING=auto:
+  the first two slices' worth is read as one stream, then the capped connection makes it
+  slice);
 * curl | tar: one stream, unpacked as it arrives (the single-stream limit);
 * parallel curl, then tar: N `curl -r` ranged downloads at once into N files, then
   `cat` of the parts into `tar -xz` (how one would slice by hand).
