@@ -19,7 +19,7 @@ import re
 import sys
 import types
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from gunicorn import glogging
 
@@ -55,12 +55,17 @@ def unbind(token: contextvars.Token[Mapping[str, object]]) -> None:
     _context.reset(token)
 
 
-def trace_fields(headers: dict[str, str]) -> dict[str, object]:
-    """Cloud Logging trace fields from X-Cloud-Trace-Context or W3C traceparent headers."""
-    lowered = {key.lower(): value for key, value in headers.items()}
+class _Headers(Protocol):
+    def get(self, key: str, default: str) -> str: ...
+
+
+def trace_fields(headers: _Headers) -> dict[str, object]:
+    """Cloud Logging trace fields from X-Cloud-Trace-Context or W3C traceparent headers.
+
+    `headers` is looked up by those two names: a request's (case-insensitive) headers."""
     match = _CLOUD_TRACE_RE.match(
-        lowered.get("x-cloud-trace-context", "")
-    ) or _TRACEPARENT_RE.match(lowered.get("traceparent", ""))
+        headers.get("X-Cloud-Trace-Context", "")
+    ) or _TRACEPARENT_RE.match(headers.get("traceparent", ""))
     if not match:
         return {}
     # GOOGLE_CLOUD_PROJECT is Google's own variable; with it the trace links in the console.

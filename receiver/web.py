@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _enter_request_log_context() -> None:
-    g.log_token = logs.bind(**logs.trace_fields(dict(request.headers.items())))
+    fields = logs.trace_fields(request.headers)
+    g.log_token = logs.bind(**fields) if fields else None
 
 
 def _leave_request_log_context(_: BaseException | None) -> None:
@@ -82,9 +83,7 @@ def push() -> tuple[Response, int]:
     if rt.verifier is not None:
         rt.verifier.verify(request.headers.get("Authorization"))
     event = events.parse_delivery(
-        request.get_data(),
-        dict(request.headers.items()),
-        rt.settings.unwrapped_without_metadata,
+        request.get_data(), dict(request.headers.items()), rt.settings.unwrapped_without_metadata
     )
     outcome = intake.accept(event, rt.settings, rt.journal)
     if outcome.job is not None and not outcome.job.state.final:
