@@ -24,7 +24,7 @@ from prometheus_client import multiprocess  # noqa: E402
 
 from receiver.config import LOG_FORMATS, ServerSettings, Settings, check_model_dir  # noqa: E402
 from receiver.errors import ConfigError  # noqa: E402
-from receiver.logs import GunicornLogger, gunicorn_logconfig  # noqa: E402
+from receiver.logs import GunicornLogger, gunicorn_logconfig, lean_records  # noqa: E402
 from receiver.runtime import prepare_host  # noqa: E402
 
 try:
@@ -62,6 +62,7 @@ logger_class = GunicornLogger
 loglevel = _server.log_level
 _log_format = os.environ.get("RECEIVER_LOG_FORMAT", "auto").lower()
 logconfig_dict = gunicorn_logconfig(_log_format if _log_format in LOG_FORMATS else "auto")
+lean_records()  # in the master, so in every worker forked from it
 
 
 def on_starting(server: Any) -> None:

@@ -3,10 +3,13 @@
     PYTHONPATH=. .venv/bin/python benchmarks/push.py --seconds 10 --burst 10000
 
 wrk (Debian's package) sends signed pushes for an object outside the prefix (answered
-`ignored`, so only the request path is measured) to each server, both under gunicorn
+`ignored`, so only the request path is measured) to each server, all under gunicorn
 with the receiver's default settings (workers, threads, gthread), certificates
-served from a local endpoint with Cache-Control. Then a burst of --burst pushes as fast
-as wrk sends them to the receiver, after which its journal must hold no job. Last, a
+served from a local endpoint with Cache-Control: the receiver, the baseline
+(push_baseline.py) and an empty Flask route (push_ceiling.py, what Flask and gunicorn
+cost on their own), --rounds times each in turns, with the servers' CPU per request.
+Then a burst of --burst pushes as fast as wrk sends them to the receiver, after which
+its journal must hold no job. Last, a
 fixed-rate run (--rate pushes/s for --seconds, `fixed_rate` below: wrk only sends as fast
 as it can, and wrk2 is not packaged) for the latency at a steady, realistic load.
 """
@@ -68,8 +71,8 @@ def start(command: list[str], env: dict[str, str], log: Path, url: str) -> subpr
     return process
 
 
-def wrk_script(workdir: Path, token: str) -> Path:
-    script = workdir / "push.lua"
+def wrk_script(workdir: Path, token: str, name: str = "push") -> Path:
+    script = workdir / f"{name}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(json.dumps(IGNORED_PUSH))}\n"
@@ -178,78 +181,121 @@ def push_env(workdir: Path, certs_url: str) -> dict[str, str]:
     }
 
 
-def main(seconds: int, burst: int, rate: float) -> str:
+def server_cpu_seconds(master: int) -> float:
+    """CPU time (user + system) used so far by a gunicorn master and its workers."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    total = 0
+    for pid in [str(master), *children]:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measured(url: str, script: Path, seconds: int, master: int) -> dict[str, float]:
+    """One wrk run, with the server's CPU time per request it answered."""
+    before = server_cpu_seconds(master)
+    result = wrk(url, script, seconds)
+    result["cpu_us"] = 1e6 * (server_cpu_seconds(master) - before) / max(result["requests"], 1)
+    return result
+
+
+def main(seconds: int, burst: int, rate: float, rounds: int) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="push-bench-"))
     signer = DevSigner.create(workdir / "keys")
     certs = serve_certs(signer.certs_path)
     certs_url = f"http://127.0.0.1:{certs.server_port}/certs"
     server = ServerSettings.from_env({})  # the receiver's default workers and threads
-    receiver_port, baseline_port = free_port(), free_port()
-    receiver_url = f"http://127.0.0.1:{receiver_port}/"
-    baseline_url = f"http://127.0.0.1:{baseline_port}/"
     env = {**push_env(workdir, certs_url), "GUNICORN_LOG_LEVEL": "warning"}
-    receiver = start(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-        ],
-        {**env, "PORT": str(receiver_port), "RECEIVER_AUDIENCE": receiver_url},
-        workdir / "receiver.log",
-        f"{receiver_url}healthz",
-    )
-    empty_config = workdir / "baseline.conf.py"  # or gunicorn reads ./gunicorn.conf.py
+    empty_config = workdir / "empty.conf.py"  # or gunicorn reads ./gunicorn.conf.py
     empty_config.write_text("")
-    baseline = start(
-        [
+    servers: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+
+    def serve(name: str, command: list[str], port: int) -> None:
+        url = f"http://127.0.0.1:{port}/"
+        log = workdir / f"{name.split()[0]}.log"
+        process = start(command, {**env, "PORT": str(port), "RECEIVER_AUDIENCE": url}, log, url)
+        servers[name] = (url, process)
+
+    def same_settings(app: str, port: int) -> list[str]:
+        return [
             sys.executable, "-m", "gunicorn", "-c", str(empty_config),
             "-w", str(server.workers), "--threads", str(server.threads), "-k", "gthread",
-            "-b", f"127.0.0.1:{baseline_port}", "benchmarks.push_baseline:app",
-        ],
-        {**env, "RECEIVER_AUDIENCE": baseline_url},
-        workdir / "baseline.log",
-        baseline_url,
-    )  # fmt: skip
+            "-b", f"127.0.0.1:{port}", app,
+        ]  # fmt: skip
+
     try:
-        results = {
-            "receiver": wrk(receiver_url, wrk_script(workdir, signer.mint(receiver_url)), seconds),
-            "baseline (verify_token per request)": wrk(
-                baseline_url, wrk_script(workdir, signer.mint(baseline_url)), seconds
-            ),
+        port = free_port()
+        serve(RECEIVER, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], port)
+        port = free_port()
+        serve(BASELINE, same_settings("benchmarks.push_baseline:app", port), port)
+        port = free_port()
+        serve(CEILING, same_settings("benchmarks.push_ceiling:app", port), port)
+        scripts = {
+            name: wrk_script(workdir, signer.mint(url), name.split()[0])
+            for name, (url, _) in servers.items()
         }
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+        for _ in range(rounds):  # in turns, so a slow spell of the machine falls on all
+            for name, (url, process) in servers.items():
+                runs[name].append(measured(url, scripts[name], seconds, process.pid))
+        receiver_url = servers[RECEIVER][0]
         # wrk runs for a duration: long enough for `burst` pushes at the measured rate.
-        measured = results["receiver"]["requests_per_second"]
+        rps = statistics.median(r["requests_per_second"] for r in runs[RECEIVER])
         burst_run = wrk(
             receiver_url,
-            wrk_script(workdir, signer.mint(receiver_url)),
-            seconds=max(2, int(burst / max(measured, 1) * 1.3) + 1),
+            scripts[RECEIVER],
+            seconds=max(2, int(burst / max(rps, 1) * 1.3) + 1),
             connections=64,
         )
         jobs = requests.get(f"{receiver_url}status", timeout=10).json()["jobs"]
         steady = fixed_rate(receiver_url, signer.mint(receiver_url), rate, seconds)
     finally:
-        for process in (receiver, baseline):
+        for _, process in servers.values():
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=60)
         certs.shutdown()
-    lines = [
-        "| server | requests/s | p50 | p99 | non-2xx |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['requests_per_second']:.0f} | {r['p50_ms']:.1f} ms "
-            f"| {r['p99_ms']:.1f} ms | {r['errors']:.0f} |"
+    return report(runs, rounds, seconds, burst_run, jobs, steady, rate)
+
+
+RECEIVER = "receiver"
+BASELINE = "baseline (verify_token per request)"
+CEILING = "empty Flask route (parses the body, answers 204)"
+
+
+def report(
+    runs: dict[str, list[dict[str, float]]],
+    rounds: int,
+    seconds: int,
+    burst_run: dict[str, float],
+    jobs: dict[str, int],
+    steady: dict[str, float],
+    rate: float,
+) -> str:
+    def median(name: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[name])
+
+    def ratio(name: str) -> float:  # to the baseline of the same round, median of rounds
+        pairs = zip(runs[name], runs[BASELINE], strict=True)
+        return statistics.median(
+            r["requests_per_second"] / max(b["requests_per_second"], 1) for r, b in pairs
         )
-    ratio = results["receiver"]["requests_per_second"] / max(
-        results["baseline (verify_token per request)"]["requests_per_second"], 1
-    )
+
+    lines = [
+        "| server | requests/s | vs baseline | server CPU per request | p50 | p99 | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in runs:
+        errors = sum(run["errors"] + run["socket_errors"] for run in runs[name])
+        lines.append(
+            f"| {name} | {median(name, 'requests_per_second'):.0f} | {ratio(name):.1f}x "
+            f"| {median(name, 'cpu_us'):.0f} µs | {median(name, 'p50_ms'):.1f} ms "
+            f"| {median(name, 'p99_ms'):.1f} ms | {errors:.0f} |"
+        )
     return (
-        f"{seconds} s of wrk, 2 threads, 16 connections, per server.\n\n"
+        f"{rounds} rounds of {seconds} s of wrk per server (2 threads, 16 connections), the "
+        "servers in turns; medians of the rounds, each ratio taken within its round.\n\n"
         + "\n".join(lines)
-        + f"\n\nReceiver throughput: {ratio:.1f}x the baseline's.\n\n"
+        + f"\n\nReceiver throughput: {ratio(RECEIVER):.1f}x the baseline's.\n\n"
         f"Burst: {burst_run['requests']:.0f} pushes at {burst_run['requests_per_second']:.0f}/s "
         f"over 64 connections, {burst_run['errors']:.0f} not answered 2xx, "
         f"p99 {burst_run['p99_ms']:.1f} ms; jobs in the journal afterwards: "
@@ -266,5 +312,6 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--burst", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=500, help="pushes/s of the fixed-rate run")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per server, in turns")
     arguments = parser.parse_args()
-    print(main(arguments.seconds, arguments.burst, arguments.rate))
+    print(main(arguments.seconds, arguments.burst, arguments.rate, arguments.rounds))
