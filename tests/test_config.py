@@ -34,6 +34,12 @@ def test_large_objects_are_sliced_by_default_and_slicing_can_be_switched_off():
         assert not Settings.from_env({**MINIMAL, **off}).slicing.enabled
 
 
+def test_slicing_is_decided_by_measurement_unless_asked_always():
+    assert Settings.from_env(MINIMAL).slicing.adaptive
+    always = Settings.from_env({**MINIMAL, "RECEIVER_SLICING": "always"})
+    assert always.slicing.enabled and not always.slicing.adaptive
+
+
 def test_bucket_without_prefix():
     settings = Settings.from_env({**MINIMAL, "RECEIVER_SOURCE": "gs://my-bucket"})
     assert (settings.bucket, settings.prefix) == ("my-bucket", "")
@@ -54,6 +60,7 @@ def test_bucket_without_prefix():
         ({"RECEIVER_DOWNLOAD_SLICES": "0"}, "RECEIVER_DOWNLOAD_SLICES"),
         ({"RECEIVER_SLICE_BYTES": "1024"}, "RECEIVER_SLICE_BYTES"),
         ({"RECEIVER_SLICED_DOWNLOAD_THRESHOLD": "big"}, "RECEIVER_SLICED_DOWNLOAD_THRESHOLD"),
+        ({"RECEIVER_SLICING": "sometimes"}, "RECEIVER_SLICING"),
     ],
 )
 def test_bad_values_name_the_variable(overrides, variable):
