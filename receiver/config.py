@@ -47,7 +47,7 @@ ENV: dict[str, tuple[str | None, str]] = {
     ),
     "RECEIVER_SLICING": (
         "auto",
-        "`auto`: slice only if one stream keeps the unpacker waiting; `always`",
+        "`auto`: slice only if one slow stream keeps the unpacker waiting; `always`",
     ),
     "RECEIVER_ACK": ("queued", "`queued` (202 once journaled) or `installed` (answer when done)"),
     "RECEIVER_ACK_TIMEOUT": ("540", "longest wait in `installed` mode before a 503"),
