@@ -94,6 +94,11 @@ def wait_until_up(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"nothing answered {url} within {timeout:g}s")
 
 
+def worker_pids(master: int) -> list[str]:
+    """The processes a gunicorn master has forked (its workers)."""
+    return Path(f"/proc/{master}/task/{master}/children").read_text().split()
+
+
 class Receiver:
     """A real gunicorn receiver (RECEIVER_ACK=installed) on `storage_url`, with a dev key."""
 
@@ -145,10 +150,8 @@ class Receiver:
             raise SystemExit(f"receiver did not install {blob.name}: {outcome}")
 
     def peak_rss_mib(self) -> int:
-        pid = self.process.pid
-        workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         peaks = []
-        for worker in workers:
+        for worker in worker_pids(self.process.pid):
             for line in Path(f"/proc/{worker}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     peaks.append(int(line.split()[1]) // 1024)

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from benchmarks.common import IGNORED_PUSH, wait_until_up
+from benchmarks.common import IGNORED_PUSH, wait_until_up, worker_pids
 from receiver.config import ServerSettings
 from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import free_port
@@ -183,9 +183,8 @@ def push_env(workdir: Path, certs_url: str) -> dict[str, str]:
 
 def server_cpu_seconds(master: int) -> float:
     """CPU time (user + system) used so far by a gunicorn master and its workers."""
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     total = 0
-    for pid in [str(master), *children]:
+    for pid in [str(master), *worker_pids(master)]:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
     return total / os.sysconf("SC_CLK_TCK")

@@ -32,11 +32,11 @@ from google.cloud import storage
 from receiver.config import Slicing
 from receiver.errors import PermanentError, TransientError
 from receiver.objectref import ObjectRef
-from receiver.sliced import SliceFetcher
+from receiver.sliced import READ_SIZE, SliceFetcher
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 512 * 1024
+CHUNK_SIZE = READ_SIZE  # one read size for one stream and for slices
 _READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 ONE_STREAM = Slicing(slices=1)  # tools and tests; the receiver passes its settings' own
@@ -330,7 +330,7 @@ class AdaptiveDownload(Download):
         slices_from: Callable[[int, requests.Response], SliceFetcher],
     ) -> None:
         super().__init__(response, where, crc32c, md5)
-        self.size = self._total = size
+        self.size = size
         self._probe_bytes = probe_bytes
         self._slices_from = slices_from
         self._fetcher: SliceFetcher | None = None
@@ -360,7 +360,7 @@ class AdaptiveDownload(Download):
     def _decide(self, reached: int) -> None:
         elapsed = max(time.perf_counter() - (self._probe_started or 0.0), 1e-9)
         self.waiting_share = self._waited / elapsed
-        slicing = worth_slicing(self._waited, elapsed, reached) and reached < self._total
+        slicing = worth_slicing(self._waited, elapsed, reached) and reached < (self.size or 0)
         log.info(
             "%s: its first %d bytes took %.3f s, %.0f%% of it waiting for them (%d MB/s "
             "while waited for): %s",
