@@ -43,10 +43,9 @@ STAGES = {
 def main(seconds: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="profile-push-"))
     signer = DevSigner.create(workdir / "keys")
-    certs = serve_certs(signer.certs_path)
+    certs, certs_url = serve_certs(signer.certs_path)
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    certs_url = f"http://127.0.0.1:{certs.server_port}/certs"
     env = {**push_env(workdir, certs_url), "PORT": str(port), "RECEIVER_AUDIENCE": url}
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
     receiver = start(command, env, workdir / "receiver.log", f"{url}healthz")

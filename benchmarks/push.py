@@ -4,10 +4,13 @@
 
 wrk (Debian's package) sends signed pushes for an object outside the prefix (answered
 `ignored`, so only the request path is measured) to each server, all under gunicorn
-with the receiver's default settings (workers, threads, gthread), certificates
-served from a local endpoint with Cache-Control: the receiver, the baseline
-(push_baseline.py) and an empty Flask route (push_ceiling.py, what Flask and gunicorn
-cost on their own), --rounds times each in turns, with the servers' CPU per request.
+with the receiver's default settings (workers, threads, gthread), certificates served
+with Cache-Control from a local HTTPS endpoint (a self-signed certificate made for the
+run, trusted through REQUESTS_CA_BUNDLE), as Google serves them: the receiver; the
+baseline (push_baseline.py: Google's push sample, a new transport per push); the
+baseline of earlier rounds (one shared transport, certificates over plain HTTP); and an
+empty Flask route (push_ceiling.py, what Flask and gunicorn cost on their own),
+--rounds times each in turns, with the servers' CPU per request.
 Then a burst of --burst pushes as fast as wrk sends them to the receiver, after which
 its journal must hold no job. Last, a
 fixed-rate run (--rate pushes/s for --seconds, `fixed_rate` below: wrk only sends as fast
@@ -17,12 +20,15 @@ as it can, and wrk2 is not packaged) for the latency at a steady, realistic load
 from __future__ import annotations
 
 import argparse
+import datetime
 import http.client
 import http.server
+import ipaddress
 import json
 import os
 import re
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -33,6 +39,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from benchmarks.common import IGNORED_PUSH, wait_until_up, worker_pids
 from receiver.config import ServerSettings
@@ -40,9 +50,49 @@ from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
-def serve_certs(path: Path) -> http.server.ThreadingHTTPServer:
+def tls_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, for the local certs endpoint."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certificate_path, key_path = directory / "certs-endpoint.pem", directory / "certs-endpoint.key"
+    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certificate_path, key_path
+
+
+class _CertsServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver listens with a backlog of 5: a baseline's 16 threads fetching at once
+    # overflowed it, and each dropped connection waited a second to be tried again.
+    request_queue_size = 128
+
+
+def serve_certs(path: Path, tls: tuple[Path, Path] | None = None) -> tuple[_CertsServer, str]:
+    """Serve `path` as Google serves its certificates (over HTTPS with `tls`); and its URL."""
+
     class Certs(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body = path.read_bytes()
@@ -56,10 +106,18 @@ def serve_certs(path: Path) -> http.server.ThreadingHTTPServer:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Certs)
-    server.daemon_threads = True
+    server = _CertsServer(("127.0.0.1", free_port()), Certs)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        # Each connection's handshake runs in its own thread, on its first read, not in
+        # the accepting one.
+        server.socket = context.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    scheme = "https" if tls is not None else "http"
+    return server, f"{scheme}://127.0.0.1:{server.server_port}/certs"
 
 
 def start(command: list[str], env: dict[str, str], log: Path, url: str) -> subprocess.Popen[bytes]:
@@ -201,37 +259,45 @@ def measured(url: str, script: Path, seconds: int, master: int) -> dict[str, flo
 def main(seconds: int, burst: int, rate: float, rounds: int) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="push-bench-"))
     signer = DevSigner.create(workdir / "keys")
-    certs = serve_certs(signer.certs_path)
-    certs_url = f"http://127.0.0.1:{certs.server_port}/certs"
+    tls = tls_certificate(workdir / "tls")
+    # Google serves its certificates over HTTPS only; earlier rounds served them over HTTP.
+    certs, certs_url = serve_certs(signer.certs_path, tls)
+    plain_certs, plain_certs_url = serve_certs(signer.certs_path)
     server = ServerSettings.from_env({})  # the receiver's default workers and threads
-    env = {**push_env(workdir, certs_url), "GUNICORN_LOG_LEVEL": "warning"}
+    env = {
+        **push_env(workdir, certs_url),
+        "GUNICORN_LOG_LEVEL": "warning",
+        "REQUESTS_CA_BUNDLE": str(tls[0]),  # requests then trusts the local endpoint
+    }
     empty_config = workdir / "empty.conf.py"  # or gunicorn reads ./gunicorn.conf.py
     empty_config.write_text("")
     servers: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
 
-    def serve(name: str, command: list[str], port: int) -> None:
+    def serve(name: str, command: list[str], **extra_env: str) -> None:
+        port = free_port()
         url = f"http://127.0.0.1:{port}/"
-        log = workdir / f"{name.split()[0]}.log"
-        process = start(command, {**env, "PORT": str(port), "RECEIVER_AUDIENCE": url}, log, url)
-        servers[name] = (url, process)
+        log = workdir / f"{len(servers)}.log"
+        environment = {**env, "PORT": str(port), "RECEIVER_AUDIENCE": url, **extra_env}
+        servers[name] = (url, start([*command, "-b", f"127.0.0.1:{port}"], environment, log, url))
 
-    def same_settings(app: str, port: int) -> list[str]:
+    def same_settings(app: str) -> list[str]:
         return [
             sys.executable, "-m", "gunicorn", "-c", str(empty_config),
-            "-w", str(server.workers), "--threads", str(server.threads), "-k", "gthread",
-            "-b", f"127.0.0.1:{port}", app,
+            "-w", str(server.workers), "--threads", str(server.threads), "-k", "gthread", app,
         ]  # fmt: skip
 
     try:
-        port = free_port()
-        serve(RECEIVER, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], port)
-        port = free_port()
-        serve(BASELINE, same_settings("benchmarks.push_baseline:app", port), port)
-        port = free_port()
-        serve(CEILING, same_settings("benchmarks.push_ceiling:app", port), port)
+        serve(RECEIVER, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"])
+        serve(BASELINE, same_settings("benchmarks.push_baseline:app"))
+        serve(
+            EARLIER_BASELINE,
+            same_settings("benchmarks.push_baseline:app_one_transport"),
+            RECEIVER_CERTS_URL=plain_certs_url,
+        )
+        serve(CEILING, same_settings("benchmarks.push_ceiling:app"))
         scripts = {
-            name: wrk_script(workdir, signer.mint(url), name.split()[0])
-            for name, (url, _) in servers.items()
+            name: wrk_script(workdir, signer.mint(url), f"server{number}")
+            for number, (name, (url, _)) in enumerate(servers.items())
         }
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
         for _ in range(rounds):  # in turns, so a slow spell of the machine falls on all
@@ -253,11 +319,13 @@ def main(seconds: int, burst: int, rate: float, rounds: int) -> str:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=60)
         certs.shutdown()
+        plain_certs.shutdown()
     return report(runs, rounds, seconds, burst_run, jobs, steady, rate)
 
 
 RECEIVER = "receiver"
-BASELINE = "baseline (verify_token per request)"
+BASELINE = "baseline: Google's push sample (a new transport per push, certs over HTTPS)"
+EARLIER_BASELINE = "baseline of earlier rounds (one shared transport, certs over plain HTTP)"
 CEILING = "empty Flask route (parses the body, answers 204)"
 
 
@@ -273,8 +341,9 @@ def report(
     def median(name: str, key: str) -> float:
         return statistics.median(run[key] for run in runs[name])
 
-    def ratio(name: str) -> float:  # to the baseline of the same round, median of rounds
-        pairs = zip(runs[name], runs[BASELINE], strict=True)
+    def ratio(name: str, baseline: str = BASELINE) -> float:
+        """Throughput over `baseline`'s in the same round; the median over rounds."""
+        pairs = zip(runs[name], runs[baseline], strict=True)
         return statistics.median(
             r["requests_per_second"] / max(b["requests_per_second"], 1) for r, b in pairs
         )
@@ -294,7 +363,9 @@ def report(
         f"{rounds} rounds of {seconds} s of wrk per server (2 threads, 16 connections), the "
         "servers in turns; medians of the rounds, each ratio taken within its round.\n\n"
         + "\n".join(lines)
-        + f"\n\nReceiver throughput: {ratio(RECEIVER):.1f}x the baseline's.\n\n"
+        + f"\n\nReceiver throughput: {ratio(RECEIVER):.1f}x the baseline's; server CPU per "
+        f"request {median(BASELINE, 'cpu_us') / median(RECEIVER, 'cpu_us'):.1f}x less. Against "
+        f"the baseline of earlier rounds: {ratio(RECEIVER, EARLIER_BASELINE):.1f}x.\n\n"
         f"Burst: {burst_run['requests']:.0f} pushes at {burst_run['requests_per_second']:.0f}/s "
         f"over 64 connections, {burst_run['errors']:.0f} not answered 2xx, "
         f"p99 {burst_run['p99_ms']:.1f} ms; jobs in the journal afterwards: "
