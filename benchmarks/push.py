@@ -40,13 +40,11 @@ from urllib.parse import urlsplit
 
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from benchmarks.common import IGNORED_PUSH, wait_until_up, worker_pids
 from receiver.config import ServerSettings
-from receiver.dev.keys import DEV_SENDER, DevSigner
+from receiver.dev.keys import DEV_SENDER, DevSigner, self_signed
 from receiver.dev.tools import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,30 +54,18 @@ LOOPBACK = ipaddress.ip_address("127.0.0.1")
 def tls_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key, for the local certs endpoint."""
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    private_pem, certificate_pem = self_signed(
+        ec.generate_private_key(ec.SECP256R1()),
+        "127.0.0.1",
+        datetime.timedelta(days=1),
+        [
+            (x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)]), False),
+            (x509.BasicConstraints(ca=True, path_length=None), True),  # its own trust anchor
+        ],
     )
     certificate_path, key_path = directory / "certs-endpoint.pem", directory / "certs-endpoint.key"
-    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    certificate_path.write_bytes(certificate_pem)
+    key_path.write_bytes(private_pem)
     return certificate_path, key_path
 
 

@@ -12,12 +12,13 @@ import datetime
 import functools
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
@@ -82,21 +83,36 @@ class DevSigner:
 
 def _new_key_and_certificate() -> tuple[bytes, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "receiver dev signer")])
+    return self_signed(key, "receiver dev signer", datetime.timedelta(days=3650))
+
+
+def self_signed(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    common_name: str,
+    lifetime: datetime.timedelta,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+) -> tuple[bytes, bytes]:
+    """`key` and a certificate it signs for itself (valid from a day ago), both PEM.
+
+    `extensions`: (extension, critical) pairs, such as the address a TLS server answers on.
+    """
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
+        .not_valid_after(now + lifetime)
     )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    certificate = builder.sign(key, hashes.SHA256())
     return private_pem, certificate.public_bytes(serialization.Encoding.PEM)
