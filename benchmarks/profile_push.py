@@ -2,7 +2,8 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/profile_push.py [SECONDS]
 
-Starts the receiver as benchmarks/push.py does (default gunicorn settings), runs wrk
+Starts the receiver as benchmarks/push.py does (default gunicorn settings; certificates
+over plain HTTP, which it fetches once an hour either way), runs wrk
 for SECONDS (default 10) with pushes it answers `ignored`, and meanwhile records one
 worker with `py-spy record --gil` (only the thread holding the GIL is sampled: with
 several request threads, the others are mostly waiting for it). Prints the share of
@@ -19,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.common import worker_pids
 from benchmarks.push import push_env, serve_certs, start, wrk, wrk_script
 from receiver.dev.keys import DevSigner
 from receiver.dev.tools import free_port
@@ -51,7 +53,7 @@ def main(seconds: int) -> None:
     receiver = start(command, env, workdir / "receiver.log", f"{url}healthz")
     raw = workdir / "push.raw"
     try:
-        worker = Path(f"/proc/{receiver.pid}/task/{receiver.pid}/children").read_text().split()[0]
+        worker = worker_pids(receiver.pid)[0]
         spy = subprocess.Popen(
             [str(PY_SPY), "record", "--pid", worker, "--gil", "--nonblocking", "--rate", "250",
              "--format", "raw", "-o", str(raw), "-d", str(seconds)],
