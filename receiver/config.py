@@ -33,6 +33,11 @@ ENV: dict[str, tuple[str | None, str]] = {
     "RECEIVER_MAX_UNPACKED_BYTES": (str(64 * GIB), "largest total unpacked size of a model"),
     "RECEIVER_MAX_FILES": ("100000", "most entries an archive may hold"),
     "RECEIVER_MAX_RATIO": ("200", "largest unpacked/compressed ratio (bomb guard)"),
+    "RECEIVER_SAVED_MODEL_TAGS": ("serve", "tag set TF Serving loads (its --saved_model_tags)"),
+    "RECEIVER_MAX_GRAPH_BYTES": ("1Gi", "largest saved_model.pb checked (parsed in memory)"),
+    "RECEIVER_TFSERVING_URL": ("", "TF Serving's REST URL: confirm each load; empty = don't"),
+    "RECEIVER_LOAD_TIMEOUT": ("600", "seconds to wait for TF Serving's verdict on a load"),
+    "RECEIVER_SERVING_MEMORY_LIMIT": ("", "TF Serving's memory: refuse a swap that won't fit"),
     "RECEIVER_MAX_ATTEMPTS": ("5", "attempts for a job that fails transiently"),
     "RECEIVER_RETRY_DELAY": ("2", "seconds before the first retry; doubles each attempt"),
     "RECEIVER_READ_TIMEOUT": ("60", "seconds of silence from Cloud Storage before a retry"),
@@ -82,6 +87,8 @@ LOG_FORMATS = ("auto", "json", "text")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # Pub/Sub's longest ack deadline: a push answered later counts as a nack anyway.
 MAX_ACK_TIMEOUT = 600
+_SIZE_RE = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>|Ki|Mi|Gi|Ti)")
+_SIZE_UNITS = {"": 1, "Ki": 1024, "Mi": MIB, "Gi": GIB, "Ti": 1024 * GIB}
 _SOURCE_RE = re.compile(
     r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$"
 )
@@ -125,6 +132,11 @@ class Settings:
     allowed_senders: frozenset[str]
     certs_url: str
     limits: Limits
+    saved_model_tags: frozenset[str]
+    max_graph_bytes: int
+    tfserving_url: str  # "" when loads are not confirmed
+    load_timeout: float
+    serving_memory_limit: int | None
     max_attempts: int
     retry_delay: float
     read_timeout: float
@@ -176,6 +188,11 @@ class Settings:
                 max_files=env.integer("RECEIVER_MAX_FILES", minimum=1),
                 max_ratio=env.integer("RECEIVER_MAX_RATIO", minimum=1),
             ),
+            saved_model_tags=env.tag_set("RECEIVER_SAVED_MODEL_TAGS"),
+            max_graph_bytes=env.size("RECEIVER_MAX_GRAPH_BYTES", minimum=1),
+            tfserving_url=env.url("RECEIVER_TFSERVING_URL"),
+            load_timeout=env.number("RECEIVER_LOAD_TIMEOUT", minimum=1),
+            serving_memory_limit=env.optional_size("RECEIVER_SERVING_MEMORY_LIMIT"),
             max_attempts=env.integer("RECEIVER_MAX_ATTEMPTS", minimum=1),
             retry_delay=env.number("RECEIVER_RETRY_DELAY", minimum=0),
             read_timeout=env.number("RECEIVER_READ_TIMEOUT", minimum=0.1),
@@ -337,6 +354,38 @@ class _Reader:
         if not number >= minimum:  # also refuses nan
             raise ConfigError(f"{name} has value {value!r}: must be at least {minimum:g}")
         return number
+
+    def size(self, name: str, minimum: int) -> int:
+        """Bytes, as a whole number or with a Ki, Mi, Gi or Ti suffix (Kubernetes' units)."""
+        value = self.required(name)
+        match = _SIZE_RE.fullmatch(value)
+        if not match:
+            raise ConfigError(
+                f"{name} has value {value!r}: bytes, as a whole number or with a suffix "
+                "Ki, Mi, Gi or Ti (e.g. 4Gi)"
+            )
+        number = int(match["number"]) * _SIZE_UNITS[match["unit"]]
+        if number < minimum:
+            raise ConfigError(f"{name} has value {value!r}: must be at least {minimum} bytes")
+        return number
+
+    def optional_size(self, name: str) -> int | None:
+        return self.size(name, minimum=1) if self.text(name) else None
+
+    def url(self, name: str) -> str:
+        value = self.text(name).rstrip("/")
+        if value and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ConfigError(
+                f"{name} has value {value!r}: an http:// or https:// URL "
+                "(TF Serving's REST port, e.g. http://localhost:8501)"
+            )
+        return value
+
+    def tag_set(self, name: str) -> frozenset[str]:
+        tags = frozenset(self.csv(name))
+        if not tags:
+            raise ConfigError(f"{name} has value {self.text(name)!r}: name at least one tag")
+        return tags
 
     def boolean(self, name: str) -> bool:
         value = self.required(name).lower()

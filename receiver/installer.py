@@ -1,7 +1,9 @@
 """The install pipeline: one job's object generation becomes `<model dir>/<model>/<version>`.
 
-download (pinned generation, checksummed) -> unpack into staging -> SavedModel check
--> atomic rename -> prune. Whatever fails, staging is removed and nothing is visible.
+room for it (TF Serving's memory, the volume) -> download (pinned generation,
+checksummed) -> unpack into staging -> the checks TF Serving's loader makes
+(`savedmodel`) -> atomic rename -> `rollout` (models.config, TF Serving's verdict, prune or
+withdraw). Whatever fails before the rename, staging is removed and nothing is visible.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from receiver import archive, servable
+from receiver import archive, capacity, savedmodel, servable
 from receiver.config import Settings
 from receiver.errors import PermanentError, SupersededError
 from receiver.journal import Job
 from receiver.layout import DIRECTORY, directory_prefix
-from receiver.modelconfig import update_model_config
 from receiver.objectref import ObjectRef
+from receiver.rollout import Rollout
 from receiver.storage import CHUNK_SIZE, ObjectStore, ObjectStream
+from receiver.versions import LoadState, Versions
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +40,18 @@ class InstallResult:
     pruned: list[int]
     bytes_downloaded: int = 0
     download_seconds: float = 0.0
+    load_state: LoadState = LoadState.UNCONFIRMED
+    note: str | None = None  # why the job ended without a confirmed load
 
 
 class Installer:
     """Runs the pipeline for one job at a time; shared by the worker and the CLI."""
 
-    def __init__(self, settings: Settings, store: ObjectStore) -> None:
+    def __init__(self, settings: Settings, store: ObjectStore, versions: Versions | None = None):
         self.settings = settings
         self.store = store
+        self.versions = versions
+        self.rollout = Rollout(settings, versions)
 
     def install(
         self,
@@ -54,40 +61,83 @@ class Installer:
     ) -> InstallResult:
         """Install one job's version. `still_ours` is called just before the version appears
         and raises if the job was taken over meanwhile (then nothing is installed)."""
-        model_root = self.settings.model_dir / job.model
-        target = model_root / str(job.version)
-        if target.exists():
-            return self._existing(job, target)
+        target = self.settings.model_dir / job.model / str(job.version)
+        progress = _Progress(on_progress)
+        started = time.monotonic()
+        placed = not target.exists()
+        if placed:
+            self._place(job, target, progress, still_ours)
+            log.info(
+                "job %s: installed %s version %s from %s",
+                job.id,
+                job.model,
+                job.version,
+                job.source,
+            )
+        else:
+            self._check_ours(job, target)  # a redelivery, or a resume after a crash
+        download_seconds = time.monotonic() - started
+        # The rest runs again on a resume: a crash after the rename must not leave the
+        # models.config, the load verdict or the prune undone.
+        rollout = self.rollout.finish(job.model, job.version, progress.tick)
+        log.info("models now: %s", servable.installed_models(self.settings.model_dir))
+        return InstallResult(
+            target,
+            not placed,
+            rollout.pruned,
+            progress.bytes,
+            download_seconds,
+            rollout.load_state,
+            rollout.note,
+        )
+
+    def _place(
+        self, job: Job, target: Path, progress: _Progress, still_ours: Callable[[], None]
+    ) -> None:
+        """Download, unpack and check into staging, then rename staging to `target`."""
+        model_root = target.parent
         skip = servable.superseded(model_root, job.version, self.settings.keep_versions)
         if skip:
             raise SupersededError(skip)
+        self._check_room(job.model, job.size or 0, zip_spool=job.archive_format == "zip")
         staging = servable.new_staging_dir(model_root, job.version)
-        progress = _Progress(on_progress)
-        started = time.monotonic()
         try:
             if job.archive_format == DIRECTORY:
                 self._fetch_directory(job, staging, progress)
             else:
                 with self.store.open(job.ref) as download:
                     self._unpack(job, download, staging, progress)
-            download_seconds = time.monotonic() - started
             root = servable.find_saved_model(staging)
+            report = savedmodel.check(
+                root, self.settings.saved_model_tags, self.settings.max_graph_bytes
+            )
+            size = capacity.tree_bytes(root)
+            capacity.check_swap(
+                self.settings.model_dir, job.model, size, self.settings.serving_memory_limit
+            )
             servable.install(
                 root, target, _provenance(job), on_progress=progress.tick, before_rename=still_ours
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             servable.remove_if_empty(model_root)  # TF Serving logs errors for an empty model
-        pruned = servable.prune(model_root, self.settings.keep_versions)
-        log.info(
-            "job %s: installed %s version %s from %s", job.id, job.model, job.version, job.source
+        if self.versions is not None:
+            self.versions.installed(
+                job.model,
+                job.version,
+                job_id=job.id,
+                source=f"{job.source}",
+                size=size,
+                state=self.rollout.first_state(),
+                notes="; ".join(report.notes) or None,
+            )
+
+    def _check_room(self, model: str, size: int, zip_spool: bool) -> None:
+        """Before a download: the swap must fit TF Serving's memory, the files the volume."""
+        capacity.check_swap(
+            self.settings.model_dir, model, size, self.settings.serving_memory_limit
         )
-        if pruned:
-            log.info("job %s: pruned %s versions %s", job.id, job.model, pruned)
-        if self.settings.model_config_file is not None:
-            update_model_config(self.settings.model_config_file, self.settings.model_dir)
-        log.info("models now: %s", servable.installed_models(self.settings.model_dir))
-        return InstallResult(target, False, pruned, progress.bytes, download_seconds)
+        capacity.check_disk(self.settings.model_dir, size * (2 if zip_spool else 1))
 
     def _fetch_directory(self, job: Job, staging: Path, progress: _Progress) -> None:
         """A directory upload: every object beside the marker, as listed, in parallel."""
@@ -99,6 +149,7 @@ class Installer:
         ]
         if not objects:
             raise PermanentError(f"gs://{job.bucket}/{folder} holds nothing but its done marker")
+        self._check_room(job.model, sum(obj.size or 0 for obj in objects), zip_spool=False)
         unpacker = archive.Unpacker(
             staging, self.settings.limits, compressed_bytes=lambda: unpacker.unpacked_bytes
         )
@@ -142,12 +193,21 @@ class Installer:
                 raise
             download.verify()
 
-    def _existing(self, job: Job, target: Path) -> InstallResult:
-        """A version already there: ours (a redelivery, or a resume after a crash) or not."""
+    def _check_ours(self, job: Job, target: Path) -> None:
+        """A version already there must be this job's own install; versions are immutable."""
         provenance = servable.read_provenance(target)
         ours = (provenance.get("bucket"), provenance.get("object"), provenance.get("generation"))
         if ours == (job.bucket, job.object_name, job.generation):
-            return InstallResult(target, already_installed=True, pruned=[])
+            if self.versions is not None and self.versions.get(job.model, job.version) is None:
+                self.versions.installed(
+                    job.model,
+                    job.version,
+                    job_id=job.id,
+                    source=job.source,
+                    size=capacity.tree_bytes(target),
+                    state=self.rollout.first_state(),
+                )
+            return
         source = f"gs://{provenance.get('bucket')}/{provenance.get('object')}#{provenance.get('generation')}"
         raise PermanentError(
             f"{job.model} version {job.version} is already installed"

@@ -1,8 +1,9 @@
 """The durable job table: one row per (bucket, object, generation), shared by all processes.
 
-SQLite in WAL mode under the state dir. Every gunicorn worker process opens it; every
-write is one `BEGIN IMMEDIATE` transaction, so claims are exclusive across processes and
-a job acknowledged to Pub/Sub is on disk (synchronous=FULL) before the response.
+SQLite in WAL mode under the state dir, its schema versioned (`receiver.schema`). Every
+gunicorn worker process opens it; every write is one `BEGIN IMMEDIATE` transaction, so
+claims are exclusive across processes and a job acknowledged to Pub/Sub is on disk
+(synchronous=FULL) before the response.
 
     queued --claim--> running --> installed
        ^                 |  \\--> failed      (permanent, or out of attempts)
@@ -16,6 +17,8 @@ job, so a worker that lost its lease can never overwrite its successor's outcome
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import enum
 import sqlite3
 import threading
@@ -25,60 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from receiver import schema
 from receiver.layout import ModelVersion
 from receiver.objectref import ObjectRef
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    bucket         TEXT    NOT NULL,
-    object_name    TEXT    NOT NULL,
-    generation     INTEGER NOT NULL,
-    model          TEXT    NOT NULL,
-    version        INTEGER NOT NULL,
-    archive_format TEXT    NOT NULL,
-    size           INTEGER,
-    md5            TEXT,
-    crc32c         TEXT,
-    state          TEXT    NOT NULL,
-    reason         TEXT,
-    attempts       INTEGER NOT NULL DEFAULT 0,
-    not_before     REAL    NOT NULL DEFAULT 0,
-    lease_until    REAL,
-    owner          TEXT,
-    bytes_done     INTEGER NOT NULL DEFAULT 0,
-    started_at     REAL,
-    created_at     REAL    NOT NULL,
-    updated_at     REAL    NOT NULL,
-    UNIQUE (bucket, object_name, generation)
-);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, not_before);
-CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model, id);
-CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs (updated_at, id);
--- Jobs per state, kept by triggers, so /status and /metrics read a handful of rows
--- however long the history (counting 50,000 rows on every scrape took milliseconds).
-CREATE TABLE IF NOT EXISTS job_counts (
-    state TEXT PRIMARY KEY,
-    n     INTEGER NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
-    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
-        ON CONFLICT (state) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs
-    WHEN OLD.state != NEW.state BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
-    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
-        ON CONFLICT (state) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
-END;
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
 
 _BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -201,13 +153,7 @@ class Journal:
 
     def initialize(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection().executescript(_SCHEMA)
-        with self._tx() as db:  # a journal from before job_counts existed: count it once
-            if db.execute("SELECT COUNT(*) FROM job_counts").fetchone()[0] == 0:
-                db.execute(
-                    "INSERT INTO job_counts (state, n)"
-                    " SELECT state, COUNT(*) FROM jobs GROUP BY state"
-                )
+        schema.migrate(self._connection())
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -232,6 +178,13 @@ class Journal:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction, for the other tables kept in the journal (`versions`)."""
+        return self._tx()
+
+    def query(self, sql: str, parameters: tuple[object, ...]) -> list[sqlite3.Row]:
+        return self._connection().execute(sql, parameters).fetchall()
 
     def enqueue(self, obj: ObjectRef, target: ModelVersion) -> tuple[Job, bool]:
         """Record a job for this object generation; returns (job, created)."""
@@ -419,7 +372,11 @@ class Journal:
         return counts
 
 
+_JOB_FIELDS = tuple(field.name for field in dataclasses.fields(Job))
+
+
 def _job(row: sqlite3.Row) -> Job:
-    values = dict(row)
+    # By name: a column a later migration adds is not a field of this release's Job.
+    values = {name: row[name] for name in _JOB_FIELDS}
     values["state"] = JobState(values["state"])
     return Job(**values)

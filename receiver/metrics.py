@@ -20,6 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from receiver import servable
 from receiver.journal import Journal
+from receiver.versions import Versions
 
 PUSHES = Counter(
     "receiver_pushes_total",
@@ -57,7 +58,21 @@ DOWNLOAD_THROUGHPUT = Histogram(
     buckets=(1e5, 1e6, 1e7, 5e7, 1e8, 2.5e8, 5e8, 1e9),
     registry=None,
 )
+LOADS = Counter(
+    "receiver_loads_total",
+    "TF Serving's verdicts on installed versions (available, failed, timed_out, retired).",
+    ["outcome"],
+    registry=None,
+)
+LOAD_SECONDS = Histogram(
+    "receiver_load_seconds",
+    "Time from a version's rename into place to TF Serving reporting it AVAILABLE.",
+    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+    registry=None,
+)
 _EVENT_METRICS = (
+    LOADS,
+    LOAD_SECONDS,
     PUSHES,
     AUTH_FAILURES,
     JOBS_FINISHED,
@@ -96,6 +111,15 @@ class _StateCollector:
             if versions:
                 installed.add_metric([model], versions[-1])
         yield installed
+        serving = GaugeMetricFamily(
+            "receiver_serving_state",
+            "1 for each installed version's load state as TF Serving reported it "
+            "(unconfirmed without RECEIVER_TFSERVING_URL).",
+            labels=["model", "version", "state"],
+        )
+        for record in Versions(self._journal).all():
+            serving.add_metric([record.model, str(record.version), record.load_state.value], 1)
+        yield serving
         last_sync = self._journal.get_meta("last_sync")
         if last_sync is not None:
             yield GaugeMetricFamily(

@@ -9,7 +9,8 @@ rewrite. Comments do not survive (text_format drops them). Rules:
 
   * a model is added only once its first version directory is in place (TF Serving's
     reload blocks until a newly listed model loads);
-  * models are never dropped, and existing entries are never changed;
+  * models are never dropped, but for one whose only version TF Serving failed to load
+    and the receiver withdrew (`remove_model`); existing entries are never changed;
   * a file that does not parse (or uses fields this schema lacks) is left alone and
     reported, never overwritten;
   * writes are atomic: a temp file beside it, fsynced, renamed over it.
@@ -155,6 +156,28 @@ def update_model_config(path: Path, model_dir: Path) -> ConfigUpdate:
             _write_atomically(path, text_format.MessageToString(config))
             log.info("model config %s: added %s", path, ", ".join(added) or "nothing (created)")
         return ConfigUpdate(path, added=tuple(added))
+
+
+def remove_model(path: Path, model: str, model_dir: Path) -> bool:
+    """Drop `model` from the file if it has no version left (its only one was withdrawn):
+    TF Serving's next start would otherwise wait for a model with nothing to load."""
+    with servable.directory_lock(path.parent):
+        if servable.installed_versions(model_dir / model) or not path.exists():
+            return False
+        config = ModelServerConfig()
+        try:
+            text_format.Parse(path.read_text(), config)
+        except (text_format.ParseError, UnicodeDecodeError):
+            return False  # reported by every update; left alone
+        entries = config.model_config_list.config
+        keep = [entry for entry in entries if entry.name != model]
+        if len(keep) == len(entries):
+            return False
+        del entries[:]
+        entries.extend(keep)
+        _write_atomically(path, text_format.MessageToString(config))
+        log.info("model config %s: removed %s, which has no version left", path, model)
+        return True
 
 
 def _write_atomically(path: Path, text: str) -> None:

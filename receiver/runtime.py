@@ -20,6 +20,7 @@ from receiver.modelconfig import update_model_config
 from receiver.quarantine import Quarantine
 from receiver.storage import ObjectStore
 from receiver.sync import FIRST_SYNC_KEY, NOTES_KEY, Syncer
+from receiver.versions import Versions
 from receiver.worker import RetryPolicy, Worker
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Runtime:
         settings.model_dir.mkdir(parents=True, exist_ok=True)
         journal = open_journal(settings)
         store = ObjectStore.from_environment(settings.read_timeout, settings.slicing)
-        installer = Installer(settings, store)
+        installer = Installer(settings, store, Versions(journal))
         verifier = None
         if settings.auth_enabled:
             verifier = PushVerifier(

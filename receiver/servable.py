@@ -1,4 +1,4 @@
-"""What TF Serving sees: SavedModel checks, the atomic install, pruning, and clean-up.
+"""What TF Serving sees: where the SavedModel is, the atomic install, pruning, and clean-up.
 
 TF Serving treats any child of `<model dir>/<model>/` whose name parses as an int64 as
 a version and loads it without checking it is complete. So a version is assembled in a
@@ -41,12 +41,6 @@ def find_saved_model(staging: Path) -> Path:
         raise PermanentError(
             "not a SavedModel: no saved_model.pb or saved_model.pbtxt at the archive root "
             "or inside its single top-level directory"
-        )
-    variables = root / "variables"
-    if variables.exists() and not (variables / "variables.index").is_file():
-        raise PermanentError(
-            "not a complete SavedModel: variables/ has no variables.index "
-            "(TF Serving would load it without its weights)"
         )
     return root
 

@@ -181,7 +181,7 @@ class Worker:
             log.exception("job %s: unexpected error", job.id)
             self._retry_or_fail(job, f"unexpected error: {exc!r}")
         else:
-            note = "already installed" if result.already_installed else None
+            note = result.note or ("already installed" if result.already_installed else None)
             if self._finish(job, JobState.INSTALLED, note):
                 _record_install(result, time.monotonic() - started)
 

@@ -1,0 +1,87 @@
+"""Will a new version fit: in TF Serving's memory while it swaps, and on the volume.
+
+TF Serving's stock binary loads a new version before it unloads the old one
+(AvailabilityPreservingPolicy), so for a moment it holds both, beside every other model's
+served version. It estimates a SavedModel's RAM as 1.2 times its bytes on disk
+(`servables/tensorflow/util.cc`, `kResourceEstimateRAMMultiplier`); the same estimate
+is used here against RECEIVER_SERVING_MEMORY_LIMIT. A version that does not fit is
+refused before it is downloaded (by the object's size: archives of weights barely
+compress) and again before the rename (by what it unpacked to).
+
+On disk an install holds the kept versions, the staging copy, and for a zip the archive
+itself until it is unpacked; a version that cannot fit the volume's free space is refused
+before the download.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from receiver import servable
+from receiver.errors import PermanentError
+
+RAM_PER_DISK_BYTE = 1.2  # TF Serving's estimate of a SavedModel's memory
+
+
+class DoesNotFitError(PermanentError):
+    """The version would not fit TF Serving's memory during the swap, or the volume."""
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under `path` (links not followed), as TF Serving counts."""
+    total = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            info = os.lstat(os.path.join(directory, name))
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
+
+
+def served_bytes(model_dir: Path) -> dict[str, int]:
+    """Each model's newest installed version's bytes: what TF Serving holds for it."""
+    return {
+        model: tree_bytes(model_dir / model / str(versions[-1]))
+        for model, versions in servable.installed_models(model_dir).items()
+        if versions
+    }
+
+
+def memory_estimate(model_dir: Path) -> dict[str, int]:
+    """Each model's estimated RAM in TF Serving (bytes), for /status."""
+    return {
+        model: round(RAM_PER_DISK_BYTE * size) for model, size in served_bytes(model_dir).items()
+    }
+
+
+def check_swap(model_dir: Path, model: str, new_bytes: int, limit: int | None) -> None:
+    """Refuse a version whose swap would take TF Serving past `limit` bytes."""
+    if limit is None:
+        return
+    held = served_bytes(model_dir)
+    peak = round(RAM_PER_DISK_BYTE * (sum(held.values()) + new_bytes))
+    if peak > limit:
+        old = held.get(model, 0)
+        others = sum(held.values()) - old
+        raise DoesNotFitError(
+            f"{model}: TF Serving would need about {_mib(peak)} while it swaps versions "
+            f"(1.2 x ({_mib(new_bytes)} new + {_mib(old)} old + {_mib(others)} of other "
+            f"models)), over RECEIVER_SERVING_MEMORY_LIMIT={_mib(limit)}"
+        )
+
+
+def check_disk(model_dir: Path, need_bytes: int) -> None:
+    """Refuse a download that cannot fit the model dir's free space."""
+    stats = os.statvfs(model_dir)
+    free = stats.f_bavail * stats.f_frsize
+    if need_bytes > free:
+        raise DoesNotFitError(
+            f"the install needs about {_mib(need_bytes)} on the volume of {model_dir} "
+            f"and {_mib(free)} is free"
+        )
+
+
+def _mib(amount: int) -> str:
+    return f"{amount / 2**20:.1f} MiB"

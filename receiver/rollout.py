@@ -1,0 +1,117 @@
+"""After the rename: tell TF Serving, wait for its verdict, then prune the old or withdraw the new.
+
+    renamed ──▶ models.config ──▶ RECEIVER_TFSERVING_URL set?
+                                    no:  prune (loads not confirmed)
+                                    yes: wait for TF Serving's verdict on the version
+                                         AVAILABLE  ──▶ prune the old versions
+                                         END+error  ──▶ withdraw it (job failed, TF Serving's
+                                                        message); the old version serves on
+                                         no verdict ──▶ keep everything (timed_out)
+
+Pruning waits for AVAILABLE so the last version TF Serving serves is never deleted
+before its successor serves. A failed version is withdrawn so the newest version on disk
+is again one TF Serving loaded, and its next start (which needs every model's newest
+version to load) succeeds. Every step is safe to run again: a job resumed after a crash
+between the rename and the end runs the rest of it (`Rollout.finish`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from receiver import metrics, modelconfig, servable
+from receiver.config import Settings
+from receiver.errors import PermanentError
+from receiver.tfserving import ServingState, TFServing
+from receiver.versions import LoadState, Versions
+
+log = logging.getLogger(__name__)
+
+
+class LoadFailedError(PermanentError):
+    """TF Serving could not load the version; it has been withdrawn."""
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    load_state: LoadState
+    pruned: list[int]
+    note: str | None = None  # why the job ended without a confirmed load
+
+
+class Rollout:
+    def __init__(self, settings: Settings, versions: Versions | None) -> None:
+        self.settings = settings
+        self.versions = versions
+        self.tfserving = TFServing(settings.tfserving_url) if settings.tfserving_url else None
+
+    def first_state(self) -> LoadState:
+        return LoadState.LOADING if self.tfserving else LoadState.UNCONFIRMED
+
+    def finish(self, model: str, version: int, tick: Callable[[], None]) -> RolloutResult:
+        """Everything after the rename of `<model>/<version>`; `tick` renews the job's lease."""
+        self._update_model_config()
+        if self.tfserving is None:
+            return RolloutResult(LoadState.UNCONFIRMED, self._prune(model))
+        status = self.tfserving.wait_for_load(model, version, self.settings.load_timeout, tick)
+        if status.state is ServingState.AVAILABLE:
+            self._record(model, version, LoadState.AVAILABLE)
+            return RolloutResult(LoadState.AVAILABLE, self._prune(model))
+        if status.failed:
+            self._withdraw(model, version, status.describe())
+            raise LoadFailedError(
+                f"TF Serving could not load {model} version {version}, so it was withdrawn "
+                f"and the version before it serves on: {status.error_message or status.error_code}"
+            )
+        if status.state is ServingState.END:
+            # Unloaded without an error before we saw it AVAILABLE: a newer version came.
+            self._record(model, version, LoadState.RETIRED)
+            return RolloutResult(LoadState.RETIRED, self._prune(model), "retired by TF Serving")
+        self._record(model, version, LoadState.TIMED_OUT, status.describe())
+        note = (
+            f"TF Serving has not reported {model} version {version} AVAILABLE within "
+            f"{self.settings.load_timeout:g}s (RECEIVER_LOAD_TIMEOUT; last state "
+            f"{status.describe()}); older versions are kept until it does"
+        )
+        log.warning("%s", note)
+        return RolloutResult(LoadState.TIMED_OUT, [], note)
+
+    def _prune(self, model: str) -> list[int]:
+        pruned = servable.prune(self.settings.model_dir / model, self.settings.keep_versions)
+        if pruned:
+            log.info("pruned %s versions %s", model, pruned)
+        if self.versions is not None:
+            for version in pruned:
+                self.versions.forget(model, version)
+        return pruned
+
+    def _withdraw(self, model: str, version: int, reason: str) -> None:
+        model_root = self.settings.model_dir / model
+        with servable.directory_lock(model_root):
+            servable.withdraw(model_root / str(version))
+        servable.remove_if_empty(model_root)
+        log.error(
+            "withdrew %s version %s, which TF Serving failed to load: %s", model, version, reason
+        )
+        self._record(model, version, LoadState.FAILED, reason)
+        if self.settings.model_config_file is not None:
+            modelconfig.remove_model(
+                self.settings.model_config_file, model, self.settings.model_dir
+            )
+
+    def _record(self, model: str, version: int, state: LoadState, error: str | None = None) -> None:
+        metrics.LOADS.labels(outcome=state.value).inc()
+        if self.versions is None:
+            return
+        self.versions.set_state(model, version, state, error)
+        record = self.versions.get(model, version)
+        if state is LoadState.AVAILABLE and record is not None and record.load_seconds is not None:
+            metrics.LOAD_SECONDS.observe(record.load_seconds)
+
+    def _update_model_config(self) -> None:
+        if self.settings.model_config_file is not None:
+            modelconfig.update_model_config(
+                self.settings.model_config_file, self.settings.model_dir
+            )
