@@ -23,13 +23,13 @@ import requests
 from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
 
-from receiver import servable
 from receiver.config import Settings, check_model_dir
 from receiver.errors import ReceiverError
 from receiver.journal import Job, JobState, Progress
 from receiver.layout import Ignored, parse_object_name
 from receiver.logs import configure_logging
 from receiver.runtime import Runtime
+from receiver.status import NOT_CONFIRMED, versions_view
 from receiver.storage import ObjectStore
 from receiver.sync import models_without_a_version, sync
 
@@ -231,11 +231,18 @@ def _final(runtime: Runtime, job_id: int) -> bool:
 
 def _status(args: argparse.Namespace) -> int:
     runtime = _runtime()
-    models = servable.installed_models(runtime.settings.model_dir)
-    rows = [
-        [model, ", ".join(map(str, versions)) or "(none)"] for model, versions in models.items()
-    ]
-    _print_table(["MODEL", "VERSIONS"], rows or [["(no models)", ""]])
+    rows: list[list[str]] = []
+    for model, views in versions_view(runtime.settings, runtime.journal).items():
+        rows += [
+            [model, str(view.version), view.load_state + " (withdrawn)" * (not view.on_disk),
+             view.error or view.notes or ""]
+            for view in views
+        ] or [[model, "(none)", "", ""]]  # fmt: skip
+    _print_table(
+        ["MODEL", "VERSION", "TF SERVING", "DETAIL"], rows or [["(no models)", "", "", ""]]
+    )
+    if not runtime.settings.tfserving_url:
+        print(NOT_CONFIRMED)
     print()
     jobs = runtime.journal.recent(args.jobs)
     _print_table(

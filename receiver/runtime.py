@@ -6,29 +6,24 @@ so each piece is built one way only.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from receiver import modelconfig, servable
+from receiver import servable
 from receiver.auth import CertsCache, PushVerifier
 from receiver.config import Settings
 from receiver.installer import Installer
 from receiver.journal import Journal
 from receiver.modelconfig import update_model_config
 from receiver.quarantine import Quarantine
+from receiver.status import AUTH_OFF_WARNING
 from receiver.storage import ObjectStore
-from receiver.sync import FIRST_SYNC_KEY, NOTES_KEY, Syncer
+from receiver.sync import FIRST_SYNC_KEY, Syncer
 from receiver.versions import Versions
 from receiver.worker import RetryPolicy, Worker
 
 log = logging.getLogger(__name__)
-
-AUTH_OFF_WARNING = (
-    "authentication is OFF (RECEIVER_AUTH=none): anyone who can reach this endpoint "
-    "can make it download and install objects from the source bucket"
-)
 
 
 @dataclass
@@ -92,29 +87,3 @@ def prepare_host(settings: Settings) -> None:
         update_model_config(settings.model_config_file, settings.model_dir)
     if not settings.auth_enabled:
         log.warning(AUTH_OFF_WARNING)
-
-
-def status(runtime: Runtime) -> dict[str, object]:
-    """What /status shows: models, recent jobs, quarantine, and the auth mode."""
-    settings = runtime.settings
-    body: dict[str, object] = {
-        "auth": "google" if settings.auth_enabled else "none",
-        "source": settings.source,
-        "ack": settings.ack,
-        "last_sync": runtime.journal.get_meta("last_sync"),
-        # model -> why it is not on the bucket's newest version (a broken upload fell back)
-        "sync_notes": json.loads(runtime.journal.get_meta(NOTES_KEY) or "{}"),
-        "model_dir": str(settings.model_dir),
-        "models": servable.installed_models(settings.model_dir),
-        "jobs": runtime.journal.counts(),
-        "recent_jobs": [job.to_dict() for job in runtime.journal.recent()],
-        "quarantine": {
-            "count": runtime.quarantine.count(),
-            "recent": runtime.quarantine.entries(),
-        },
-    }
-    if settings.model_config_file is not None:
-        body["model_config"] = modelconfig.describe(settings.model_config_file)
-    if not settings.auth_enabled:
-        body["warning"] = AUTH_OFF_WARNING
-    return body

@@ -58,7 +58,10 @@ def check(root: Path, tags: frozenset[str], max_graph_bytes: int) -> SavedModelR
     meta_graph = _meta_graph_for(saved_model, tags)
     shards = _check_variables(root, meta_graph)
     records = _check_warmup(root / WARMUP_FILE)
-    signatures = tuple(sorted(entry.key for entry in meta_graph.signature_def))
+    # TF2 adds `__saved_model_init_op` to every export: not a signature anyone calls.
+    signatures = tuple(
+        sorted(e.key for e in meta_graph.signature_def if not e.key.startswith("__saved_model"))
+    )
     notes: tuple[str, ...] = ()
     if not signatures:
         notes = (

@@ -35,7 +35,8 @@ from receiver.errors import (
     UnauthenticatedError,
 )
 from receiver.journal import JobState
-from receiver.runtime import Runtime, status
+from receiver.runtime import Runtime
+from receiver.status import document, versions_view
 from receiver.sync import readiness
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,14 @@ def status_page() -> str:
     _require_exposed()
     rt = runtime()
     ready, ready_reason = readiness(rt.settings, rt.journal)
-    body = status(rt)
+    body = document(rt.settings, rt.journal, rt.quarantine)
     last_sync = rt.journal.get_meta("last_sync")
     return render_template(
         "status.html",
         settings=rt.settings,
         models=body["models"],
+        versions=versions_view(rt.settings, rt.journal),
+        serving=body["serving"],
         jobs=rt.journal.recent(),
         running=[job for job in rt.journal.recent(50) if job.state is JobState.RUNNING],
         quarantine=body["quarantine"],
@@ -141,7 +144,8 @@ def readyz() -> tuple[Response, int]:
 @bp.get("/status")
 def status_json() -> tuple[Response, int]:
     _require_exposed()
-    return jsonify(status(runtime())), 200
+    rt = runtime()
+    return jsonify(document(rt.settings, rt.journal, rt.quarantine)), 200
 
 
 @bp.get("/metrics")

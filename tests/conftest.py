@@ -100,6 +100,14 @@ class CertsEndpoint:
 
 
 @pytest.fixture(scope="session")
+def tf_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SavedModels made by real TensorFlow (tests/tfcheck.py `_EXPORTS`), once per run."""
+    from tests import tfcheck
+
+    return tfcheck.export_test_models(tmp_path_factory.mktemp("tf-exports"))
+
+
+@pytest.fixture(scope="session")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> DevSigner:
     return DevSigner.create(tmp_path_factory.mktemp("keys"))
 

@@ -35,7 +35,6 @@ def test_pbtxt_is_a_saved_model_too(tmp_path):
     ("damage", "error"),
     [
         (lambda root: (root / "saved_model.pb").unlink(), "no saved_model.pb"),
-        (lambda root: (root / "variables" / "variables.index").unlink(), "variables.index"),
     ],
 )
 def test_incomplete_models_are_refused(tmp_path, damage, error):

@@ -6,7 +6,7 @@ import pytest
 
 from receiver.config import Settings
 from receiver.journal import Journal
-from receiver.runtime import status
+from receiver.status import document
 from receiver.storage import ObjectStore
 from receiver.sync import FIRST_SYNC_KEY, Syncer, readiness, sync, versions_by_model
 from tests.helpers import FIXTURES, upload_model
@@ -102,7 +102,7 @@ def run_until_idle(runtime):
 
 def sync_notes(runtime) -> dict:
     """What /status says about models that are not on their newest version."""
-    notes = status(runtime)["sync_notes"]
+    notes = document(runtime.settings, runtime.journal, runtime.quarantine)["sync_notes"]
     assert isinstance(notes, dict)
     return notes
 

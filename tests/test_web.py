@@ -176,7 +176,8 @@ def test_status_page_shows_models_jobs_and_failures(client, bucket, push, runtim
     page = client.get("/")
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
-    assert '<tr data-model="half_plus_two"><td>half_plus_two</td><td>123</td>' in html
+    assert '<tr data-model="half_plus_two" data-version="123"><td>half_plus_two</td>' in html
+    assert "loads are not confirmed" in html
     assert "corrupt tar archive" in html
     assert "Authentication is off" not in html
 

@@ -261,10 +261,18 @@ def test_disk_full_fails_cleanly_and_keeps_the_installed_versions(tmp_path, envi
         runtime, client = app.extensions["receiver"], app.test_client()
         push_with(client, token, upload_model(bucket, 1))
         runtime.worker.run_once()
+        # Incompressible weights larger than the free space: refused before the download.
         big = tmp_path / "big"
         shutil.copytree(HALF_PLUS_TWO, big)
         (big / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(12 * 2**20))
         job_id = push_with(client, token, upload_model(bucket, 2, source=big))
+        runtime.worker.run_once()
+        job = runtime.journal.get(job_id)
+        assert job.state is JobState.FAILED, job.reason
+        assert "needs about 12.0 MiB" in job.reason and "free" in job.reason, job.reason
+        # Weights that compress (zeros) pass that check and fill the disk while unpacking.
+        (big / "variables" / "variables.data-00000-of-00001").write_bytes(bytes(12 * 2**20))
+        job_id = push_with(client, token, upload_model(bucket, 3, source=big))
         runtime.worker.run_once()
         assert runtime.journal.get(job_id).state is JobState.QUEUED  # transient: retried
         runtime.worker.run_once()

@@ -47,6 +47,59 @@ print(json.dumps(results))
 """
 
 
+# Exports that a training pipeline produces by mistake, or that TF Serving cannot load
+# for reasons only TensorFlow sees: `train` is tagged train only (TF1 SavedModelBuilder);
+# `sharded` keeps its variables in 4 data shards; `pbtxt` is a text-format SavedModel;
+# `nosig` has no signatures (TF Serving loads it; nothing can call it);
+# `keras` is a Keras 3 export (y = 3x + 1) with a serving signature.
+_EXPORTS = """
+import os, sys
+import keras, numpy
+import tensorflow as tf
+out = sys.argv[1]
+graph = tf.Graph()
+with graph.as_default():
+    x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+    w = tf.compat.v1.get_variable("w", initializer=2.0)
+    y = tf.identity(x * w, name="y")
+    signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+    with tf.compat.v1.Session() as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        for name, tags, as_text, signatures in (
+            ("train", ["train"], False, {"serving_default": signature}),
+            ("pbtxt", ["serve"], True, {"serving_default": signature}),
+            ("nosig", ["serve"], False, {}),
+        ):
+            builder = tf.compat.v1.saved_model.Builder(os.path.join(out, name))
+            builder.add_meta_graph_and_variables(session, tags, signature_def_map=signatures)
+            builder.save(as_text=as_text)
+
+class Sharded(tf.Module):
+    def __init__(self):
+        self.weights = [tf.Variable(tf.ones([1000]) * i) for i in range(4)]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def __call__(self, x):
+        return x + sum(tf.reduce_sum(w) for w in self.weights)
+
+module = Sharded()
+policy = tf.train.experimental.MaxShardSizePolicy(max_shard_size=5000)
+tf.saved_model.save(module, os.path.join(out, "sharded"), signatures=module.__call__,
+                    options=tf.saved_model.SaveOptions(experimental_sharding_callback=policy))
+inputs = keras.Input(shape=(1,), name="x")
+layer = keras.layers.Dense(1)
+model = keras.Model(inputs, layer(inputs))
+layer.set_weights([numpy.array([[3.0]]), numpy.array([1.0])])
+model.export(os.path.join(out, "keras"), verbose=False)
+"""
+
+
+def export_test_models(target: Path) -> Path:
+    """Make the exports of `_EXPORTS` under `target` (needs `.venv-tf`)."""
+    _run(_EXPORTS, str(target))
+    return target
+
+
 def require_tensorflow() -> Path:
     if not TF_PYTHON.exists():
         pytest.skip("TensorFlow is not installed: `make tf` (or `make test`) installs it")

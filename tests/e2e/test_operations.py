@@ -237,7 +237,7 @@ def test_status_page_in_headless_chromium(gunicorn, bucket, token, tmp_path):
     dom = subprocess.run(
         [*browser, "--dump-dom", f"{gunicorn.url}/"], capture_output=True, text=True, timeout=120
     ).stdout
-    assert '<tr data-model="half_plus_two"><td>half_plus_two</td><td>123</td>' in dom
+    assert '<tr data-model="half_plus_two" data-version="123"><td>half_plus_two</td>' in dom
     assert "installed" in dom and "Ready" in dom
     subprocess.run(
         [*browser, f"--screenshot={screenshot}", "--window-size=1200,900", f"{gunicorn.url}/"],
