@@ -43,7 +43,7 @@ def tfrecord(*records: bytes) -> bytes:
     """TFRecord framing as TensorFlow writes it: length, masked CRCs of length and data."""
 
     def masked(data: bytes) -> int:
-        crc = google_crc32c.value(data)
+        crc: int = google_crc32c.value(data)
         return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
     out = b""

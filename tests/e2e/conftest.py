@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from receiver.dev.tools import free_port
+from tests import tfcheck
 from tests.helpers import PROJECT_ROOT
 
 
@@ -49,9 +50,9 @@ class Gunicorn:
             if self.process.poll() is not None:
                 pytest.fail(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/healthz", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or a busy machine
                 time.sleep(0.05)
         pytest.fail(f"gunicorn did not become healthy:\n{self.log()}")
 
@@ -92,6 +93,65 @@ def gunicorn(environ: dict[str, str], emulator, tmp_path: Path) -> Iterator[Guni
     )
     yield server
     server.stop(signal.SIGKILL)
+
+
+class TFServingStandIn:
+    """receiver/dev/tfserving_standin.py under `.venv-tf`: TF Serving's model-status API,
+    each load decided by real TensorFlow."""
+
+    def __init__(self, model_dir: Path, log_path: Path, poll: float = 0.2) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model_dir = model_dir
+        self.log_path = log_path
+        self.poll = poll
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> TFServingStandIn:
+        python = tfcheck.require_tensorflow()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(python), "-m", "receiver.dev.tfserving_standin", "--model-dir",
+                 str(self.model_dir), "--port", str(self.port), "--poll", str(self.poll)],
+                cwd=PROJECT_ROOT,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_for(self._answers, timeout=120, what=f"the TF Serving stand-in:\n{self.log()}")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"the stand-in exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return requests.get(f"{self.url}/v1/models/x", timeout=1).status_code == 404
+        except requests.ConnectionError:
+            return False
+
+    def state(self, model: str, version: int) -> str:
+        response = requests.get(f"{self.url}/v1/models/{model}/versions/{version}", timeout=5)
+        if response.status_code == 404:
+            return "NOT_FOUND"
+        return str(response.json()["model_version_status"][0]["state"])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def tfserving(tmp_path: Path) -> Iterator[TFServingStandIn]:
+    """A TF Serving stand-in watching the receiver's model dir (`environ`), not started."""
+    standin = TFServingStandIn(tmp_path / "models", tmp_path / "tfserving.log")
+    yield standin
+    standin.stop()
 
 
 def curl_push(
