@@ -163,7 +163,15 @@ def readiness(settings: Settings, journal: Journal) -> tuple[bool, str]:
     if record is None:
         return False, "the first sync of the bucket has not finished"
     jobs = [journal.get(job_id) for job_id in json.loads(record)]
-    pending = [job for job in jobs if job is not None and not job.state.final]
+    # A version renamed into place counts, though its job may still wait for TF Serving's
+    # verdict: TF Serving itself starts only once this says ready (the startup probe).
+    pending = [
+        job
+        for job in jobs
+        if job is not None
+        and not job.state.final
+        and not (settings.model_dir / job.model / str(job.version)).is_dir()
+    ]
     if pending:
         names = ", ".join(f"{job.model} version {job.version}" for job in pending)
         return False, f"installing what the first sync found: {names}"

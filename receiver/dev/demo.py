@@ -3,6 +3,9 @@
 1. starts the storage emulator and uploads version 123 of the sample model;
 2. starts the receiver (real gunicorn, auth on, a local dev signing key), whose sync at
    start installs 123, as a fresh pod would;
+   then TF Serving's stand-in (receiver/dev/tfserving_standin.py, real TensorFlow from
+   `.venv-tf`), as a pod starts TF Serving once the receiver is ready; the receiver
+   confirms each load with it (RECEIVER_TFSERVING_URL), and the demo prints its status;
 3. uploads version 124, as a training pipeline would, and sends its push with curl;
 4. uploads version 125 without pushing it, prints the curl line (and the CLI command)
    that push it, the environment the CLI needs, and keeps running until Ctrl-C.
@@ -37,6 +40,7 @@ from receiver.dev.tools import (
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_MODEL = Path(__file__).resolve().parent / "sample" / "half_plus_two" / "00000123"
+TF_PYTHON = PROJECT_ROOT / ".venv-tf" / "bin" / "python"
 BUCKET = "demo-models"
 PREFIX = "models"
 MODEL = "half_plus_two"
@@ -65,9 +69,12 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
     bucket = _bucket(emulator.url)
     receiver_log = (workdir / "receiver.log").open("wb")
     gunicorn: subprocess.Popen[bytes] | None = None
+    standin: subprocess.Popen[bytes] | None = None
     try:
         _upload(bucket, 123)
         say(f"uploaded gs://{BUCKET}/{PREFIX}/{MODEL}/123.tar.gz")
+        tfserving_port = free_port()
+        tfserving_url = f"http://127.0.0.1:{tfserving_port}"
         env = {
             "STORAGE_EMULATOR_HOST": emulator.url,
             "RECEIVER_SOURCE": f"gs://{BUCKET}/{PREFIX}",
@@ -76,6 +83,10 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
             "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
             "RECEIVER_CERTS_URL": signer.certs_url,
         }
+        if TF_PYTHON.exists():
+            env["RECEIVER_TFSERVING_URL"] = tfserving_url
+        else:
+            say(f"no {TF_PYTHON} (`make tf` installs it): TF Serving's stand-in is left out")
         say(f"starting the receiver on {url} (log: {workdir / 'receiver.log'})")
         gunicorn = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_ROOT / "gunicorn.conf.py")],
@@ -87,6 +98,15 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
         )
         _wait_ready(url, gunicorn)
         say("its sync at start found version 123 in the bucket and installed it")
+        # As in a pod: TF Serving starts once the receiver's first sync is on disk.
+        standin = _start_tfserving(model_dir, tfserving_port, workdir)
+        if standin is not None:
+            say(
+                f"started TF Serving's stand-in on {tfserving_url} "
+                f"(log: {workdir / 'tfserving.log'})"
+            )
+            _wait_installed(url, 1, timeout=180)
+            say(f"TF Serving: {_model_status(tfserving_url)}")
 
         push_124 = _push_body(_upload(bucket, 124), workdir)
         say(f"uploaded gs://{BUCKET}/{PREFIX}/{MODEL}/124.tar.gz; sending its push:")
@@ -95,8 +115,10 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
             _curl_argv(url, signer.mint(url), push_124), capture_output=True, text=True, check=True
         )
         say(f"receiver answered: {answer.stdout.strip()}")
-        _wait_installed(url, json.loads(answer.stdout)["job"])
+        _wait_installed(url, json.loads(answer.stdout)["job"], timeout=180)
         say(f"installed:\n{_tree(model_dir)}")
+        if standin is not None:
+            say(f"TF Serving: {_model_status(tfserving_url)}")
         if once:
             return 0
 
@@ -109,6 +131,11 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
             f" --keys {shlex.quote(str(workdir / 'keys'))}\n"
             "then watch it arrive (version 123 is pruned: RECEIVER_KEEP_VERSIONS=2):\n"
             f"  curl -s {url}status   (or open {url} in a browser)"
+            + (
+                f"\nand ask TF Serving:\n  curl -s {tfserving_url}/v1/models/{MODEL}"
+                if standin
+                else ""
+            )
         )
         exports = "\n".join(f"  export {k}={shlex.quote(v)}" for k, v in env.items())
         say(
@@ -129,8 +156,33 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
             except subprocess.TimeoutExpired:
                 gunicorn.kill()
                 gunicorn.wait()
+        if standin is not None:
+            standin.kill()
+            standin.wait()
         emulator.stop()
         receiver_log.close()
+
+
+def _start_tfserving(model_dir: Path, port: int, workdir: Path) -> subprocess.Popen[bytes] | None:
+    """TF Serving's stand-in (receiver/dev/tfserving_standin.py) under `.venv-tf`."""
+    if not TF_PYTHON.exists():
+        return None
+    with (workdir / "tfserving.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(TF_PYTHON), "-m", "receiver.dev.tfserving_standin",
+             "--model-dir", str(model_dir), "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=environ_with(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=""),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    return process
+
+
+def _model_status(tfserving_url: str) -> str:
+    """What TF Serving's REST API says of the sample model, as `curl` would print it."""
+    return requests.get(f"{tfserving_url}/v1/models/{MODEL}", timeout=5).text
 
 
 def _bucket(emulator_url: str) -> storage.Bucket:
@@ -193,9 +245,9 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60)
         if process.poll() is not None:
             raise SystemExit(f"receiver exited with {process.returncode}; see its log")
         try:
-            if requests.get(f"{url}readyz", timeout=1).status_code == 200:
+            if requests.get(f"{url}readyz", timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or a busy machine
             pass
         time.sleep(0.1)
     raise SystemExit(f"receiver was not ready within {timeout}s; see its log")

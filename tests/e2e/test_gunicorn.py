@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import tfcheck
 from tests.e2e.conftest import curl_push, wait_for
 from tests.helpers import HALF_PLUS_TWO, PROJECT_ROOT, push_body, same_files, upload_model
 
@@ -159,6 +160,8 @@ def test_the_readme_demo_runs(tmp_path):
     assert '"outcome":"queued"' in demo.stdout  # the push for 124 was news, not a duplicate
     assert same_files(tmp_path / "models" / "half_plus_two" / "123")
     assert same_files(tmp_path / "models" / "half_plus_two" / "124")
+    if tfcheck.TF_PYTHON.exists():  # TF Serving's stand-in ran: it shows what it loaded
+        assert '{"version": "124", "state": "AVAILABLE"' in demo.stdout, demo.stdout
     for line in demo.stdout.splitlines():  # every path the demo prints exists
         if line.startswith(f"  {tmp_path}/models/"):
             assert Path(line.strip()).is_file(), line
