@@ -96,11 +96,13 @@ class Installer:
     ) -> None:
         """Download, unpack and check into staging, then rename staging to `target`."""
         model_root = target.parent
+        for debris in servable.remove_job_debris(model_root, job.id):
+            log.warning("job %s: removed what an interrupted attempt left: %s", job.id, debris)
         skip = servable.superseded(model_root, job.version, self.settings.keep_versions)
         if skip:
             raise SupersededError(skip)
         self._check_room(job.model, job.size or 0, zip_spool=job.archive_format == "zip")
-        staging = servable.new_staging_dir(model_root, job.version)
+        staging = servable.new_staging_dir(model_root, job.version, job.id)
         try:
             if job.archive_format == DIRECTORY:
                 self._fetch_directory(job, staging, progress)

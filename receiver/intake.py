@@ -42,7 +42,7 @@ def accept(event: ObjectEvent, settings: Settings, journal: Journal) -> Outcome:
     if obj.bucket != settings.bucket:
         return _ignored(f"bucket {obj.bucket!r} is not the source bucket {settings.bucket!r}")
     if event.kind in (EventKind.DELETE, EventKind.ARCHIVE):
-        return _withdraw(event, settings)
+        return _withdraw(event, settings, journal)
     if event.kind is not EventKind.FINALIZE:
         return _ignored(f"event type {event.event_type} is not an upload; nothing to install")
     target = parse_object_name(obj.name, settings.prefix, settings.done_marker)
@@ -64,8 +64,9 @@ def queue(obj: ObjectRef, target: ModelVersion, settings: Settings, journal: Jou
     return _duplicate(job)
 
 
-def _withdraw(event: ObjectEvent, settings: Settings) -> Outcome:
-    """OBJECT_DELETE / OBJECT_ARCHIVE: remove the version it installed, if so configured."""
+def _withdraw(event: ObjectEvent, settings: Settings, journal: Journal) -> Outcome:
+    """OBJECT_DELETE / OBJECT_ARCHIVE: remove the version it installed, if so configured,
+    whether its install has ended, is under way, or has not started."""
     if settings.on_delete != "remove":
         return _ignored(f"{event.event_type} ignored (RECEIVER_ON_DELETE=ignore)")
     if event.overwritten_by_generation is not None:
@@ -74,18 +75,29 @@ def _withdraw(event: ObjectEvent, settings: Settings) -> Outcome:
     target = parse_object_name(obj.name, settings.prefix, settings.done_marker)
     if isinstance(target, Ignored):
         return _ignored(target.reason)
-    version_dir = settings.model_dir / target.model / str(target.version)
-    provenance = servable.read_provenance(version_dir)
+    # First mark an unfinished install, then look at the disk: an install that renames
+    # after the mark sees it; one that renamed before it is on disk by now.
+    pending = journal.request_withdrawal(obj)
+    if _installed_from(settings, target, obj):
+        refusal = servable.remove_version(settings.model_dir / target.model, target.version)
+        if refusal:
+            return _ignored(refusal)
+        return Outcome(200, "removed", f"withdrew {target.model} version {target.version}")
+    if pending is not None:
+        return Outcome(
+            202,
+            "withdrawing",
+            f"{target.model} version {target.version} is {pending.state.value} (job "
+            f"{pending.id}); it is withdrawn as soon as its install ends",
+        )
+    return _ignored(f"{target.model} version {target.version} was not installed from this object")
+
+
+def _installed_from(settings: Settings, target: ModelVersion, obj: ObjectRef) -> bool:
     # Whichever generation of this object installed the version: after a refused overwrite
     # the bucket's last generation was never installed, yet deleting it withdraws version N.
-    if (provenance.get("bucket"), provenance.get("object")) != (obj.bucket, obj.name):
-        return _ignored(
-            f"{target.model} version {target.version} was not installed from this object"
-        )
-    refusal = servable.remove_version(version_dir.parent, target.version)
-    if refusal:
-        return _ignored(refusal)
-    return Outcome(200, "removed", f"withdrew {target.model} version {target.version}")
+    provenance = servable.read_provenance(settings.model_dir / target.model / str(target.version))
+    return (provenance.get("bucket"), provenance.get("object")) == (obj.bucket, obj.name)
 
 
 def _duplicate(job: Job) -> Outcome:

@@ -47,6 +47,9 @@ class JobState(enum.StrEnum):
         return self in (JobState.INSTALLED, JobState.FAILED, JobState.SKIPPED)
 
 
+_UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
+
+
 @dataclass(frozen=True)
 class Job:
     id: int
@@ -69,6 +72,7 @@ class Job:
     started_at: float | None
     created_at: float
     updated_at: float
+    withdraw_requested: int = 0  # its object was deleted (RECEIVER_ON_DELETE=remove)
 
     @property
     def ref(self) -> ObjectRef:
@@ -286,6 +290,19 @@ class Journal:
                 (*fields.values(), time.time(), job_id, owner, JobState.RUNNING.value),
             )
         return cursor.rowcount == 1
+
+    def request_withdrawal(self, obj: ObjectRef) -> Job | None:
+        """Mark the unfinished job of a deleted object generation: its version is withdrawn
+        when the install ends. None if there is no such job, or it has ended."""
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE jobs SET withdraw_requested = 1, updated_at = ?"
+                f" WHERE bucket = ? AND object_name = ? AND generation = ?"
+                f" AND state IN ({', '.join('?' * len(_UNFINISHED))})",
+                (time.time(), obj.bucket, obj.name, obj.generation, *_UNFINISHED),
+            )
+        job = self.find(obj)
+        return job if job is not None and job.withdraw_requested else None
 
     def requeue(self, job_id: int) -> Job | None:
         """Run a job again from scratch (the `retry` command); None if there is no such job."""

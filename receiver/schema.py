@@ -87,7 +87,13 @@ CREATE TABLE IF NOT EXISTS versions (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_JOBS, _VERSIONS)
+# A delete (RECEIVER_ON_DELETE=remove) that arrives while its generation is queued or
+# installing: the worker withdraws the version when the install ends.
+_WITHDRAW_REQUESTED = """
+ALTER TABLE jobs ADD COLUMN withdraw_requested INTEGER NOT NULL DEFAULT 0;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_JOBS, _VERSIONS, _WITHDRAW_REQUESTED)
 
 
 def migrate(connection: sqlite3.Connection) -> int:

@@ -56,8 +56,8 @@ def _has_saved_model(directory: Path) -> bool:
     return False
 
 
-def new_staging_dir(model_root: Path, version: int) -> Path:
-    staging = model_root / f".staging-{version}-{secrets.token_hex(6)}"
+def new_staging_dir(model_root: Path, version: int, job_id: int) -> Path:
+    staging = model_root / f".staging-{version}-job{job_id}-{secrets.token_hex(6)}"
     for _ in range(3):  # another process's failed install may remove an empty model_root
         model_root.mkdir(parents=True, exist_ok=True)
         try:
@@ -127,16 +127,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def installed_versions(model_root: Path) -> list[int]:
-    """Version numbers present for one model, ascending."""
+def version_dirs(model_root: Path) -> list[tuple[int, Path]]:
+    """Each version directory with its number, ascending; a hand-placed `00000123` keeps its
+    own name (removing `123` instead would remove nothing)."""
     if not model_root.is_dir():
         return []
-    versions = []
+    found = []
     for entry in model_root.iterdir():
         version = parse_version(entry.name)
         if version is not None and entry.is_dir():
-            versions.append(version)
-    return sorted(versions)
+            found.append((version, entry))
+    return sorted(found)
+
+
+def installed_versions(model_root: Path) -> list[int]:
+    """Version numbers present for one model, ascending."""
+    return sorted({version for version, _ in version_dirs(model_root)})
 
 
 def installed_models(model_dir: Path) -> dict[str, list[int]]:
@@ -182,21 +188,24 @@ def prune(model_root: Path, keep: int) -> list[int]:
     if keep <= 0:
         return []
     with directory_lock(model_root):
-        removed = installed_versions(model_root)[:-keep]
-        for version in removed:
-            withdraw(model_root / str(version))
-    return removed
+        kept = set(installed_versions(model_root)[-keep:])
+        removed = [(v, path) for v, path in version_dirs(model_root) if v not in kept]
+        for _, path in removed:
+            withdraw(path)
+    return sorted({version for version, _ in removed})
 
 
 def remove_version(model_root: Path, version: int) -> str | None:
     """Withdraw one version unless it is the model's last; returns why not, or None."""
     with directory_lock(model_root):
-        versions = installed_versions(model_root)
-        if version not in versions:
+        found = version_dirs(model_root)
+        paths = [path for v, path in found if v == version]
+        if not paths:
             return f"version {version} is not installed"
-        if versions == [version]:
+        if len(paths) == len(found):
             return f"version {version} is the last one; TF Serving would be left with none"
-        withdraw(model_root / str(version))
+        for path in paths:
+            withdraw(path)
     return None
 
 
@@ -210,6 +219,28 @@ def withdraw(version_dir: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def remove_job_debris(model_root: Path, job_id: int) -> list[Path]:
+    """Delete what earlier attempts of one job left (a worker killed mid-install): staging
+    and download spools, which would otherwise hold disk until the next restart."""
+    removed = []
+    if model_root.is_dir():
+        for entry in model_root.iterdir():
+            if (
+                entry.name.startswith((".staging-", ".download-"))
+                and f"-job{job_id}-" in entry.name
+            ):
+                _remove(entry)
+                removed.append(entry)
+    return removed
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
+
+
 def remove_debris(model_dir: Path) -> list[Path]:
     """Delete hidden staging, trash and download leftovers of an earlier crash."""
     removed: list[Path] = []
@@ -220,9 +251,6 @@ def remove_debris(model_dir: Path) -> list[Path]:
             continue
         for entry in model_root.iterdir():
             if entry.name.startswith(_DEBRIS_PREFIXES):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+                _remove(entry)
                 removed.append(entry)
     return removed

@@ -8,6 +8,7 @@ RECEIVER_MAX_ATTEMPTS; permanent ones fail the job at once with their reason.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -16,10 +17,10 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-from receiver import metrics
+from receiver import metrics, servable
 from receiver.errors import PermanentError, SupersededError, TransientError
 from receiver.installer import Installer, InstallResult
 from receiver.journal import Job, JobState, Journal
@@ -135,6 +136,9 @@ class Worker:
         if job.attempts > self.retry.max_attempts:
             self._fail(job, f"gave up after {job.attempts - 1} attempts: {job.reason}")
             return True
+        if job.withdraw_requested:
+            self._finish(job, JobState.SKIPPED, "its object was deleted before it was installed")
+            return True
         with log_context(
             job=job.id,
             model=job.model,
@@ -161,16 +165,13 @@ class Worker:
         started = time.monotonic()
         heartbeat = self._heartbeat(job, on_progress)
         try:
-            result = self.installer.install(job, heartbeat, still_ours=heartbeat.confirm)
+            with heartbeat.kept_alive():
+                result = self.installer.install(job, heartbeat, still_ours=heartbeat.confirm)
         except _Cancelled:
             log.warning("job %s: interrupted by shutdown; it resumes after restart", job.id)
             self._record(job, self.journal.release(job.id, self.owner))
         except _LeaseLost:
-            log.warning(
-                "job %s: another worker took this job over (this one was silent past its "
-                "lease); install abandoned, nothing recorded",
-                job.id,
-            )
+            _log_taken_over(job)
         except SupersededError as exc:
             self._finish(job, JobState.SKIPPED, exc.reason)
         except PermanentError as exc:
@@ -178,12 +179,33 @@ class Worker:
         except TransientError as exc:
             self._retry_or_fail(job, exc.reason)
         except Exception as exc:  # a bug, or an OS error we did not foresee: keep the reason
+            if not heartbeat.still_held():  # its successor cleared this attempt's staging
+                _log_taken_over(job)
+                return
             log.exception("job %s: unexpected error", job.id)
             self._retry_or_fail(job, f"unexpected error: {exc!r}")
         else:
+            if self._withdrawn_after_delete(job):
+                return
             note = result.note or ("already installed" if result.already_installed else None)
             if self._finish(job, JobState.INSTALLED, note):
                 _record_install(result, time.monotonic() - started)
+
+    def _withdrawn_after_delete(self, job: Job) -> bool:
+        """Its object was deleted while it installed (RECEIVER_ON_DELETE=remove): withdraw."""
+        current = self.journal.get(job.id)
+        if current is None or not current.withdraw_requested:
+            return False
+        model_root = self.installer.settings.model_dir / job.model
+        refusal = servable.remove_version(model_root, job.version)
+        reason = (
+            f"its object was deleted while it installed; {refusal}, so it stays"
+            if refusal
+            else "its object was deleted while it installed; withdrawn"
+        )
+        log.warning("job %s: %s", job.id, reason)
+        self._finish(job, JobState.INSTALLED if refusal else JobState.SKIPPED, reason)
+        return True
 
     def _retry_or_fail(self, job: Job, reason: str) -> None:
         if job.attempts >= self.retry.max_attempts:
@@ -218,6 +240,14 @@ class Worker:
         return _Heartbeat(self.journal, job, self.owner, self.lease_seconds, self._cancel, also)
 
 
+def _log_taken_over(job: Job) -> None:
+    log.warning(
+        "job %s: another worker took this job over (this one was silent past its "
+        "lease); install abandoned, nothing recorded",
+        job.id,
+    )
+
+
 def _return_freed_memory() -> None:
     """Hand the heap an install freed back to the system (glibc's `malloc_trim`).
 
@@ -239,8 +269,8 @@ def _record_install(result: InstallResult, seconds: float) -> None:
 
 
 class _Heartbeat:
-    """Progress callback: records bytes done and renews the lease every few seconds,
-    and logs the download's progress (done, rate, time left) a little less often."""
+    """Progress callback: keeps the bytes done for the lease keeper (`kept_alive`) to
+    record, stops the install on shutdown or takeover, and logs the download's progress."""
 
     def __init__(
         self,
@@ -258,27 +288,55 @@ class _Heartbeat:
         self._bytes_done = 0
         self._cancel = cancel
         self._also = also
-        self._last_beat = self._last_log = time.monotonic()
+        self._lost = threading.Event()  # set by the lease keeper when another worker took over
+        self._last_log = time.monotonic()
 
     def __call__(self, bytes_done: int) -> None:
         if self._cancel.is_set():
             raise _Cancelled()
+        if self._lost.is_set():
+            raise _LeaseLost()
         if self._also is not None:
             self._also(bytes_done)
         self._bytes_done = bytes_done
         now = time.monotonic()
-        if now - self._last_beat >= _HEARTBEAT_SECONDS:
-            self.confirm()
         if now - self._last_log >= _PROGRESS_LOG_SECONDS:
             self._last_log = now
             progress = replace(self._job, bytes_done=bytes_done).progress()
             if progress is not None:
                 log.info("job %s: downloaded %s", self._job.id, progress.describe())
 
+    @contextlib.contextmanager
+    def kept_alive(self) -> Iterator[None]:
+        """Renew the lease from a thread of its own for as long as the install runs, so no
+        phase that reports no progress (unpacking a spooled zip, checking links, fsyncing,
+        waiting for TF Serving) lets another worker take the job over. A process that dies
+        stops renewing: its job is taken over once the lease runs out."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(_HEARTBEAT_SECONDS):
+                if not self._renew():
+                    self._lost.set()
+                    return
+
+        keeper = threading.Thread(target=renew, name=f"lease-{self._job.id}", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            done.set()
+            keeper.join()
+
     def confirm(self) -> None:
         """Renew the lease now; raise `_LeaseLost` if the job is no longer this worker's."""
-        self._last_beat = time.monotonic()
-        if not self._journal.heartbeat(
-            self._job.id, self._owner, self._bytes_done, self._lease_seconds
-        ):
+        if not self._renew():
             raise _LeaseLost()
+
+    def still_held(self) -> bool:
+        return not self._lost.is_set() and self._renew()
+
+    def _renew(self) -> bool:
+        return self._journal.heartbeat(
+            self._job.id, self._owner, self._bytes_done, self._lease_seconds
+        )

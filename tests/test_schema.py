@@ -45,6 +45,18 @@ def test_a_release_0_1_journal_is_upgraded_with_its_jobs_and_counts(tmp_path):
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
 
 
+def test_a_journal_from_before_job_counts_is_counted_once(tmp_path):
+    path = journal_of_release_0_1(tmp_path)
+    with sqlite3.connect(path) as db:  # as releases before the counts table left it
+        db.executescript(
+            "DROP TRIGGER job_counts_insert; DROP TRIGGER job_counts_update;"
+            " DROP TRIGGER job_counts_delete; DROP TABLE job_counts;"
+        )
+    journal = Journal(path)
+    journal.initialize()
+    assert journal.counts()["installed"] == journal.counts()["failed"] == 1
+
+
 def test_opening_twice_applies_nothing_twice(tmp_path):
     journal = Journal(journal_of_release_0_1(tmp_path))
     journal.initialize()

@@ -53,7 +53,7 @@ def test_two_top_level_dirs_are_ambiguous(tmp_path):
 
 def test_install_renames_into_place_with_provenance(tmp_path):
     model_root = tmp_path / "models" / "m"
-    staging = servable.new_staging_dir(model_root, 5)
+    staging = servable.new_staging_dir(model_root, 5, job_id=1)
     root = copy_model(staging / "00000123")
     servable.install(root, model_root / "5", {"object": "p/m/5.tar", "generation": 9})
     assert same_files(model_root / "5")
@@ -65,7 +65,7 @@ def test_install_never_replaces_a_version(tmp_path):
     model_root = tmp_path / "m"
     copy_model(model_root / "5")
     original = (model_root / "5" / "saved_model.pb").read_bytes()
-    staging = servable.new_staging_dir(model_root, 5)
+    staging = servable.new_staging_dir(model_root, 5, job_id=1)
     (staging / "saved_model.pb").write_bytes(b"different")
     with pytest.raises(PermanentError, match="immutable"):
         servable.install(staging, model_root / "5", {})
