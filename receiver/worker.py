@@ -314,8 +314,10 @@ class _Heartbeat:
         stops renewing: its job is taken over once the lease runs out."""
         done = threading.Event()
 
+        every = min(_HEARTBEAT_SECONDS, self._lease_seconds / 4)
+
         def renew() -> None:
-            while not done.wait(_HEARTBEAT_SECONDS):
+            while not done.wait(every):
                 if not self._renew():
                     self._lost.set()
                     return

@@ -1,10 +1,12 @@
 """What each event means: deletes, overwrites, out-of-order versions (through the HTTP API)."""
 
 import json
+import threading
 
 import pytest
 
 from receiver.config import Settings
+from receiver.journal import JobState
 from receiver.web import create_app
 from tests.helpers import push_body, same_files, upload_model
 
@@ -124,3 +126,47 @@ def test_an_older_version_still_installs_while_there_is_room(
     install(runtime, client, token, upload_model(bucket, 6))
     install(runtime, client, token, upload_model(bucket, 3))
     assert versions(settings) == ["3", "6"]
+
+
+@pytest.fixture
+def removing_proxied(environ, fault_proxy, monkeypatch):
+    """RECEIVER_ON_DELETE=remove, its storage traffic through the fault proxy."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fault_proxy.url)
+    app = create_app(Settings.from_env({**environ, "RECEIVER_ON_DELETE": "remove"}))
+    return app.extensions["receiver"], app.test_client()
+
+
+def test_a_delete_during_the_install_withdraws_the_version_when_it_ends(
+    removing_proxied, fault_proxy, bucket, token, settings
+):
+    runtime, client = removing_proxied
+    install(runtime, client, token, upload_model(bucket, 1))
+    second = upload_model(bucket, 2)
+    assert send(client, token, second).status_code == 202
+    fault_proxy.faults = ["hold"]  # the download of version 2 pauses halfway
+    worker = threading.Thread(target=runtime.worker.run_once)
+    worker.start()
+    assert fault_proxy.holding.wait(30)
+    response = send(client, token, second, "OBJECT_DELETE")
+    assert (response.status_code, response.get_json()["outcome"]) == (202, "withdrawing")
+    fault_proxy.release.set()
+    worker.join(60)
+    (job, _) = runtime.journal.recent(2)
+    assert job.version == 2 and job.state is JobState.SKIPPED, job.reason
+    assert job.reason == "its object was deleted while it installed; withdrawn"
+    assert versions(settings) == ["1"]
+
+
+def test_a_delete_before_the_install_starts_skips_it(removing, bucket, token, settings):
+    runtime, client = removing
+    install(runtime, client, token, upload_model(bucket, 1))
+    second = upload_model(bucket, 2)
+    assert send(client, token, second).status_code == 202
+    assert send(client, token, second, "OBJECT_DELETE").get_json()["outcome"] == "withdrawing"
+    runtime.worker.run_once()
+    job = runtime.journal.recent(1)[0]
+    assert (job.state, job.reason) == (
+        JobState.SKIPPED,
+        "its object was deleted before it was installed",
+    )
+    assert versions(settings) == ["1"]

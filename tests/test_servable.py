@@ -80,6 +80,33 @@ def test_prune_keeps_the_highest_versions(tmp_path):
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["10", "7"]
 
 
+def test_a_hand_placed_zero_padded_version_is_pruned_by_its_real_name(tmp_path):
+    copy_model(tmp_path / "m" / "00000123")
+    for version in (124, 125):
+        copy_model(tmp_path / "m" / str(version))
+    assert servable.prune(tmp_path / "m", keep=2) == [123]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["124", "125"]
+
+
+def test_a_zero_padded_version_is_withdrawn_by_its_real_name(tmp_path):
+    copy_model(tmp_path / "m" / "00000123")
+    copy_model(tmp_path / "m" / "124")
+    assert servable.remove_version(tmp_path / "m", 123) is None
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["124"]
+
+
+def test_a_takeover_removes_what_its_predecessor_left_and_nothing_else(tmp_path):
+    model_root = tmp_path / "m"
+    mine = servable.new_staging_dir(model_root, 5, job_id=7)
+    (mine / "weights").write_bytes(b"x" * 1000)
+    spool = mine.with_name(mine.name.replace(".staging-", ".download-", 1))
+    spool.write_bytes(b"zip")
+    other = servable.new_staging_dir(model_root, 5, job_id=8)  # another job, same version
+    copy_model(model_root / "4")
+    assert sorted(servable.remove_job_debris(model_root, 7)) == sorted([mine, spool])
+    assert sorted(p.name for p in model_root.iterdir()) == sorted(["4", other.name])
+
+
 def test_keep_zero_keeps_everything(tmp_path):
     for version in (1, 2, 3):
         copy_model(tmp_path / "m" / str(version))
