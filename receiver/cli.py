@@ -28,7 +28,9 @@ from receiver.errors import ReceiverError
 from receiver.journal import Job, JobState, Progress
 from receiver.layout import Ignored, parse_object_name
 from receiver.logs import configure_logging
+from receiver.publish import DEFAULT_FORMAT, PACK_FORMATS, publish
 from receiver.runtime import Runtime
+from receiver.savedmodel import parse_tags
 from receiver.status import NOT_CONFIRMED, versions_view
 from receiver.storage import ObjectStore
 from receiver.sync import models_without_a_version, sync
@@ -61,6 +63,28 @@ def _parser() -> argparse.ArgumentParser:
     install.add_argument("object", help="gs://BUCKET/PREFIX/<model>/<version>.<ext>")
     install.add_argument("--generation", type=int, help="default: the object's live generation")
     install.set_defaults(run=_install)
+
+    publish = commands.add_parser(
+        "publish",
+        help="check a SavedModel export as the receiver will, pack it and upload it",
+    )
+    publish.add_argument("export", type=Path, help="the SavedModel directory (saved_model.pb)")
+    publish.add_argument("destination", help="gs://BUCKET/PREFIX/MODEL/VERSION")
+    publish.add_argument(
+        "--format", default=DEFAULT_FORMAT, choices=PACK_FORMATS, help="archive format"
+    )
+    publish.add_argument(
+        "--as-directory", action="store_true", help="upload the files, then the done marker"
+    )
+    publish.add_argument(
+        "--tags",
+        default=os.environ.get("RECEIVER_SAVED_MODEL_TAGS", "serve"),
+        help="the tag set TF Serving loads (default: $RECEIVER_SAVED_MODEL_TAGS or serve)",
+    )
+    publish.add_argument(
+        "--done-marker", default=os.environ.get("RECEIVER_DONE_MARKER", "_SUCCESS")
+    )
+    publish.set_defaults(run=_publish)
 
     commands.add_parser(
         "sync", help="install the bucket's newest versions once, then exit (an init step)"
@@ -114,6 +138,33 @@ def _runtime() -> Runtime:
     check_model_dir(settings)
     configure_logging(settings.log_format)
     return Runtime.create(settings)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    shown = {"at": 0.0}
+
+    def progress(sent: int, total: int) -> None:
+        now = time.monotonic()
+        if sys.stderr.isatty() and (now - shown["at"] >= 0.2 or sent == total):
+            shown["at"] = now
+            percent = 100 * sent / total if total else 100
+            print(f"\r  uploaded {sent / 2**20:.1f} of {total / 2**20:.1f} MiB "
+                  f"({percent:.0f}%)", end="", file=sys.stderr, flush=True)  # fmt: skip
+
+    written = publish(
+        args.export,
+        args.destination,
+        tags=parse_tags(args.tags),
+        archive_format=args.format,
+        as_directory=args.as_directory,
+        done_marker=args.done_marker,
+        progress=progress,
+    )
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    what = f"{len(written) - 1} files, then {written[-1]}" if args.as_directory else written[0]
+    print(f"published {what}")
+    return 0
 
 
 def _install(args: argparse.Namespace) -> int:
