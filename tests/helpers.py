@@ -41,9 +41,23 @@ def push_body(blob: storage.Blob, **kwargs: str) -> bytes:
 
 
 def same_files(installed: Path, source: Path = HALF_PLUS_TWO) -> bool:
-    """True when every file of the source model is installed with identical bytes."""
-    files = [p.relative_to(source) for p in source.rglob("*") if p.is_file()]
-    return all((installed / f).read_bytes() == (source / f).read_bytes() for f in files)
+    """Exactly the source model's files are installed, byte for byte (the receiver's own
+    `.receiver.json` aside). Raises AssertionError saying what differs, so a failing
+    `assert same_files(...)` names the file; an empty or mistyped source fails too."""
+    expected = {p.relative_to(source) for p in source.rglob("*") if p.is_file()}
+    assert expected, f"{source} holds no files: nothing to compare with"
+    found = {
+        p.relative_to(installed)
+        for p in installed.rglob("*")
+        if p.is_file() and p.name != ".receiver.json"
+    }
+    missing, extra = sorted(map(str, expected - found)), sorted(map(str, found - expected))
+    assert not missing and not extra, f"in {installed}: missing {missing}, unexpected {extra}"
+    differ = sorted(
+        str(f) for f in expected if (installed / f).read_bytes() != (source / f).read_bytes()
+    )
+    assert not differ, f"in {installed}: these differ from {source}: {differ}"
+    return True
 
 
 def peak_rss_mib(pid: int | str = "self") -> int:

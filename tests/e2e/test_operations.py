@@ -141,8 +141,8 @@ def test_cli_install_then_status(cli_env, bucket, settings):
     status = run_cli("status", env=cli_env)
     assert status.returncode == 0
     lines = status.stdout.splitlines()
-    assert lines[0].split() == ["MODEL", "VERSIONS"]
-    assert lines[1].split() == ["half_plus_two", "7"]
+    assert lines[0].split() == ["MODEL", "VERSION", "TF", "SERVING", "DETAIL"]
+    assert lines[1].split() == ["half_plus_two", "7", "unconfirmed"]
     assert any(line.split()[:4] == ["1", "installed", "half_plus_two", "7"] for line in lines)
     retry = run_cli("retry", "1", env=cli_env)
     assert retry.returncode == 2
