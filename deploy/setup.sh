@@ -43,7 +43,8 @@ g() { gcloud --project="$PROJECT_ID" --quiet "$@"; }
 
 say "enabling the APIs"
 g services enable pubsub.googleapis.com storage.googleapis.com iam.googleapis.com \
-  artifactregistry.googleapis.com container.googleapis.com run.googleapis.com
+  compute.googleapis.com artifactregistry.googleapis.com container.googleapis.com \
+  run.googleapis.com
 
 PROJECT_NUMBER=$(g projects describe "$PROJECT_ID" --format='value(projectNumber)')
 NODE_SA="${NODE_SA:-${PROJECT_NUMBER}-compute@developer.gserviceaccount.com}"

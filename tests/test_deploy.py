@@ -254,3 +254,39 @@ def test_setup_is_idempotent(tmp_path):
     assert any(c[:3] == ["pubsub", "subscriptions", "update"] for c in again)
     assert bindings(tmp_path) == first
     assert any(role == "roles/run.invoker" for _, _, role in first)
+
+
+# --- docs/deploying.md ----------------------------------------------------------------------
+
+GUIDE = (PROJECT_ROOT / "docs" / "deploying.md").read_text()
+
+
+def test_the_guide_uses_one_namespace_the_manifests_and_setup_agree_on():
+    namespace = re.search(r"^namespace: (\S+)$", (SITE / "kustomization.yaml").read_text(), re.M)
+    assert namespace
+    used = re.findall(r"(?:\s-n|--namespace[= ]|\bNAMESPACE=)\s*\"?([\w$-]+)", GUIDE)
+    assert used and set(used) == {namespace.group(1)}
+    assert 'K8S_NAMESPACE="$NAMESPACE"' in GUIDE
+
+
+def test_the_guide_enables_every_api_before_the_cluster_needs_it():
+    enabled_by_setup = set(re.findall(r"[a-z]+\.googleapis\.com", SETUP.read_text()))
+    first_enable = GUIDE[GUIDE.index("gcloud services enable") :].split("```")[0]
+    assert enabled_by_setup <= set(re.findall(r"[a-z]+\.googleapis\.com", first_enable))
+    assert GUIDE.index("gcloud services enable") < GUIDE.index("gcloud container clusters")
+    assert GUIDE.index("gcloud container clusters create") < GUIDE.index("deploy/setup.sh\n")
+
+
+def test_the_guide_names_the_paths_it_tells_you_to_use():
+    for path in re.findall(r"`((?:deploy|tests/fixtures)/[\w./-]+)`", GUIDE):
+        assert (PROJECT_ROOT / path.rstrip("/")).exists(), path
+    for overlay in re.findall(r"kubectl apply -k (\S+)", GUIDE):
+        assert (PROJECT_ROOT / overlay / "kustomization.yaml").exists(), overlay
+
+
+def test_the_readme_points_to_the_guide_in_a_few_lines():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deploying\n") :].split("\n## ")[0]
+    lines = [line for line in section.splitlines()[1:] if line.strip()]
+    assert 2 <= len(lines) <= 5
+    assert "docs/deploying.md" in section
