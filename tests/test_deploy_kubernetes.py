@@ -1,9 +1,8 @@
-"""What ships for GKE: every kustomize overlay, rendered by `kubectl kustomize` and checked
-offline against the Kubernetes 1.30 OpenAPI schemas (kubernetes-validate) and against
-the CRDs it uses (tests/fixtures/crds, sources in tests/fixtures/SOURCES.md), then read
-for the promises docs/deploying.md makes: what each probe means, that the load balancer
-exposes only the push path and health-checks /healthz, and the disk it is sized for.
-"""
+"""What ships for GKE: every kustomize overlay, rendered by `kubectl kustomize`, checked
+offline against the Kubernetes 1.30 schemas (kubernetes-validate) and the CRDs it uses
+(tests/fixtures/crds, see SOURCES.md), and read for what docs/deploying.md promises:
+what each probe means, that the load balancer exposes only the push path and checks
+/healthz, and the disk it is sized for."""
 
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from receiver.config import Settings
 from tests.helpers import FIXTURES, PROJECT_ROOT
 
 KUSTOMIZE_ROOT = PROJECT_ROOT / "deploy" / "kubernetes"
@@ -95,17 +95,12 @@ def validate(document: dict[str, Any], schemas: dict[tuple[str, str], dict[str, 
 
 
 def find(documents: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    (found,) = [
-        d
-        for d in documents
-        if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
-    ]
+    (found,) = [d for d in documents if d["kind"] == kind and name in (None, d["metadata"]["name"])]
     return found
 
 
-def pod_spec(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    spec: dict[str, Any] = find(documents, "Deployment")["spec"]["template"]["spec"]
-    return spec
+def pod_spec(documents: list[dict[str, Any]]) -> Any:
+    return find(documents, "Deployment")["spec"]["template"]["spec"]
 
 
 def gibibytes(quantity: str) -> float:
@@ -149,8 +144,7 @@ def test_one_namespace_and_the_site_values_everywhere(overlay):
             assert document["metadata"]["namespace"] == NAMESPACE, document["kind"]
     assert "ConfigMap" not in {d["kind"] for d in documents}  # site values are not applied
     text = yaml.safe_dump_all(documents)
-    for placeholder in ("BUCKET/", "PUSH_DOMAIN", "GCP_SERVICE_ACCOUNT", "PUSH_SERVICE_ACCOUNT"):
-        assert placeholder not in text
+    assert not re.search(r"BUCKET/|PUSH_DOMAIN|GCP_SERVICE_ACCOUNT|PUSH_SERVICE_ACCOUNT", text)
     (receiver,) = pod_spec(documents)["initContainers"]
     env = {item["name"]: item["value"] for item in receiver["env"]}
     domain = find(documents, "ManagedCertificate")["spec"]["domains"][0]
@@ -268,3 +262,38 @@ def test_the_replicas_overlay_runs_many_pods_one_at_a_time_disrupted():
     assert find(documents, "Deployment")["spec"]["replicas"] > 1
     assert find(documents, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     assert find(render("one-pod"), "Deployment")["spec"]["replicas"] == 1
+
+
+def test_both_containers_are_hardened_and_share_the_volume():
+    pod = pod_spec(render("one-pod"))
+    (receiver,) = pod["initContainers"]
+    (serving,) = pod["containers"]
+    assert "--model_config_file=/models/models.config" in serving["args"]
+    assert "--file_system_poll_wait_seconds=1" in serving["args"]
+    for container in (receiver, serving):
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["models"] == "/models"
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["fsGroup"] == 10001  # the receiver's user writes /models
+
+
+def test_the_receiver_accepts_the_settings_the_manifests_give_it(tmp_path):
+    pod = pod_spec(render("one-pod"))
+    (receiver,) = pod["initContainers"]
+    env = {item["name"]: item["value"] for item in receiver["env"]}
+    settings = Settings.from_env({**env, "RECEIVER_MODEL_DIR": str(tmp_path)})
+    assert settings.auth_enabled and settings.allowed_senders == {
+        "pubsub-push@my-project.iam.gserviceaccount.com"
+    }
+    assert str(settings.model_config_file) == "/models/models.config"
+    manifest = (PROJECT_ROOT / "deploy" / "cloudrun" / "service.yaml").read_text()
+    cloud_run = yaml.safe_load(manifest.replace("gs://BUCKET/", "gs://my-models/"))
+    containers = cloud_run["spec"]["template"]["spec"]["containers"]
+    (run_receiver,) = [c for c in containers if c["name"] == "receiver"]
+    run_env = {item["name"]: item["value"] for item in run_receiver["env"]}
+    assert Settings.from_env({**run_env, "RECEIVER_MODEL_DIR": str(tmp_path)}).ack == "installed"
