@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument(
         "object", help="gs://BUCKET/NAME (looked up in Cloud Storage or the emulator)"
     )
-    push.add_argument("--url", default="http://127.0.0.1:8080/", help="the receiver's push URL")
+    push.add_argument("--url", default="http://127.0.0.1:8080/push", help="the receiver's push URL")
     push.add_argument("--audience", help="token audience (default: $RECEIVER_AUDIENCE, else --url)")
     push.add_argument("--event", default="OBJECT_FINALIZE", help="eventType attribute")
     _dev_key_options(push)

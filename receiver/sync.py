@@ -7,9 +7,10 @@ version failed for good (not a SavedModel, corrupt), the next newest is queued, 
 on, so one broken upload never leaves a model dark. It runs in the install thread at
 start (RECEIVER_SYNC_ON_START), every RECEIVER_SYNC_INTERVAL seconds, and again at once
 when a job fails for a model with no version; `python -m receiver sync` runs it to the
-end. Readiness waits for the first sync's installs and for every model in the bucket to
-have a version, so a Kubernetes probe keeps TF Serving (which exits if a configured
-model has no version) out of traffic.
+end. Startup waits for the first sync's installs (done or failed), so TF Serving, which
+the sidecar's startup probe holds back, starts on every model that installs; readiness
+also waits for every model in the bucket to have a version, which one broken upload of
+a new model can prevent for good, so it is for monitoring and must never gate traffic.
 """
 
 from __future__ import annotations
@@ -150,21 +151,22 @@ class Syncer:
         return True
 
 
-def readiness(settings: Settings, journal: Journal) -> tuple[bool, str]:
-    """Ready once the model dir is writable, the first sync's installs have ended, and
-    every model in the bucket has a version TF Serving can load."""
+def startup(settings: Settings, journal: Journal) -> tuple[bool, str]:
+    """Started once the model dir is writable and the first sync's installs have ended,
+    done or failed: what gates TF Serving's start. A model with no version does not hold
+    it back (it is not in TF Serving's config until it has one); the reason names it."""
     if not settings.model_dir.is_dir():
         return False, f"model dir {settings.model_dir} does not exist"
     if not os.access(settings.model_dir, os.W_OK):
         return False, f"model dir {settings.model_dir} is not writable"
     if not settings.sync_on_start:
-        return True, "ready (no sync at start)"
+        return True, "started (no sync at start)"
     record = journal.get_meta(FIRST_SYNC_KEY)
     if record is None:
         return False, "the first sync of the bucket has not finished"
     jobs = [journal.get(job_id) for job_id in json.loads(record)]
     # A version renamed into place counts, though its job may still wait for TF Serving's
-    # verdict: TF Serving itself starts only once this says ready (the startup probe).
+    # verdict: TF Serving itself starts only once this says started (the startup probe).
     pending = [
         job
         for job in jobs
@@ -175,6 +177,18 @@ def readiness(settings: Settings, journal: Journal) -> tuple[bool, str]:
     if pending:
         names = ", ".join(f"{job.model} version {job.version}" for job in pending)
         return False, f"installing what the first sync found: {names}"
+    dark = models_without_a_version(settings, journal)
+    return True, f"started; {dark}" if dark else "started"
+
+
+def readiness(settings: Settings, journal: Journal) -> tuple[bool, str]:
+    """Ready once started and every model in the bucket has a version TF Serving can
+    load: a signal for monitoring, never a probe (see docs/deploying.md, "Probes")."""
+    started, reason = startup(settings, journal)
+    if not started:
+        return False, reason
+    if not settings.sync_on_start:
+        return True, "ready (no sync at start)"
     dark = models_without_a_version(settings, journal)
     return (False, dark) if dark else (True, "ready")
 

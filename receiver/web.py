@@ -37,7 +37,7 @@ from receiver.errors import (
 from receiver.journal import JobState
 from receiver.runtime import Runtime
 from receiver.status import document, versions_view
-from receiver.sync import readiness
+from receiver.sync import readiness, startup
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ MAX_BODY_BYTES = 16 * 1024 * 1024  # Pub/Sub messages are at most 10 MB
 _AUTH_ERRORS = (UnauthenticatedError, ForbiddenError, AuthUnavailableError)
 
 bp = Blueprint("receiver", __name__)
+
+# The push has a path of its own, so an ingress can expose it and nothing else; `POST /`
+# stays for subscriptions made before /push existed.
+PUSH_PATHS = ("/push", "/")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -78,6 +82,7 @@ def runtime() -> Runtime:
     return rt
 
 
+@bp.post("/push")
 @bp.post("/")
 def push() -> tuple[Response, int]:
     rt = runtime()
@@ -135,6 +140,12 @@ def healthz() -> tuple[Response, int]:
     return jsonify({"status": "ok"}), 200
 
 
+@bp.get("/startupz")
+def startupz() -> tuple[Response, int]:
+    started, reason = startup(runtime().settings, runtime().journal)
+    return jsonify({"started": started, "reason": reason}), 200 if started else 503
+
+
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     ready, reason = readiness(runtime().settings, runtime().journal)
@@ -168,7 +179,7 @@ def _error_response(error: DeliveryError) -> tuple[Response, int]:
             request.get_data(), dict(request.headers.items()), error.reason
         )
     log.warning("%s %s -> %s: %s", request.method, request.path, error.http_status, error.reason)
-    if request.method == "POST" and request.path == "/":
+    if request.method == "POST" and request.path in PUSH_PATHS:
         metrics.PUSHES.labels(format="unknown", outcome=error.outcome).inc()
         if isinstance(error, _AUTH_ERRORS):
             metrics.AUTH_FAILURES.labels(reason=error.label).inc()

@@ -1,9 +1,10 @@
-"""What ships: the Dockerfile, the Kubernetes and Cloud Run manifests, and deploy/setup.sh.
+"""What ships: the Dockerfile, the Cloud Run manifest, deploy/setup.sh and the guide that
+uses them (docs/deploying.md); the GKE manifests are in tests/test_deploy_kubernetes.py.
 
 No container engine or cluster runs here, so each is checked by the field's own offline
-tool (hadolint, kubernetes-validate against the Kubernetes OpenAPI schemas, shellcheck)
-and by tests of the rules the README promises; setup.sh runs for real against a
-stand-in `gcloud` (tests/fakes/gcloud) that remembers what it was asked to create.
+tool (hadolint, shellcheck) and by tests of the rules docs/deploying.md promises;
+setup.sh runs for real against a stand-in `gcloud` (tests/fakes/gcloud) that remembers
+what it was asked to create and which IAM bindings it holds.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from tests.helpers import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
-KUBERNETES = sorted((PROJECT_ROOT / "deploy" / "kubernetes").glob("*.yaml"))
 CLOUD_RUN = PROJECT_ROOT / "deploy" / "cloudrun" / "service.yaml"
 SETUP = PROJECT_ROOT / "deploy" / "setup.sh"
+SITE = PROJECT_ROOT / "deploy" / "kubernetes" / "site"
 
 
 def tool(name: str) -> str:
@@ -71,60 +72,6 @@ def test_dockerfile_runs_gunicorn_as_a_numeric_non_root_user_with_a_healthcheck(
     assert "ENV PATH=/venv/bin" in DOCKERFILE and "PORT=8080" in DOCKERFILE
 
 
-# --- Kubernetes -----------------------------------------------------------------------------
-
-
-def test_kubernetes_manifests_validate_against_the_openapi_schemas():
-    result = subprocess.run(
-        [tool("kubernetes-validate"), "--kubernetes-version", "1.30.0", "--strict"]
-        + [str(path) for path in KUBERNETES],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("passed") == len(KUBERNETES) == 3
-
-
-def kubernetes(kind: str) -> dict:
-    for path in KUBERNETES:
-        for document in yaml.safe_load_all(path.read_text()):
-            if document["kind"] == kind:
-                assert isinstance(document, dict)
-                return document
-    raise AssertionError(f"no {kind}")
-
-
-def test_the_receiver_is_a_native_sidecar_that_gates_tf_serving():
-    pod = kubernetes("Deployment")["spec"]["template"]["spec"]
-    (receiver,) = pod["initContainers"]
-    (serving,) = pod["containers"]
-    assert receiver["restartPolicy"] == "Always"
-    assert receiver["startupProbe"]["httpGet"]["path"] == "/readyz"
-    assert "--file_system_poll_wait_seconds=1" in serving["args"]
-    assert "--model_config_file=/models/models.config" in serving["args"]
-    env = {item["name"]: item["value"] for item in receiver["env"]}
-    assert env["RECEIVER_MODEL_CONFIG_FILE"] == "/models/models.config"
-    assert {"RECEIVER_SOURCE", "RECEIVER_AUDIENCE", "RECEIVER_ALLOWED_SENDERS"} <= set(env)
-    for container in (receiver, serving):
-        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-        assert mounts["models"] == "/models"
-        assert container["resources"]["requests"] and container["resources"]["limits"]
-        security = container["securityContext"]
-        assert security["allowPrivilegeEscalation"] is False
-        assert security["readOnlyRootFilesystem"] is True
-        assert security["capabilities"]["drop"] == ["ALL"]
-    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == "models")
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["serviceAccountName"] == kubernetes("ServiceAccount")["metadata"]["name"]
-
-
-def test_workload_identity_and_the_push_service():
-    annotations = kubernetes("ServiceAccount")["metadata"]["annotations"]
-    assert annotations["iam.gke.io/gcp-service-account"].endswith(".iam.gserviceaccount.com")
-    ports = {p["name"]: p["port"] for p in kubernetes("Service")["spec"]["ports"]}
-    assert ports["push"] == 8080
-
-
 # --- Cloud Run ------------------------------------------------------------------------------
 
 
@@ -144,10 +91,43 @@ def test_the_cloud_run_service_shares_memory_and_acks_on_install():
     assert [name for name, c in containers.items() if c.get("ports")] == ["receiver"]
     env = {e["name"]: e["value"] for e in containers["receiver"]["env"]}
     assert env["RECEIVER_ACK"] == "installed"
-    assert containers["receiver"]["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert containers["receiver"]["startupProbe"]["httpGet"]["path"] == "/startupz"
     for container in containers.values():
         assert container["volumeMounts"] == [{"name": volume["name"], "mountPath": "/models"}]
     assert "--file_system_poll_wait_seconds=1" in containers["tf-serving"]["args"]
+
+
+def test_cloud_run_requires_an_invoker_and_gives_cpu_to_the_periodic_sync():
+    service = yaml.safe_load(CLOUD_RUN.read_text())
+    assert service["metadata"]["annotations"]["run.googleapis.com/invoker-iam-disabled"] == (
+        "false"
+    )
+    assert "allUsers" not in CLOUD_RUN.read_text() + SETUP.read_text()
+    template = service["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["run.googleapis.com/cpu-throttling"] == "false"  # instance billing
+    containers = {c["name"]: c for c in template["spec"]["containers"]}
+    env = {e["name"]: e["value"] for e in containers["receiver"]["env"]}
+    assert int(env["RECEIVER_SYNC_INTERVAL"]) > 0
+    # Cloud Run strips the token's signature once it has checked it: the receiver cannot.
+    assert env["RECEIVER_AUTH"] == "none"
+
+
+@pytest.mark.parametrize("container", ["receiver", "tf-serving"])
+def test_cloud_run_startup_probes_allow_as_long_as_cloud_run_does(container):
+    spec = yaml.safe_load(CLOUD_RUN.read_text())["spec"]["template"]["spec"]
+    (probe,) = [c["startupProbe"] for c in spec["containers"] if c["name"] == container]
+    # Cloud Run's limits: period x threshold <= 240 s, initial delay <= 240 s.
+    assert probe["periodSeconds"] * probe["failureThreshold"] == 240
+    assert 0 < probe.get("initialDelaySeconds", 0) <= 240
+
+
+def test_cloud_run_memory_holds_the_in_memory_volume():
+    spec = yaml.safe_load(CLOUD_RUN.read_text())["spec"]["template"]["spec"]
+    (volume,) = spec["volumes"]
+    size = int(volume["emptyDir"]["sizeLimit"].removesuffix("Gi"))
+    receiver = next(c for c in spec["containers"] if c["name"] == "receiver")
+    assert int(receiver["resources"]["limits"]["memory"].removesuffix("Gi")) > size
 
 
 # --- deploy/setup.sh ------------------------------------------------------------------------
@@ -158,7 +138,7 @@ def test_setup_script_passes_shellcheck():
     assert result.returncode == 0, result.stdout
 
 
-def run_setup(state: Path) -> list[list[str]]:
+def run_setup(state: Path, **extra: str) -> list[list[str]]:
     calls = state / "calls"
     calls.unlink(missing_ok=True)
     env = {
@@ -169,6 +149,8 @@ def run_setup(state: Path) -> list[list[str]]:
         "BUCKET": "my-models",
         "PUSH_ENDPOINT": "https://receiver.example.com/",
         "K8S_NAMESPACE": "serving",
+        "REGION": "us-central1",
+        **extra,
     }
     result = subprocess.run(["bash", str(SETUP)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -192,6 +174,7 @@ def test_setup_creates_everything_it_uses_and_grants_every_role(tmp_path):
         "pubsub topics create model-uploads",
         "pubsub topics create model-uploads-dead-letter",
         "pubsub subscriptions create model-uploads-dead-letter-hold",
+        "artifacts repositories create containers",
     ):
         assert any(line.startswith(thing) for line in made), thing
     (notification,) = [
@@ -226,11 +209,84 @@ def test_setup_creates_everything_it_uses_and_grants_every_role(tmp_path):
         ("gs://my-models", "roles/storage.objectViewer"),
         ("model-uploads", "roles/pubsub.publisher"),
         ("model-receiver@my-project.iam.gserviceaccount.com", "roles/iam.workloadIdentityUser"),
+        ("containers", "roles/artifactregistry.reader"),
+    }
+    (enable,) = [c for c in calls if c[:2] == ["services", "enable"]]
+    assert {
+        "container.googleapis.com",
+        "artifactregistry.googleapis.com",
+        "run.googleapis.com",
+    } <= set(enable)
+
+
+def bindings(state: Path) -> set[tuple[str, str, str]]:
+    return {tuple(json.loads(line)) for line in (state / "bindings").read_text().splitlines()}
+
+
+def test_setup_lets_the_push_invoke_cloud_run_and_nobody_else(tmp_path):
+    run_setup(tmp_path, CLOUD_RUN_SERVICE="tf-serving")
+    invokers = {(r, m) for r, m, role in bindings(tmp_path) if role == "roles/run.invoker"}
+    assert invokers == {
+        ("run services tf-serving", "serviceAccount:pubsub-push@my-project.iam.gserviceaccount.com")
     }
 
 
-def test_setup_is_idempotent(tmp_path):
+def test_setup_binds_workload_identity_in_the_namespace_the_manifests_use(tmp_path):
     run_setup(tmp_path)
-    again = run_setup(tmp_path)
+    (member,) = [m for _, m, role in bindings(tmp_path) if role.endswith("workloadIdentityUser")]
+    namespace = re.search(r"^namespace: (\S+)$", (SITE / "kustomization.yaml").read_text(), re.M)
+    assert namespace and member.endswith(f".svc.id.goog[{namespace.group(1)}/model-receiver]")
+
+
+def test_setup_refuses_a_cloud_run_service_without_its_region(tmp_path):
+    env = {**os.environ, "PROJECT_ID": "p", "BUCKET": "b", "PUSH_ENDPOINT": "https://x/push"}
+    env["CLOUD_RUN_SERVICE"] = "tf-serving"
+    env.pop("REGION", None)
+    result = subprocess.run(["bash", str(SETUP)], env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and "needs REGION" in result.stderr
+
+
+def test_setup_is_idempotent(tmp_path):
+    run_setup(tmp_path, CLOUD_RUN_SERVICE="tf-serving")
+    first = bindings(tmp_path)
+    again = run_setup(tmp_path, CLOUD_RUN_SERVICE="tf-serving")
     assert creates(again) == []
     assert any(c[:3] == ["pubsub", "subscriptions", "update"] for c in again)
+    assert bindings(tmp_path) == first
+    assert any(role == "roles/run.invoker" for _, _, role in first)
+
+
+# --- docs/deploying.md ----------------------------------------------------------------------
+
+GUIDE = (PROJECT_ROOT / "docs" / "deploying.md").read_text()
+
+
+def test_the_guide_uses_one_namespace_the_manifests_and_setup_agree_on():
+    namespace = re.search(r"^namespace: (\S+)$", (SITE / "kustomization.yaml").read_text(), re.M)
+    assert namespace
+    used = re.findall(r"(?:\s-n|--namespace[= ]|\bNAMESPACE=)\s*\"?([\w$-]+)", GUIDE)
+    assert used and set(used) == {namespace.group(1)}
+    assert 'K8S_NAMESPACE="$NAMESPACE"' in GUIDE
+
+
+def test_the_guide_enables_every_api_before_the_cluster_needs_it():
+    enabled_by_setup = set(re.findall(r"[a-z]+\.googleapis\.com", SETUP.read_text()))
+    first_enable = GUIDE[GUIDE.index("gcloud services enable") :].split("```")[0]
+    assert enabled_by_setup <= set(re.findall(r"[a-z]+\.googleapis\.com", first_enable))
+    assert GUIDE.index("gcloud services enable") < GUIDE.index("gcloud container clusters")
+    assert GUIDE.index("gcloud container clusters create") < GUIDE.index("deploy/setup.sh\n")
+
+
+def test_the_guide_names_the_paths_it_tells_you_to_use():
+    for path in re.findall(r"`((?:deploy|tests/fixtures)/[\w./-]+)`", GUIDE):
+        assert (PROJECT_ROOT / path.rstrip("/")).exists(), path
+    for overlay in re.findall(r"kubectl apply -k (\S+)", GUIDE):
+        assert (PROJECT_ROOT / overlay / "kustomization.yaml").exists(), overlay
+
+
+def test_the_readme_points_to_the_guide_in_a_few_lines():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deploying\n") :].split("\n## ")[0]
+    lines = [line for line in section.splitlines()[1:] if line.strip()]
+    assert 2 <= len(lines) <= 5
+    assert "docs/deploying.md" in section

@@ -8,7 +8,7 @@ from receiver.config import Settings
 from receiver.journal import Journal
 from receiver.status import document
 from receiver.storage import ObjectStore
-from receiver.sync import FIRST_SYNC_KEY, Syncer, readiness, sync, versions_by_model
+from receiver.sync import FIRST_SYNC_KEY, Syncer, readiness, startup, sync, versions_by_model
 from tests.helpers import FIXTURES, upload_model
 
 
@@ -142,6 +142,33 @@ def test_a_model_without_an_installable_version_is_not_ready_and_leaves_no_empty
     assert "no version installed for half_plus_two" in reason
     assert "version 5 failed: not a SavedModel" in reason
     assert sorted(p.name for p in settings.model_dir.iterdir()) == ["fine"]
+
+
+def test_a_model_without_an_installable_version_does_not_hold_back_startup(
+    runtime, bucket, settings
+):
+    # What the sidecar's startup probe asks: TF Serving starts on "fine"; "half_plus_two"
+    # (nothing installable) is named, and does not keep the pod from starting.
+    upload_model(bucket, 1, model="fine")
+    upload_broken(bucket, 5)
+    Syncer(settings, runtime.store, runtime.journal).run_if_due()
+    started, reason = startup(settings, runtime.journal)
+    assert not started and "installing what the first sync found" in reason
+    run_until_idle(runtime)
+    started, reason = startup(settings, runtime.journal)
+    assert started
+    assert "no version installed for half_plus_two" in reason
+    assert not readiness(settings, runtime.journal)[0]
+
+
+def test_startup_waits_for_the_first_sync_and_a_writable_model_dir(environ, tmp_path):
+    settings = Settings.from_env({**environ, "RECEIVER_MODEL_DIR": str(tmp_path / "gone")})
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.initialize()
+    started, reason = startup(settings, journal)
+    assert not started and "does not exist" in reason
+    settings.model_dir.mkdir(parents=True)
+    assert startup(settings, journal) == (False, "the first sync of the bucket has not finished")
 
 
 def test_the_sync_at_start_runs_once_whichever_worker_process_is_first(runtime, bucket, settings):

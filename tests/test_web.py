@@ -22,6 +22,38 @@ def test_healthz(client):
     assert client.get("/healthz").status_code == 200
 
 
+def test_the_push_has_its_own_path_and_post_slash_still_works(client, bucket, token, runtime):
+    headers = {"Authorization": f"Bearer {token()}"}
+    first = client.post("/push", data=push_body(upload_model(bucket, 1)), headers=headers)
+    again = client.post("/", data=push_body(upload_model(bucket, 2)), headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert [job.version for job in runtime.journal.recent()] == [2, 1]
+    assert client.get("/push").status_code == 405  # an ingress exposing /push shows nothing
+
+
+def test_a_refused_push_on_push_path_is_401_and_counted(client, bucket):
+    before = _metric(client, "receiver_auth_failures_total")
+    response = client.post("/push", data=push_body(upload_model(bucket, 1)))
+    assert response.status_code == 401
+    assert _metric(client, "receiver_auth_failures_total") == before + 1
+
+
+def _metric(client, name: str) -> float:
+    lines = client.get("/metrics").get_data(as_text=True).splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith(name + "{"))
+
+
+def test_startupz_is_503_until_the_first_sync_then_200(client, runtime):
+    response = client.get("/startupz")
+    assert response.status_code == 503
+    assert response.get_json() == {
+        "started": False,
+        "reason": "the first sync of the bucket has not finished",
+    }
+    runtime.worker.syncer.run_if_due()  # an empty bucket: nothing to install
+    assert client.get("/startupz").get_json() == {"started": True, "reason": "started"}
+
+
 def test_queued_push_answers_202_with_the_job(client, bucket, push, runtime):
     response = push(upload_model(bucket, 123))
     assert response.status_code == 202

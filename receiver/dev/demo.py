@@ -112,7 +112,10 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
         say(f"uploaded gs://{BUCKET}/{PREFIX}/{MODEL}/124.tar.gz; sending its push:")
         print("  " + _curl_line(url, workdir, push_124), flush=True)
         answer = subprocess.run(
-            _curl_argv(url, signer.mint(url), push_124), capture_output=True, text=True, check=True
+            _curl_argv(f"{url}push", signer.mint(url), push_124),
+            capture_output=True,
+            text=True,
+            check=True,
         )
         say(f"receiver answered: {answer.stdout.strip()}")
         _wait_installed(url, json.loads(answer.stdout)["job"], timeout=180)
@@ -127,7 +130,7 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
             f"uploaded version 125 too, but did not push it. Push it yourself:\n"
             f"  {_curl_line(url, workdir, push_125)}\n"
             "or with the CLI, after the exports below:\n"
-            f"  python -m receiver push gs://{BUCKET}/{PREFIX}/{MODEL}/125.tar.gz --url {url}"
+            f"  python -m receiver push gs://{BUCKET}/{PREFIX}/{MODEL}/125.tar.gz --url {url}push"
             f" --keys {shlex.quote(str(workdir / 'keys'))}\n"
             "then watch it arrive (version 123 is pruned: RECEIVER_KEEP_VERSIONS=2):\n"
             f"  curl -s {url}status   (or open {url} in a browser)"
@@ -233,7 +236,7 @@ def _curl_line(url: str, workdir: Path, body: Path) -> str:
         f"python -m receiver token --audience {url} --keys {shlex.quote(str(workdir / 'keys'))}"
     )
     return (
-        f"curl -sS -X POST {url} "
+        f"curl -sS -X POST {url}push "
         f'-H "Authorization: Bearer $({token_command})" '
         f"-H 'Content-Type: application/json' --data-binary @{shlex.quote(str(body))}"
     )
