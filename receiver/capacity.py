@@ -72,14 +72,20 @@ def check_swap(model_dir: Path, model: str, new_bytes: int, limit: int | None) -
         )
 
 
-def check_disk(model_dir: Path, need_bytes: int) -> None:
-    """Refuse a download that cannot fit the model dir's free space."""
+def check_disk(model_dir: Path, need_bytes: int, volume_limit: int | None = None) -> None:
+    """Refuse a download that cannot fit the model dir's free space, or the volume's limit.
+
+    An `emptyDir` reports its node's free space; its `sizeLimit`, past which the kubelet
+    evicts the pod, is invisible from inside: RECEIVER_VOLUME_SIZE_LIMIT states it."""
     stats = os.statvfs(model_dir)
     free = stats.f_bavail * stats.f_frsize
+    where = f"the volume of {model_dir}"
+    if volume_limit is not None and volume_limit - tree_bytes(model_dir) < free:
+        free = max(volume_limit - tree_bytes(model_dir), 0)
+        where = f"{model_dir} within RECEIVER_VOLUME_SIZE_LIMIT={_mib(volume_limit)}"
     if need_bytes > free:
         raise DoesNotFitError(
-            f"the install needs about {_mib(need_bytes)} on the volume of {model_dir} "
-            f"and {_mib(free)} is free"
+            f"the install needs about {_mib(need_bytes)} on {where} and {_mib(free)} is free"
         )
 
 

@@ -38,6 +38,7 @@ ENV: dict[str, tuple[str | None, str]] = {
     "RECEIVER_TFSERVING_URL": ("", "TF Serving's REST URL: confirm each load; empty = don't"),
     "RECEIVER_LOAD_TIMEOUT": ("600", "seconds to wait for TF Serving's verdict on a load"),
     "RECEIVER_SERVING_MEMORY_LIMIT": ("", "TF Serving's memory: refuse a swap that won't fit"),
+    "RECEIVER_VOLUME_SIZE_LIMIT": ("", "the model volume's size limit (an emptyDir's sizeLimit)"),
     "RECEIVER_MAX_ATTEMPTS": ("5", "attempts for a job that fails transiently"),
     "RECEIVER_RETRY_DELAY": ("2", "seconds before the first retry; doubles each attempt"),
     "RECEIVER_READ_TIMEOUT": ("60", "seconds of silence from Cloud Storage before a retry"),
@@ -137,6 +138,7 @@ class Settings:
     tfserving_url: str  # "" when loads are not confirmed
     load_timeout: float
     serving_memory_limit: int | None
+    volume_size_limit: int | None
     max_attempts: int
     retry_delay: float
     read_timeout: float
@@ -193,6 +195,7 @@ class Settings:
             tfserving_url=env.url("RECEIVER_TFSERVING_URL"),
             load_timeout=env.number("RECEIVER_LOAD_TIMEOUT", minimum=1),
             serving_memory_limit=env.optional_size("RECEIVER_SERVING_MEMORY_LIMIT"),
+            volume_size_limit=env.optional_size("RECEIVER_VOLUME_SIZE_LIMIT"),
             max_attempts=env.integer("RECEIVER_MAX_ATTEMPTS", minimum=1),
             retry_delay=env.number("RECEIVER_RETRY_DELAY", minimum=0),
             read_timeout=env.number("RECEIVER_READ_TIMEOUT", minimum=0.1),

@@ -139,7 +139,11 @@ class Installer:
         capacity.check_swap(
             self.settings.model_dir, model, size, self.settings.serving_memory_limit
         )
-        capacity.check_disk(self.settings.model_dir, size * (2 if zip_spool else 1))
+        capacity.check_disk(
+            self.settings.model_dir,
+            size * (2 if zip_spool else 1),
+            self.settings.volume_size_limit,
+        )
 
     def _fetch_directory(self, job: Job, staging: Path, progress: _Progress) -> None:
         """A directory upload: every object beside the marker, as listed, in parallel."""

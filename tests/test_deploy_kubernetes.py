@@ -248,6 +248,7 @@ def test_the_volume_and_ephemeral_storage_hold_three_times_the_models():
     comment = (KUSTOMIZE_ROOT / "base" / "deployment.yaml").read_text()
     models = re.search(r"Sized here for (\d+) GiB of models", comment)
     assert models and size == 3 * int(models.group(1))
+    assert gibibytes(env["RECEIVER_VOLUME_SIZE_LIMIT"]) == size  # installs are refused first
 
 
 def test_workload_identity_is_bound_where_the_pod_runs():

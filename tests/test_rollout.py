@@ -71,3 +71,14 @@ def test_the_lease_is_renewed_while_tf_serving_is_waited_for(environ, bucket, to
     assert takeovers == 0
     assert (job.state, job.owner) == (JobState.INSTALLED, holder.owner)
     assert "has not reported half_plus_two version 1 AVAILABLE within 4s" in job.reason
+
+
+def test_an_install_over_the_volume_size_limit_is_refused_before_download(environ, bucket, token):
+    """An emptyDir shows its node's free space; RECEIVER_VOLUME_SIZE_LIMIT is its sizeLimit."""
+    runtime, client = app_with(environ, RECEIVER_VOLUME_SIZE_LIMIT="1Ki")
+    job_id = push(client, token, upload_model(bucket, 1))
+    runtime.worker.run_once()
+    job = runtime.journal.get(job_id)
+    assert job.state is JobState.FAILED
+    assert "within RECEIVER_VOLUME_SIZE_LIMIT=0.0 MiB" in job.reason, job.reason
+    assert job.bytes_done == 0
