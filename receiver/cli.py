@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
-import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import IO
 
 import google.auth.exceptions
 import requests
@@ -25,15 +22,16 @@ from google.cloud import storage
 
 from receiver.config import Settings, check_model_dir
 from receiver.errors import ReceiverError
-from receiver.journal import Job, JobState, Progress
+from receiver.journal import JobState
 from receiver.layout import Ignored, parse_object_name
 from receiver.logs import configure_logging
 from receiver.publish import DEFAULT_FORMAT, PACK_FORMATS, publish
 from receiver.runtime import Runtime
 from receiver.savedmodel import parse_tags
-from receiver.status import NOT_CONFIRMED, versions_view
+from receiver.status import job_dict, text_report
 from receiver.storage import ObjectStore
 from receiver.sync import models_without_a_version, sync
+from receiver.terminal import ProgressBar
 
 DEFAULT_DEMO_DIR = Path(".demo")
 _EXPECTED_ERRORS = (
@@ -141,16 +139,7 @@ def _runtime() -> Runtime:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    shown = {"at": 0.0}
-
-    def progress(sent: int, total: int) -> None:
-        now = time.monotonic()
-        if sys.stderr.isatty() and (now - shown["at"] >= 0.2 or sent == total):
-            shown["at"] = now
-            percent = 100 * sent / total if total else 100
-            print(f"\r  uploaded {sent / 2**20:.1f} of {total / 2**20:.1f} MiB "
-                  f"({percent:.0f}%)", end="", file=sys.stderr, flush=True)  # fmt: skip
-
+    bar = ProgressBar(None, sys.stderr, verb="uploaded")
     written = publish(
         args.export,
         args.destination,
@@ -158,10 +147,9 @@ def _publish(args: argparse.Namespace) -> int:
         archive_format=args.format,
         as_directory=args.as_directory,
         done_marker=args.done_marker,
-        progress=progress,
+        progress=bar.update_of,
     )
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    bar.close()
     what = f"{len(written) - 1} files, then {written[-1]}" if args.as_directory else written[0]
     print(f"published {what}")
     return 0
@@ -188,7 +176,7 @@ def _install(args: argparse.Namespace) -> int:
     if claimed is None:
         print(f"job {job.id} is already {job.state.value}: {job.reason or ''}".rstrip(": "))
         return 0 if job.state is JobState.INSTALLED else 1
-    bar = _ProgressBar(claimed, sys.stderr)
+    bar = ProgressBar(claimed.size, sys.stderr)
     runtime.worker.run_job(claimed, on_progress=bar.update)
     bar.close()
     done = runtime.journal.get(job.id) or claimed
@@ -197,55 +185,6 @@ def _install(args: argparse.Namespace) -> int:
         return 0
     print(f"receiver: job {done.id} {done.state.value}: {done.reason}", file=sys.stderr)
     return 1
-
-
-class _ProgressBar:
-    """A one-line bar on a terminal; nothing otherwise (the log has the progress).
-
-    The time left is shown only once the download has run for a while (a rate measured
-    over a tenth of a second means nothing), and log lines clear the bar before they are
-    written, so they never land on its line; the next update draws it again below them.
-    """
-
-    _ESTIMATE_AFTER_SECONDS = 2.0
-
-    def __init__(self, job: Job, stream: IO[str]) -> None:
-        self._job = job
-        self._stream = stream
-        self._enabled = stream.isatty()
-        self._started = time.monotonic()
-        self._last = 0.0
-        self._drawn = False
-        if self._enabled:
-            for handler in logging.getLogger().handlers:
-                handler.addFilter(self._clear)
-
-    def update(self, bytes_done: int) -> None:
-        now = time.monotonic()
-        if not self._enabled or now - self._last < 0.2:
-            return
-        self._last = now
-        elapsed = max(now - self._started, 1e-3)
-        progress = Progress(bytes_done, self._job.size, bytes_done / elapsed)
-        width = 30
-        filled = int(width * (progress.percent or 0) / 100)
-        text = progress.describe(estimate=elapsed >= self._ESTIMATE_AFTER_SECONDS)
-        self._stream.write(f"\r\x1b[K[{'#' * filled}{'.' * (width - filled)}] {text}")
-        self._stream.flush()
-        self._drawn = True
-
-    def _clear(self, record: logging.LogRecord) -> bool:
-        if self._drawn:
-            self._stream.write("\r\x1b[K")
-            self._drawn = False
-        return True
-
-    def close(self) -> None:
-        for handler in logging.getLogger().handlers:
-            handler.removeFilter(self._clear)
-        if self._drawn:
-            self._stream.write("\n")
-            self._drawn = False
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -268,7 +207,7 @@ def _sync(args: argparse.Namespace) -> int:
     for job_id in seen:
         job = runtime.journal.get(job_id)
         if job is not None:
-            print(json.dumps(job.to_dict()))
+            print(json.dumps(job_dict(job)))
     dark = models_without_a_version(runtime.settings, runtime.journal)
     if dark:
         print(f"receiver: {dark}", file=sys.stderr)
@@ -282,50 +221,8 @@ def _final(runtime: Runtime, job_id: int) -> bool:
 
 def _status(args: argparse.Namespace) -> int:
     runtime = _runtime()
-    rows: list[list[str]] = []
-    for model, views in versions_view(runtime.settings, runtime.journal).items():
-        rows += [
-            [model, str(view.version), view.load_state + " (withdrawn)" * (not view.on_disk),
-             view.error or view.notes or ""]
-            for view in views
-        ] or [[model, "(none)", "", ""]]  # fmt: skip
-    _print_table(
-        ["MODEL", "VERSION", "TF SERVING", "DETAIL"], rows or [["(no models)", "", "", ""]]
-    )
-    if not runtime.settings.tfserving_url:
-        print(NOT_CONFIRMED)
-    print()
-    jobs = runtime.journal.recent(args.jobs)
-    _print_table(
-        ["JOB", "STATE", "MODEL", "VERSION", "TRIES", "UPDATED", "DETAIL"],
-        [
-            [
-                str(job.id),
-                job.state.value,
-                job.model,
-                str(job.version),
-                str(job.attempts),
-                datetime.datetime.fromtimestamp(job.updated_at).strftime("%Y-%m-%d %H:%M:%S"),
-                _detail(job),
-            ]
-            for job in jobs
-        ]
-        or [["", "(no jobs)", "", "", "", "", ""]],
-    )
+    print(text_report(runtime.settings, runtime.journal, args.jobs), end="")
     return 0
-
-
-def _detail(job: Job) -> str:
-    progress = job.progress()
-    return progress.describe() if progress else (job.reason or "")
-
-
-def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
 
 
 def _retry(args: argparse.Namespace) -> int:
@@ -349,7 +246,7 @@ def _retry(args: argparse.Namespace) -> int:
         "a running receiver picks it up",
         file=sys.stderr,
     )
-    print(json.dumps(requeued.to_dict()))
+    print(json.dumps(job_dict(requeued)))
     return 0
 
 

@@ -29,7 +29,7 @@ from receiver.versions import LoadState, Versions
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int], None]  # called with bytes downloaded so far
+OnBytes = Callable[[int], None]  # called with the bytes downloaded so far
 _PARALLEL_DOWNLOADS = 8  # objects of a directory upload fetched at once
 
 
@@ -56,13 +56,13 @@ class Installer:
     def install(
         self,
         job: Job,
-        on_progress: Progress = lambda _: None,
+        on_progress: OnBytes = lambda _: None,
         still_ours: Callable[[], None] = lambda: None,
     ) -> InstallResult:
         """Install one job's version. `still_ours` is called just before the version appears
         and raises if the job was taken over meanwhile (then nothing is installed)."""
         target = self.settings.model_dir / job.model / str(job.version)
-        progress = _Progress(on_progress)
+        progress = _ByteCounter(on_progress)
         started = time.monotonic()
         placed = not target.exists()
         if placed:
@@ -92,7 +92,7 @@ class Installer:
         )
 
     def _place(
-        self, job: Job, target: Path, progress: _Progress, still_ours: Callable[[], None]
+        self, job: Job, target: Path, progress: _ByteCounter, still_ours: Callable[[], None]
     ) -> None:
         """Download, unpack and check into staging, then rename staging to `target`."""
         model_root = target.parent
@@ -145,7 +145,7 @@ class Installer:
             self.settings.volume_size_limit,
         )
 
-    def _fetch_directory(self, job: Job, staging: Path, progress: _Progress) -> None:
+    def _fetch_directory(self, job: Job, staging: Path, progress: _ByteCounter) -> None:
         """A directory upload: every object beside the marker, as listed, in parallel."""
         folder = directory_prefix(job.object_name)
         objects = [
@@ -176,7 +176,9 @@ class Installer:
                     future.cancel()
         unpacker.finish()
 
-    def _unpack(self, job: Job, download: ObjectStream, staging: Path, progress: _Progress) -> None:
+    def _unpack(
+        self, job: Job, download: ObjectStream, staging: Path, progress: _ByteCounter
+    ) -> None:
         limits = self.settings.limits
         reporting = _ReportingStream(download, progress)
         if job.archive_format == "zip":
@@ -222,10 +224,10 @@ class Installer:
         )
 
 
-class _Progress:
+class _ByteCounter:
     """Adds up bytes downloaded (by one stream or several at once) and reports the total."""
 
-    def __init__(self, on_progress: Progress) -> None:
+    def __init__(self, on_progress: OnBytes) -> None:
         self._on_progress = on_progress
         self._lock = threading.Lock()
         self.bytes = 0
@@ -242,7 +244,7 @@ class _Progress:
 class _ReportingStream:
     """Passes reads through, adding what arrives to the job's progress."""
 
-    def __init__(self, download: ObjectStream, progress: _Progress) -> None:
+    def __init__(self, download: ObjectStream, progress: _ByteCounter) -> None:
         self._download = download
         self._progress = progress
 

@@ -84,69 +84,6 @@ class Job:
     def source(self) -> str:
         return self.ref.url
 
-    def progress(self, now: float | None = None) -> Progress | None:
-        """Download figures of a running job: done, rate and time left."""
-        if self.state is not JobState.RUNNING or self.started_at is None:
-            return None
-        elapsed = max((now or time.time()) - self.started_at, 1e-3)
-        return Progress(self.bytes_done, self.size, self.bytes_done / elapsed)
-
-    def to_dict(self) -> dict[str, object]:
-        progress = self.progress()
-        return {
-            "job": self.id,
-            "model": self.model,
-            "version": self.version,
-            "object": f"gs://{self.bucket}/{self.object_name}",
-            "generation": self.generation,
-            "state": self.state.value,
-            "reason": self.reason,
-            "attempts": self.attempts,
-            "bytes_done": self.bytes_done,
-            "size": self.size,
-            "progress": progress.to_dict() if progress else None,
-            "updated_at": self.updated_at,
-        }
-
-
-@dataclass(frozen=True)
-class Progress:
-    bytes_done: int
-    size: int | None
-    rate: float  # bytes per second since the attempt started
-
-    @property
-    def percent(self) -> float | None:
-        return 100.0 * self.bytes_done / self.size if self.size else None
-
-    @property
-    def eta_seconds(self) -> float | None:
-        if not self.size or self.rate <= 0:
-            return None
-        return max(self.size - self.bytes_done, 0) / self.rate
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "bytes_done": self.bytes_done,
-            "size": self.size,
-            "percent": None if self.percent is None else round(self.percent, 1),
-            "bytes_per_second": round(self.rate),
-            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
-        }
-
-    def describe(self, estimate: bool = True) -> str:
-        """'12.0 MiB of 96.0 MiB (12%), 5.1 MiB/s, about 17 s left'"""
-        done = _mib(self.bytes_done)
-        text = f"{done} of {_mib(self.size)} ({self.percent:.0f}%)" if self.size else done
-        text += f", {_mib(self.rate)}/s"
-        if estimate and self.eta_seconds is not None:
-            text += f", about {self.eta_seconds:.0f} s left"
-        return text
-
-
-def _mib(amount: float | None) -> str:
-    return f"{(amount or 0) / 2**20:.1f} MiB"
-
 
 class Journal:
     """Jobs on disk. Safe to share between threads; each thread gets its own connection."""

@@ -37,7 +37,7 @@ from receiver.layout import ARCHIVE_FORMATS, is_model_name, parse_version
 PACK_FORMATS = ("tar.zst", "tar.gz", "tar")
 DEFAULT_FORMAT = "tar.zst"
 _CHUNK_BYTES = 8 * 1024 * 1024  # resumable upload chunk: progress is reported per chunk
-Progress = Callable[[int, int], None]  # (bytes sent, bytes in all)
+OnUpload = Callable[[int, int], None]  # (bytes sent, bytes in all)
 
 
 class PublishError(ReceiverError):
@@ -80,7 +80,7 @@ def publish(
     archive_format: str = DEFAULT_FORMAT,
     as_directory: bool = False,
     done_marker: str = "_SUCCESS",
-    progress: Progress = lambda sent, total: None,
+    progress: OnUpload = lambda sent, total: None,
     client: storage.Client | None = None,
 ) -> list[str]:
     """Check, pack and upload `export`; returns the gs:// URLs written, the last one last."""
@@ -155,7 +155,7 @@ def _upload_directory(
     root: Path,
     destination: Destination,
     done_marker: str,
-    progress: Progress,
+    progress: OnUpload,
 ) -> list[str]:
     files = [path for path in _files(root) if path.is_file()]
     total = sum(path.stat().st_size for path in files)
@@ -173,7 +173,7 @@ def _upload_directory(
 
 
 def _upload(
-    blob: storage.Blob, data: IO[bytes], size: int, progress: Progress, before: int, total: int
+    blob: storage.Blob, data: IO[bytes], size: int, progress: OnUpload, before: int, total: int
 ) -> None:
     reporting = _Reporting(data, lambda done: progress(before + done, total))
     try:

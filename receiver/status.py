@@ -8,12 +8,14 @@ withdrawn, stays visible with TF Serving's own message.
 
 from __future__ import annotations
 
+import datetime
 import json
+import time
 from dataclasses import dataclass
 
 from receiver import capacity, modelconfig, servable
 from receiver.config import Settings
-from receiver.journal import Journal
+from receiver.journal import Job, JobState, Journal
 from receiver.quarantine import Quarantine
 from receiver.sync import NOTES_KEY
 from receiver.versions import LoadState, VersionRecord, Versions
@@ -23,6 +25,117 @@ AUTH_OFF_WARNING = (
     "can make it download and install objects from the source bucket"
 )
 NOT_CONFIRMED = "loads are not confirmed: RECEIVER_TFSERVING_URL is not set"
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """A running job's download: bytes done, of how many, and how fast."""
+
+    bytes_done: int
+    size: int | None
+    rate: float  # bytes per second since the attempt started
+
+    @property
+    def percent(self) -> float | None:
+        return 100.0 * self.bytes_done / self.size if self.size else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if not self.size or self.rate <= 0:
+            return None
+        return max(self.size - self.bytes_done, 0) / self.rate
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "bytes_done": self.bytes_done,
+            "size": self.size,
+            "percent": None if self.percent is None else round(self.percent, 1),
+            "bytes_per_second": round(self.rate),
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
+        }
+
+    def describe(self, estimate: bool = True) -> str:
+        """'12.0 MiB of 96.0 MiB (12%), 5.1 MiB/s, about 17 s left'"""
+        done = _mib(self.bytes_done)
+        text = f"{done} of {_mib(self.size)} ({self.percent:.0f}%)" if self.size else done
+        text += f", {_mib(self.rate)}/s"
+        if estimate and self.eta_seconds is not None:
+            text += f", about {self.eta_seconds:.0f} s left"
+        return text
+
+
+def download_progress(job: Job, now: float | None = None) -> DownloadProgress | None:
+    """Download figures of a running job: done, rate and time left."""
+    if job.state is not JobState.RUNNING or job.started_at is None:
+        return None
+    elapsed = max((now or time.time()) - job.started_at, 1e-3)
+    return DownloadProgress(job.bytes_done, job.size, job.bytes_done / elapsed)
+
+
+def job_dict(job: Job) -> dict[str, object]:
+    progress = download_progress(job)
+    return {
+        "job": job.id,
+        "model": job.model,
+        "version": job.version,
+        "object": f"gs://{job.bucket}/{job.object_name}",
+        "generation": job.generation,
+        "state": job.state.value,
+        "reason": job.reason,
+        "attempts": job.attempts,
+        "bytes_done": job.bytes_done,
+        "size": job.size,
+        "progress": progress.to_dict() if progress else None,
+        "updated_at": job.updated_at,
+    }
+
+
+def text_report(settings: Settings, journal: Journal, jobs: int) -> str:
+    """What `receiver status` prints: versions with TF Serving's state, then recent jobs."""
+    rows: list[list[str]] = []
+    for model, views in versions_view(settings, journal).items():
+        rows += [
+            [model, str(view.version), view.load_state + " (withdrawn)" * (not view.on_disk),
+             view.error or view.notes or ""]
+            for view in views
+        ] or [[model, "(none)", "", ""]]  # fmt: skip
+    text = _table(
+        ["MODEL", "VERSION", "TF SERVING", "DETAIL"], rows or [["(no models)", "", "", ""]]
+    )
+    if not settings.tfserving_url:
+        text += NOT_CONFIRMED + "\n"
+    job_rows = [
+        [str(job.id), job.state.value, job.model, str(job.version), str(job.attempts),
+         datetime.datetime.fromtimestamp(job.updated_at).strftime("%Y-%m-%d %H:%M:%S"),
+         _detail(job)]
+        for job in journal.recent(jobs)
+    ]  # fmt: skip
+    return (
+        text
+        + "\n"
+        + _table(
+            ["JOB", "STATE", "MODEL", "VERSION", "TRIES", "UPDATED", "DETAIL"],
+            job_rows or [["", "(no jobs)", "", "", "", "", ""]],
+        )
+    )
+
+
+def _detail(job: Job) -> str:
+    progress = download_progress(job)
+    return progress.describe() if progress else (job.reason or "")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in [header, *rows]
+    )
+
+
+def _mib(amount: float | None) -> str:
+    return f"{(amount or 0) / 2**20:.1f} MiB"
 
 
 @dataclass(frozen=True)
@@ -104,7 +217,7 @@ def document(settings: Settings, journal: Journal, quarantine: Quarantine) -> di
             "memory_estimate": capacity.memory_estimate(settings.model_dir),
         },
         "jobs": journal.counts(),
-        "recent_jobs": [job.to_dict() for job in journal.recent()],
+        "recent_jobs": [job_dict(job) for job in journal.recent()],
         "quarantine": {"count": quarantine.count(), "recent": quarantine.entries()},
     }
     if settings.model_config_file is not None:

@@ -36,7 +36,7 @@ from receiver.errors import (
 )
 from receiver.journal import JobState
 from receiver.runtime import Runtime
-from receiver.status import document, versions_view
+from receiver.status import document, download_progress, versions_view
 from receiver.sync import readiness, startup
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,11 @@ def status_page() -> str:
         versions=versions_view(rt.settings, rt.journal),
         serving=body["serving"],
         jobs=rt.journal.recent(),
-        running=[job for job in rt.journal.recent(50) if job.state is JobState.RUNNING],
+        running=[
+            (job, download_progress(job))
+            for job in rt.journal.recent(50)
+            if job.state is JobState.RUNNING
+        ],
         quarantine=body["quarantine"],
         model_config=body.get("model_config"),
         warning=body.get("warning"),

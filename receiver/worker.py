@@ -25,6 +25,7 @@ from receiver.errors import PermanentError, SupersededError, TransientError
 from receiver.installer import Installer, InstallResult
 from receiver.journal import Job, JobState, Journal
 from receiver.logs import log_context
+from receiver.status import download_progress
 from receiver.sync import Syncer
 
 log = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ class _Heartbeat:
         now = time.monotonic()
         if now - self._last_log >= _PROGRESS_LOG_SECONDS:
             self._last_log = now
-            progress = replace(self._job, bytes_done=bytes_done).progress()
+            progress = download_progress(replace(self._job, bytes_done=bytes_done))
             if progress is not None:
                 log.info("job %s: downloaded %s", self._job.id, progress.describe())
 
