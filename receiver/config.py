@@ -51,6 +51,10 @@ ENV: dict[str, tuple[str | None, str]] = {
     ),
     "RECEIVER_ACK": ("queued", "`queued` (202 once journaled) or `installed` (answer when done)"),
     "RECEIVER_ACK_TIMEOUT": ("540", "longest wait in `installed` mode before a 503"),
+    "RECEIVER_MAX_WAITING_PUSHES": (
+        None,
+        "pushes one process lets wait in `installed` mode; default GUNICORN_THREADS - 2",
+    ),
     "RECEIVER_ON_DELETE": ("ignore", "`ignore` or `remove` a version whose object is deleted"),
     "RECEIVER_SYNC_ON_START": ("true", "install the bucket's newest versions at start"),
     "RECEIVER_SYNC_INTERVAL": ("0", "seconds between repeated syncs; 0 = only at start"),
@@ -140,6 +144,9 @@ class Settings:
     model_config_file: Path | None
     expose_status: bool
     log_format: str
+    # Pushes a worker process lets wait for their installs (RECEIVER_ACK=installed); more
+    # get a 503 at once, so waits never hold every request thread.
+    max_waiting_pushes: int = 6
 
     @property
     def auth_enabled(self) -> bool:
@@ -198,6 +205,7 @@ class Settings:
             model_config_file=env.optional_path("RECEIVER_MODEL_CONFIG_FILE"),
             expose_status=env.boolean("RECEIVER_EXPOSE_STATUS"),
             log_format=env.choice("RECEIVER_LOG_FORMAT", LOG_FORMATS),
+            max_waiting_pushes=_max_waiting_pushes(env),
         )
         settings.validate(verifies_pushes)
         return settings
@@ -274,6 +282,19 @@ def check_model_dir(settings: Settings) -> None:
             f"RECEIVER_MODEL_DIR is {settings.model_dir}: not writable by this user "
             f"(uid {os.getuid()}); share the volume with write access (fsGroup in Kubernetes)"
         )
+
+
+def _max_waiting_pushes(env: _Reader) -> int:
+    threads = env.integer("GUNICORN_THREADS", minimum=1)
+    if not env.text("RECEIVER_MAX_WAITING_PUSHES"):
+        return max(threads - 2, 1)
+    waiting = env.integer("RECEIVER_MAX_WAITING_PUSHES", minimum=1)
+    if waiting >= threads and threads > 1:
+        raise ConfigError(
+            f"RECEIVER_MAX_WAITING_PUSHES has value {waiting}: must be below GUNICORN_THREADS "
+            f"({threads}), or waiting pushes can hold every request thread"
+        )
+    return waiting
 
 
 def _parse_source(value: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import threading
 
 from flask import (
     Blueprint,
@@ -34,7 +35,7 @@ from receiver.errors import (
     RejectedDeliveryError,
     UnauthenticatedError,
 )
-from receiver.journal import JobState
+from receiver.journal import Job, JobState
 from receiver.runtime import Runtime, status
 from receiver.sync import readiness
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["receiver"] = Runtime.create(settings)
+    app.extensions["receiver.waiting"] = threading.Semaphore(settings.max_waiting_pushes)
     app.register_blueprint(bp)
     app.register_error_handler(DeliveryError, _error_response)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
@@ -89,16 +91,29 @@ def push() -> tuple[Response, int]:
     if outcome.job is not None and not outcome.job.state.final:
         rt.worker.wake.set()
         if rt.settings.ack == "installed":
-            outcome = intake.settle(
-                outcome.job,
-                rt.journal,
-                rt.settings.ack_timeout,
-                rt.serving,
-                rt.worker.wait_for_news,
-            )
+            outcome = _wait_for_install(rt, outcome.job)
     log.info("push %s: %s (%s)", event.ref.name, outcome.outcome, outcome.reason)
     metrics.PUSHES.labels(format=event.delivery_format, outcome=outcome.outcome).inc()
     return jsonify(outcome.to_dict()), outcome.status
+
+
+def _wait_for_install(rt: Runtime, job: Job) -> intake.Outcome:
+    """RECEIVER_ACK=installed: wait, unless enough pushes wait already (each holds a thread)."""
+    waiting: threading.Semaphore = current_app.extensions["receiver.waiting"]
+    if not waiting.acquire(blocking=False):
+        return intake.Outcome(
+            503,
+            "retry",
+            f"{rt.settings.max_waiting_pushes} pushes already wait for installs in this process "
+            "(RECEIVER_MAX_WAITING_PUSHES); the job is queued, redeliver to wait on it",
+            job,
+        )
+    try:
+        return intake.settle(
+            job, rt.journal, rt.settings.ack_timeout, rt.serving, rt.worker.wait_for_news
+        )
+    finally:
+        waiting.release()
 
 
 @bp.get("/")
