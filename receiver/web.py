@@ -23,7 +23,7 @@ from flask import (
     request,
 )
 from prometheus_client import CONTENT_TYPE_LATEST
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import InternalServerError, RequestEntityTooLarge
 
 from receiver import events, intake, logs, metrics
 from receiver.config import Settings
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(bp)
     app.register_error_handler(DeliveryError, _error_response)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
+    app.register_error_handler(InternalServerError, _unexpected)
     app.before_request(_enter_request_log_context)
     app.teardown_request(_leave_request_log_context)
     return app
@@ -150,6 +151,8 @@ def healthz() -> tuple[Response, int]:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     ready, reason = readiness(runtime().settings, runtime().journal)
+    if not runtime().settings.expose_status:
+        reason = "ready" if ready else "not ready"  # the details name models and paths
     return jsonify({"ready": ready, "reason": reason}), 200 if ready else 503
 
 
@@ -189,4 +192,12 @@ def _error_response(error: DeliveryError) -> tuple[Response, int]:
 def _too_large(_: RequestEntityTooLarge) -> tuple[Response, int]:
     return _error_response(
         PayloadTooLargeError(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    )
+
+
+def _unexpected(_: InternalServerError) -> tuple[Response, int]:
+    # Flask has logged the traceback already (Flask.log_exception); the answer names nothing
+    # of it, since an exception's text can hold paths, object names or a token's claims.
+    return _error_response(
+        DeliveryError("unexpected error in the receiver; its log has the details")
     )
