@@ -86,8 +86,8 @@ LOG_FORMATS = ("auto", "json", "text")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # Pub/Sub's longest ack deadline: a push answered later counts as a nack anyway.
 MAX_ACK_TIMEOUT = 600
-_SOURCE_RE = re.compile(
-    r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$"
+_SOURCE_RE = re.compile(  # matched whole (fullmatch): `$` accepts a trailing newline
+    r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?"
 )
 
 
@@ -298,7 +298,7 @@ def _max_waiting_pushes(env: _Reader) -> int:
 
 
 def _parse_source(value: str) -> tuple[str, str]:
-    match = _SOURCE_RE.match(value)
+    match = _SOURCE_RE.fullmatch(value)
     if not match:
         raise ConfigError(
             f"RECEIVER_SOURCE has value {value!r}: expected gs://BUCKET or gs://BUCKET/PREFIX"

@@ -124,3 +124,15 @@ def test_an_older_version_still_installs_while_there_is_room(
     install(runtime, client, token, upload_model(bucket, 6))
     install(runtime, client, token, upload_model(bucket, 3))
     assert versions(settings) == ["3", "6"]
+
+
+def test_a_model_named_like_the_state_dir_is_never_installed_into_it(environ, bucket, token):
+    models = environ["RECEIVER_MODEL_DIR"]
+    app = create_app(Settings.from_env({**environ, "RECEIVER_STATE_DIR": f"{models}/state"}))
+    runtime, client = app.extensions["receiver"], app.test_client()
+    response = send(client, token, upload_model(bucket, 1, model="state"))
+    assert (response.status_code, response.get_json()["outcome"]) == (200, "ignored")
+    assert "RECEIVER_STATE_DIR" in response.get_json()["reason"]
+    runtime.worker.syncer.run_if_due()
+    assert runtime.journal.recent() == []
+    assert not (runtime.settings.state_dir / "1").exists()
