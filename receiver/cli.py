@@ -8,7 +8,6 @@ Errors are one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import logging
@@ -27,8 +26,9 @@ from receiver import servable
 from receiver.config import Settings, check_model_dir
 from receiver.errors import ReceiverError
 from receiver.journal import Job, JobState, Progress
-from receiver.layout import Ignored, parse_object_name
+from receiver.layout import Ignored, parse_object_name, reserved_names
 from receiver.logs import configure_logging
+from receiver.objectref import ObjectRef
 from receiver.runtime import Runtime
 from receiver.storage import ObjectStore
 from receiver.sync import models_without_a_version, sync
@@ -116,20 +116,40 @@ def _runtime() -> Runtime:
     return Runtime.create(settings)
 
 
+def _generation(runtime: Runtime, bucket: str, name: str, generation: int) -> ObjectRef | None:
+    """That generation as the bucket has it: its own size and checksums, not the live one's."""
+    blob = runtime.store.client.bucket(bucket).get_blob(name, generation=generation)
+    if blob is None:
+        return None
+    return ObjectRef(
+        bucket=bucket,
+        name=name,
+        generation=int(blob.generation),
+        size=blob.size,
+        md5=blob.md5_hash,
+        crc32c=blob.crc32c,
+    )
+
+
 def _install(args: argparse.Namespace) -> int:
     runtime = _runtime()
     bucket, name = _split_gs_url(args.object)
-    target = parse_object_name(name, runtime.settings.prefix, runtime.settings.done_marker)
+    settings = runtime.settings
+    target = parse_object_name(
+        name, settings.prefix, settings.done_marker, reserved_names(settings)
+    )
     if isinstance(target, Ignored):
         raise ReceiverError(f"{args.object}: {target.reason}")
-    event = next(
-        (e for e in runtime.store.list_objects(bucket, name) if e.name == name),
-        None,
-    )
-    if event is None:
-        raise ReceiverError(f"{args.object} does not exist")
     if args.generation:
-        event = dataclasses.replace(event, generation=args.generation)
+        event = _generation(runtime, bucket, name, args.generation)
+    else:
+        event = next(
+            (e for e in runtime.store.list_objects(bucket, name) if e.name == name),
+            None,
+        )
+    if event is None:
+        what = f" generation {args.generation}" if args.generation else ""
+        raise ReceiverError(f"{args.object}{what} does not exist")
     job, _ = runtime.journal.enqueue(event, target)
     claimed = runtime.journal.claim(
         runtime.worker.owner, runtime.worker.lease_seconds, job_id=job.id

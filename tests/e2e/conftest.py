@@ -51,7 +51,8 @@ class Gunicorn:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Timeout: connected to the listen backlog before a worker was up to answer.
                 time.sleep(0.05)
         pytest.fail(f"gunicorn did not become healthy:\n{self.log()}")
 
