@@ -22,6 +22,7 @@ Three changes (docs/operating.md says why and what must sit in front):
 from __future__ import annotations
 
 import errno
+import logging
 import selectors
 import socket
 import struct
@@ -59,6 +60,7 @@ class ProbeLaneWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
     def init_process(self) -> None:
         # Before super(): it runs the worker's loop and returns only when the worker stops.
         self.probe_pool = futures.ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe")
+        self.log.error_log.addFilter(_silent_client_is_one_line)
         super().init_process()
 
     def run(self) -> None:
@@ -105,3 +107,18 @@ class ProbeLaneWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         except OSError:
             return False
         return is_whole_probe(head)
+
+
+def _silent_client_is_one_line(record: logging.LogRecord) -> bool:
+    """gthread logs a read that timed out as a socket error with its traceback; a client
+    that went silent is expected, and worth one line."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, BlockingIOError | TimeoutError):
+        record.msg = (
+            f"closed a connection: the client sent nothing for {CLIENT_SILENCE_SECONDS} s "
+            "in the middle of its request"
+        )
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True

@@ -23,7 +23,7 @@ from flask import (
     request,
 )
 from prometheus_client import CONTENT_TYPE_LATEST
-from werkzeug.exceptions import InternalServerError, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from receiver import events, intake, logs, metrics
 from receiver.config import Settings
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_error_handler(DeliveryError, _error_response)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(InternalServerError, _unexpected)
+    app.register_error_handler(HTTPException, _http_error)
     app.before_request(_enter_request_log_context)
     app.teardown_request(_leave_request_log_context)
     return app
@@ -201,3 +202,11 @@ def _unexpected(_: InternalServerError) -> tuple[Response, int]:
     return _error_response(
         DeliveryError("unexpected error in the receiver; its log has the details")
     )
+
+
+def _http_error(error: HTTPException) -> tuple[Response, int]:
+    """Werkzeug's own answers (404, 405, a body that never arrived): JSON like the rest."""
+    status = error.code or 500
+    body = {"outcome": "error", "reason": error.description or error.name}
+    log.warning("%s %s -> %s: %s", request.method, request.path, status, error.name)
+    return jsonify(body), status

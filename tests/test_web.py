@@ -229,3 +229,10 @@ def test_an_unexpected_error_in_a_route_is_json_and_its_traceback_is_logged(sett
     assert "log" in body["reason"] and "secret" not in body["reason"]
     logged = [r for r in caplog.records if r.exc_info and "secret detail" in str(r.exc_info[1])]
     assert logged
+
+
+def test_werkzeugs_own_answers_are_json_too(client):
+    for response in (client.get("/no-such-page"), client.delete("/")):
+        body = response.get_json()
+        assert response.status_code in (404, 405)
+        assert body["outcome"] == "error" and body["reason"]

@@ -111,3 +111,13 @@ def test_a_silent_connection_is_closed_and_costs_no_request_thread(gunicorn):
         assert requests.get(f"{gunicorn.url}/status", timeout=PROBE_TIMEOUT).status_code == 200
         silent[0].settimeout(30)
         assert silent[0].recv(1) == b""  # closed by the receiver, not left open forever
+
+
+def test_a_client_silent_mid_request_loses_its_connection_with_one_log_line(gunicorn):
+    gunicorn.env.update(WEB_CONCURRENCY="1")
+    gunicorn.start()
+    with dawdling_clients(gunicorn.url, silent=0, partial=1) as (half_sent,):
+        half_sent.settimeout(60)
+        assert half_sent.recv(1) == b""  # closed: the request thread is free again
+    wait_for(lambda: "the client sent nothing for 10 s" in gunicorn.log(), what="the log line")
+    assert "Traceback" not in gunicorn.log()
