@@ -289,7 +289,7 @@ def _max_waiting_pushes(env: _Reader) -> int:
     if not env.text("RECEIVER_MAX_WAITING_PUSHES"):
         return max(threads - 2, 1)
     waiting = env.integer("RECEIVER_MAX_WAITING_PUSHES", minimum=1)
-    if waiting >= threads and threads > 1:
+    if waiting >= max(threads, 2):  # with one thread, one waiting push is all there is
         raise ConfigError(
             f"RECEIVER_MAX_WAITING_PUSHES has value {waiting}: must be below GUNICORN_THREADS "
             f"({threads}), or waiting pushes can hold every request thread"
