@@ -45,8 +45,13 @@ if Path("/dev/shm").is_dir():
 # Worker processes: web threads answer pushes while the install thread works.
 wsgi_app = "receiver.web:create_app()"
 workers = _server.workers
-worker_class = "gthread"
+# gthread, with a lane of its own for /healthz and /readyz and no request thread spent on
+# a connection before it sends anything (receiver/probelane.py, docs/operating.md).
+worker_class = "receiver.probelane.ProbeLaneWorker"
 threads = _server.threads
+# Seconds a kept-alive connection, or a new one that has sent nothing yet, stays open.
+# Pub/Sub and probes send at once; a longer wait only helps a client that dawdles.
+keepalive = 5
 # Must exceed RECEIVER_ACK_TIMEOUT: with RECEIVER_ACK=installed a push waits for its install.
 timeout = _server.timeout
 graceful_timeout = _server.graceful_timeout

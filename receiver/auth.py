@@ -8,9 +8,10 @@ because any Google account can mint a token for any audience.
 
 Caching: `google.oauth2.id_token.verify_token` fetches Google's certs on every call.
 `CertsCache` keeps them for the response's Cache-Control max-age and refetches early
-only when a token names an unknown key id, at most once a minute. If a refresh fails
-while older certs are held, they keep serving; with no certs at all the push gets a
-503 (Pub/Sub retries), never a 401. A token whose signature was checked is remembered
+only when a token names an unknown key id, at most once a minute (counting attempts, so
+a failing endpoint is not asked again for every forged push). If a refresh fails while
+older certs are held, they keep serving; with no certs at all the push gets a 503
+(Pub/Sub retries), never a 401. A token whose signature was checked is remembered
 (by its SHA-256, never the token itself) until it expires, so a sender that reuses its
 token costs one RSA check; issuer, audience, sender and expiry are checked every time.
 """
@@ -41,6 +42,7 @@ GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"
 CLOCK_SKEW_SECONDS = 60  # tolerate small clock differences between Google and this host
 _DEFAULT_MAX_AGE = 60.0  # when the certs response says nothing about caching
 _UNKNOWN_KID_REFRESH_INTERVAL = 60.0
+_FAILED_REFRESH_INTERVAL = 5.0  # with no certs at all: each push is a 503 until one works
 _MAX_AGE_RE = re.compile(r"max-age=(\d+)")
 _VERIFIED_TOKENS_KEPT = 256
 
@@ -53,7 +55,14 @@ class Sender:
 
 
 class CertsCache:
-    """Google's signing certificates ({kid: PEM}), fetched once and cached by max-age."""
+    """Google's signing certificates ({kid: PEM}), fetched once and cached by max-age.
+
+    Refreshes are limited by attempt, not by success: while the endpoint fails, pushes
+    naming an unknown key id (anyone can send those) cause one fetch a minute, and with
+    no certs at all one fetch every few seconds, the rest answered from the last failure.
+    One fetch runs at a time and everyone who waited for it takes its result; tokens whose
+    key is cached and fresh never wait for a fetch at all.
+    """
 
     def __init__(
         self,
@@ -64,36 +73,53 @@ class CertsCache:
         self._url = url
         self._session = session or requests.Session()
         self._clock = clock
-        self._lock = threading.Lock()
+        self._fetching = threading.Lock()
+        # Replaced whole, never changed in place: readers without the lock see one or the other.
         self._certs: dict[str, str] = {}
         self._expires_at = 0.0
-        self._fetched_at: float | None = None
+        self._attempts = 0  # fetches finished, whatever their outcome
+        self._attempted_at: float | None = None
+        self._failure: AuthUnavailableError | None = None  # the last attempt's, if it failed
 
     def get(self, kid: str | None) -> Mapping[str, str]:
         """The current certs, refreshed if expired or if `kid` is unknown (rate-limited)."""
-        with self._lock:
-            now = self._clock()
-            stale = now >= self._expires_at
-            unknown_kid = kid is not None and kid not in self._certs
-            may_refresh_early = (
-                self._fetched_at is None or now - self._fetched_at >= _UNKNOWN_KID_REFRESH_INTERVAL
-            )
-            if stale or (unknown_kid and may_refresh_early):
-                self._refresh(now)
-            return dict(self._certs)
+        certs = self._certs
+        if self._clock() < self._expires_at and (kid is None or kid in certs):
+            return certs
+        attempts_seen = self._attempts
+        with self._fetching:
+            if self._attempts == attempts_seen and self._refresh_due(kid):
+                self._refresh()
+            if not self._certs and self._failure is not None:
+                raise self._failure
+            return self._certs
 
-    def _refresh(self, now: float) -> None:
+    def _refresh_due(self, kid: str | None) -> bool:
+        now = self._clock()
+        if self._attempted_at is None:
+            return True
+        since = now - self._attempted_at
+        if now >= self._expires_at:
+            return self._failure is None or since >= _FAILED_REFRESH_INTERVAL
+        unknown_kid = kid is not None and kid not in self._certs
+        return unknown_kid and since >= _UNKNOWN_KID_REFRESH_INTERVAL
+
+    def _refresh(self) -> None:
         try:
             certs, max_age = self._fetch()
-        except AuthUnavailableError:
-            if not self._certs:
-                raise
-            log.warning("could not refresh certs from %s; using the cached ones", self._url)
-            self._expires_at = now + _DEFAULT_MAX_AGE
-            return
-        self._certs = certs
-        self._fetched_at = now
-        self._expires_at = now + max_age
+        except AuthUnavailableError as exc:
+            self._failure = exc
+            if self._certs:
+                log.warning("could not refresh certs from %s; using the cached ones", self._url)
+                self._expires_at = self._clock() + _DEFAULT_MAX_AGE
+        else:
+            self._failure = None
+            self._certs = certs
+            self._expires_at = self._clock() + max_age
+        finally:
+            # Counted when the fetch ends, so a fetch that hung does not make the next due.
+            self._attempted_at = self._clock()
+            self._attempts += 1
 
     def _fetch(self) -> tuple[dict[str, str], float]:
         if self._url.startswith("file://"):

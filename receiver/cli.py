@@ -8,7 +8,6 @@ Errors are one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -23,8 +22,9 @@ from google.cloud import storage
 from receiver.config import Settings, check_model_dir
 from receiver.errors import ReceiverError
 from receiver.journal import JobState
-from receiver.layout import Ignored, parse_object_name
+from receiver.layout import Ignored, parse_object_name, reserved_names
 from receiver.logs import configure_logging
+from receiver.objectref import ObjectRef
 from receiver.publish import DEFAULT_FORMAT, PACK_FORMATS, publish
 from receiver.runtime import Runtime
 from receiver.savedmodel import parse_tags
@@ -155,20 +155,40 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generation(runtime: Runtime, bucket: str, name: str, generation: int) -> ObjectRef | None:
+    """That generation as the bucket has it: its own size and checksums, not the live one's."""
+    blob = runtime.store.client.bucket(bucket).get_blob(name, generation=generation)
+    if blob is None:
+        return None
+    return ObjectRef(
+        bucket=bucket,
+        name=name,
+        generation=int(blob.generation),
+        size=blob.size,
+        md5=blob.md5_hash,
+        crc32c=blob.crc32c,
+    )
+
+
 def _install(args: argparse.Namespace) -> int:
     runtime = _runtime()
     bucket, name = _split_gs_url(args.object)
-    target = parse_object_name(name, runtime.settings.prefix, runtime.settings.done_marker)
+    settings = runtime.settings
+    target = parse_object_name(
+        name, settings.prefix, settings.done_marker, reserved_names(settings)
+    )
     if isinstance(target, Ignored):
         raise ReceiverError(f"{args.object}: {target.reason}")
-    event = next(
-        (e for e in runtime.store.list_objects(bucket, name) if e.name == name),
-        None,
-    )
-    if event is None:
-        raise ReceiverError(f"{args.object} does not exist")
     if args.generation:
-        event = dataclasses.replace(event, generation=args.generation)
+        event = _generation(runtime, bucket, name, args.generation)
+    else:
+        event = next(
+            (e for e in runtime.store.list_objects(bucket, name) if e.name == name),
+            None,
+        )
+    if event is None:
+        what = f" generation {args.generation}" if args.generation else ""
+        raise ReceiverError(f"{args.object}{what} does not exist")
     job, _ = runtime.journal.enqueue(event, target)
     claimed = runtime.journal.claim(
         runtime.worker.owner, runtime.worker.lease_seconds, job_id=job.id

@@ -57,6 +57,10 @@ ENV: dict[str, tuple[str | None, str]] = {
     ),
     "RECEIVER_ACK": ("queued", "`queued` (202 once journaled) or `installed` (answer when done)"),
     "RECEIVER_ACK_TIMEOUT": ("540", "longest wait in `installed` mode before a 503"),
+    "RECEIVER_MAX_WAITING_PUSHES": (
+        None,
+        "pushes one process lets wait in `installed` mode; default GUNICORN_THREADS - 2",
+    ),
     "RECEIVER_ON_DELETE": ("ignore", "`ignore` or `remove` a version whose object is deleted"),
     "RECEIVER_SYNC_ON_START": ("true", "install the bucket's newest versions at start"),
     "RECEIVER_SYNC_INTERVAL": ("0", "seconds between repeated syncs; 0 = only at start"),
@@ -90,8 +94,8 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "
 MAX_ACK_TIMEOUT = 600
 _SIZE_RE = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>|Ki|Mi|Gi|Ti)")
 _SIZE_UNITS = {"": 1, "Ki": 1024, "Mi": MIB, "Gi": GIB, "Ti": 1024 * GIB}
-_SOURCE_RE = re.compile(
-    r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$"
+_SOURCE_RE = re.compile(  # matched whole (fullmatch): `$` accepts a trailing newline
+    r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?"
 )
 
 
@@ -154,6 +158,9 @@ class Settings:
     model_config_file: Path | None
     expose_status: bool
     log_format: str
+    # Pushes a worker process lets wait for their installs (RECEIVER_ACK=installed); more
+    # get a 503 at once, so waits never hold every request thread.
+    max_waiting_pushes: int = 6
 
     @property
     def auth_enabled(self) -> bool:
@@ -218,6 +225,7 @@ class Settings:
             model_config_file=env.optional_path("RECEIVER_MODEL_CONFIG_FILE"),
             expose_status=env.boolean("RECEIVER_EXPOSE_STATUS"),
             log_format=env.choice("RECEIVER_LOG_FORMAT", LOG_FORMATS),
+            max_waiting_pushes=_max_waiting_pushes(env),
         )
         settings.validate(verifies_pushes)
         return settings
@@ -296,8 +304,21 @@ def check_model_dir(settings: Settings) -> None:
         )
 
 
+def _max_waiting_pushes(env: _Reader) -> int:
+    threads = env.integer("GUNICORN_THREADS", minimum=1)
+    if not env.text("RECEIVER_MAX_WAITING_PUSHES"):
+        return max(threads - 2, 1)
+    waiting = env.integer("RECEIVER_MAX_WAITING_PUSHES", minimum=1)
+    if waiting >= max(threads, 2):  # with one thread, one waiting push is all there is
+        raise ConfigError(
+            f"RECEIVER_MAX_WAITING_PUSHES has value {waiting}: must be below GUNICORN_THREADS "
+            f"({threads}), or waiting pushes can hold every request thread"
+        )
+    return waiting
+
+
 def _parse_source(value: str) -> tuple[str, str]:
-    match = _SOURCE_RE.match(value)
+    match = _SOURCE_RE.fullmatch(value)
     if not match:
         raise ConfigError(
             f"RECEIVER_SOURCE has value {value!r}: expected gs://BUCKET or gs://BUCKET/PREFIX"

@@ -14,7 +14,7 @@ from receiver import servable
 from receiver.config import Settings
 from receiver.events import EventKind, ObjectEvent
 from receiver.journal import Job, JobState, Journal
-from receiver.layout import Ignored, ModelVersion, parse_object_name
+from receiver.layout import Ignored, ModelVersion, parse_object_name, reserved_names
 from receiver.objectref import ObjectRef
 
 _SETTLE_POLL_SECONDS = 0.05  # a read of one journal row
@@ -45,7 +45,9 @@ def accept(event: ObjectEvent, settings: Settings, journal: Journal) -> Outcome:
         return _withdraw(event, settings, journal)
     if event.kind is not EventKind.FINALIZE:
         return _ignored(f"event type {event.event_type} is not an upload; nothing to install")
-    target = parse_object_name(obj.name, settings.prefix, settings.done_marker)
+    target = parse_object_name(
+        obj.name, settings.prefix, settings.done_marker, reserved_names(settings)
+    )
     if isinstance(target, Ignored):
         return _ignored(target.reason)
     return queue(obj, target, settings, journal)
@@ -72,7 +74,9 @@ def _withdraw(event: ObjectEvent, settings: Settings, journal: Journal) -> Outco
     if event.overwritten_by_generation is not None:
         return _ignored(f"{event.event_type} is an overwrite, not a withdrawal")
     obj = event.ref
-    target = parse_object_name(obj.name, settings.prefix, settings.done_marker)
+    target = parse_object_name(
+        obj.name, settings.prefix, settings.done_marker, reserved_names(settings)
+    )
     if isinstance(target, Ignored):
         return _ignored(target.reason)
     # First mark an unfinished install, then look at the disk: an install that renames

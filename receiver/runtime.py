@@ -6,9 +6,15 @@ so each piece is built one way only.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 from receiver import servable
 from receiver.auth import CertsCache, PushVerifier
@@ -73,8 +79,53 @@ def open_journal(settings: Settings) -> Journal:
     return journal
 
 
+STATE_LOCK = "receiver.lock"  # in the state dir; says who holds it
+_WAIT_NOTICE_SECONDS = 30.0
+_held: dict[Path, IO[str]] = {}  # open for the life of the process: closing would unlock
+
+
+def hold_state_dir(settings: Settings) -> None:
+    """Lock the state dir for this process's life, waiting while another receiver holds it.
+
+    A second receiver on the same state dir (a RollingUpdate on a ReadWriteMany volume)
+    would take the first one's staging for crash debris and delete it, and queue its
+    running jobs again. So it waits here, before it cleans up or serves, and says why.
+    Workers forked from the holder share its lock (flock); it ends with the last of them.
+    """
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.state_dir / STATE_LOCK
+    if path in _held:
+        return
+    lock = path.open("a+")
+    noticed = None
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if noticed is None or time.monotonic() - noticed >= _WAIT_NOTICE_SECONDS:
+                lock.seek(0)
+                holder = lock.read().strip() or "another receiver"
+                log.warning(
+                    "waiting for the state dir %s: %s holds %s; two receivers on one state "
+                    "dir would delete each other's installs. This one starts when that one stops",
+                    settings.state_dir,
+                    holder,
+                    path,
+                )
+                noticed = time.monotonic()
+            time.sleep(0.5)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    _held[path] = lock
+
+
 def prepare_host(settings: Settings) -> None:
-    """Once per start, before any worker runs: directories, journal, and crash clean-up."""
+    """Once per start, before any worker runs: the state dir's lock, directories, journal,
+    and crash clean-up."""
+    hold_state_dir(settings)
     settings.model_dir.mkdir(parents=True, exist_ok=True)
     journal = open_journal(settings)
     for path in servable.remove_debris(settings.model_dir):

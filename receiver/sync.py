@@ -20,12 +20,13 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 
 from receiver import intake, servable
 from receiver.config import Settings
 from receiver.errors import ReceiverError
 from receiver.journal import Job, JobState, Journal
-from receiver.layout import ModelVersion, parse_object_name
+from receiver.layout import ModelVersion, parse_object_name, reserved_names
 from receiver.objectref import ObjectRef
 from receiver.storage import ObjectStore
 
@@ -38,7 +39,10 @@ _MAX_FAILURE_BACKOFF_SECONDS = 60.0
 
 
 def versions_by_model(
-    objects: list[ObjectRef], prefix: str, done_marker: str = "_SUCCESS"
+    objects: list[ObjectRef],
+    prefix: str,
+    done_marker: str = "_SUCCESS",
+    reserved: Mapping[str, str] | None = None,
 ) -> dict[str, list[tuple[ObjectRef, ModelVersion]]]:
     """For each model in the listing, its versions newest first (latest generation first).
 
@@ -46,7 +50,7 @@ def versions_by_model(
     """
     found: dict[str, list[tuple[ObjectRef, ModelVersion]]] = {}
     for obj in objects:
-        target = parse_object_name(obj.name, prefix, done_marker)
+        target = parse_object_name(obj.name, prefix, done_marker, reserved)
         if isinstance(target, ModelVersion):
             found.setdefault(target.model, []).append((obj, target))
     for versions in found.values():
@@ -57,7 +61,9 @@ def versions_by_model(
 def sync(settings: Settings, store: ObjectStore, journal: Journal) -> list[Job]:
     """Queue what the bucket has that the model dir lacks; returns the jobs to wait for."""
     listing = store.list_objects(settings.bucket, settings.prefix)
-    models = versions_by_model(listing, settings.prefix, settings.done_marker)
+    models = versions_by_model(
+        listing, settings.prefix, settings.done_marker, reserved_names(settings)
+    )
     jobs, notes = [], {}
     for model, versions in sorted(models.items()):
         job, note = _sync_model(model, versions, settings, journal)

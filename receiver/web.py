@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import threading
 
 from flask import (
     Blueprint,
@@ -22,7 +23,7 @@ from flask import (
     request,
 )
 from prometheus_client import CONTENT_TYPE_LATEST
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from receiver import events, intake, logs, metrics
 from receiver.config import Settings
@@ -34,7 +35,7 @@ from receiver.errors import (
     RejectedDeliveryError,
     UnauthenticatedError,
 )
-from receiver.journal import JobState
+from receiver.journal import Job, JobState
 from receiver.runtime import Runtime
 from receiver.status import document, download_progress, versions_view
 from receiver.sync import readiness, startup
@@ -58,9 +59,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["receiver"] = Runtime.create(settings)
+    app.extensions["receiver.waiting"] = threading.Semaphore(settings.max_waiting_pushes)
     app.register_blueprint(bp)
     app.register_error_handler(DeliveryError, _error_response)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
+    app.register_error_handler(InternalServerError, _unexpected)
+    app.register_error_handler(HTTPException, _http_error)
     app.before_request(_enter_request_log_context)
     app.teardown_request(_leave_request_log_context)
     return app
@@ -95,16 +99,29 @@ def push() -> tuple[Response, int]:
     if outcome.job is not None and not outcome.job.state.final:
         rt.worker.wake.set()
         if rt.settings.ack == "installed":
-            outcome = intake.settle(
-                outcome.job,
-                rt.journal,
-                rt.settings.ack_timeout,
-                rt.serving,
-                rt.worker.wait_for_news,
-            )
+            outcome = _wait_for_install(rt, outcome.job)
     log.info("push %s: %s (%s)", event.ref.name, outcome.outcome, outcome.reason)
     metrics.PUSHES.labels(format=event.delivery_format, outcome=outcome.outcome).inc()
     return jsonify(outcome.to_dict()), outcome.status
+
+
+def _wait_for_install(rt: Runtime, job: Job) -> intake.Outcome:
+    """RECEIVER_ACK=installed: wait, unless enough pushes wait already (each holds a thread)."""
+    waiting: threading.Semaphore = current_app.extensions["receiver.waiting"]
+    if not waiting.acquire(blocking=False):
+        return intake.Outcome(
+            503,
+            "retry",
+            f"{rt.settings.max_waiting_pushes} pushes already wait for installs in this process "
+            "(RECEIVER_MAX_WAITING_PUSHES); the job is queued, redeliver to wait on it",
+            job,
+        )
+    try:
+        return intake.settle(
+            job, rt.journal, rt.settings.ack_timeout, rt.serving, rt.worker.wait_for_news
+        )
+    finally:
+        waiting.release()
 
 
 @bp.get("/")
@@ -153,6 +170,8 @@ def startupz() -> tuple[Response, int]:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     ready, reason = readiness(runtime().settings, runtime().journal)
+    if not runtime().settings.expose_status:
+        reason = "ready" if ready else "not ready"  # the details name models and paths
     return jsonify({"ready": ready, "reason": reason}), 200 if ready else 503
 
 
@@ -194,3 +213,19 @@ def _too_large(_: RequestEntityTooLarge) -> tuple[Response, int]:
     return _error_response(
         PayloadTooLargeError(f"request body is larger than {MAX_BODY_BYTES} bytes")
     )
+
+
+def _unexpected(_: InternalServerError) -> tuple[Response, int]:
+    # Flask has logged the traceback already (Flask.log_exception); the answer names nothing
+    # of it, since an exception's text can hold paths, object names or a token's claims.
+    return _error_response(
+        DeliveryError("unexpected error in the receiver; its log has the details")
+    )
+
+
+def _http_error(error: HTTPException) -> tuple[Response, int]:
+    """Werkzeug's own answers (404, 405, a body that never arrived): JSON like the rest."""
+    status = error.code or 500
+    body = {"outcome": "error", "reason": error.description or error.name}
+    log.warning("%s %s -> %s: %s", request.method, request.path, status, error.name)
+    return jsonify(body), status

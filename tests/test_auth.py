@@ -2,8 +2,11 @@
 
 import hashlib
 import hmac
+import http.server
 import json
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -12,7 +15,7 @@ from cryptography.x509 import load_pem_x509_certificate
 from receiver.auth import CertsCache, PushVerifier, _SignedTokens
 from receiver.dev.keys import DEV_SENDER
 from receiver.errors import AuthUnavailableError, ForbiddenError, UnauthenticatedError
-from tests.helpers import AUDIENCE, b64, good_claims, unsigned_token
+from tests.helpers import AUDIENCE, b64, good_claims, serve_in_thread, unsigned_token
 
 
 @pytest.fixture
@@ -157,6 +160,116 @@ def test_cached_certs_keep_serving_when_a_refresh_fails(certs_endpoint, token):
     certs_endpoint.failing = True
     now[0] += 3600
     assert verifier.verify(f"Bearer {token()}").email == DEV_SENDER
+
+
+def test_a_failing_endpoint_is_asked_once_a_minute_however_many_unknown_kids(certs_endpoint):
+    now = [1000.0]
+    cache = CertsCache(certs_endpoint.url, clock=lambda: now[0])
+    held = dict(cache.get(None))
+    certs_endpoint.failing = True
+    now[0] += 61
+    for n in range(100):  # forged pushes, each naming a key Google never had
+        assert cache.get(f"forged-{n}") == held
+    assert certs_endpoint.fetches == 2
+    now[0] += 61
+    cache.get("forged")
+    assert certs_endpoint.fetches == 3
+
+
+def test_with_no_certs_a_failing_endpoint_is_asked_once_per_retry_interval(certs_endpoint):
+    now = [1000.0]
+    certs_endpoint.failing = True
+    cache = CertsCache(certs_endpoint.url, clock=lambda: now[0])
+    for _ in range(100):
+        with pytest.raises(AuthUnavailableError, match="HTTP 500"):
+            cache.get("forged")
+    assert certs_endpoint.fetches == 1
+    now[0] += 5
+    with pytest.raises(AuthUnavailableError):
+        cache.get("forged")
+    assert certs_endpoint.fetches == 2
+    certs_endpoint.failing = False
+    now[0] += 5
+    assert cache.get(None)  # recovers as soon as the endpoint does
+
+
+class HeldCertsEndpoint:
+    """A certs endpoint that fails, and holds each request until `release` is set."""
+
+    def __init__(self) -> None:
+        self.fetches = 0
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                endpoint.fetches += 1
+                endpoint.arrived.set()
+                endpoint.release.wait(30)
+                self.send_error(503)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = serve_in_thread(Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/certs"
+
+
+@pytest.fixture
+def held_endpoint() -> Iterator[HeldCertsEndpoint]:
+    endpoint = HeldCertsEndpoint()
+    yield endpoint
+    endpoint.release.set()
+    endpoint.server.shutdown()
+    endpoint.server.server_close()
+
+
+def test_pushes_that_wait_for_a_fetch_share_its_outcome(held_endpoint):
+    cache = CertsCache(held_endpoint.url)
+    failures: list[Exception] = []
+
+    def push() -> None:
+        try:
+            cache.get("forged")
+        except AuthUnavailableError as exc:
+            failures.append(exc)
+
+    pushes = [threading.Thread(target=push) for _ in range(20)]
+    for thread in pushes:
+        thread.start()
+    assert held_endpoint.arrived.wait(30)
+    held_endpoint.release.set()
+    for thread in pushes:
+        thread.join()
+    assert len(failures) == 20
+    assert held_endpoint.fetches == 1
+
+
+def test_a_token_with_a_cached_key_does_not_wait_for_a_refresh(certs_endpoint, signer):
+    now = [1000.0]
+    cache = CertsCache(certs_endpoint.url, clock=lambda: now[0])
+    cache.get(signer.kid)
+    held = HeldCertsEndpoint()
+    refreshed = threading.Event()
+
+    def forged_push() -> None:
+        cache.get("forged")
+        refreshed.set()
+
+    try:
+        cache._url = held.url  # the endpoint now hangs: a refresh for a forged kid waits on it
+        now[0] += 61
+        forged = threading.Thread(target=forged_push)
+        forged.start()
+        assert held.arrived.wait(30)
+        assert signer.kid in cache.get(signer.kid)
+        assert not refreshed.is_set()  # answered while the refresh still hung
+    finally:
+        held.release.set()
+        forged.join()
+        held.server.shutdown()
+        held.server.server_close()
 
 
 def test_certs_from_a_file_url(signer, token):

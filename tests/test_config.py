@@ -79,3 +79,12 @@ def test_readme_documents_every_variable():
     readme = (PROJECT_ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
     assert set(ENV) <= documented
+
+
+def test_waiting_pushes_default_below_the_thread_count_and_must_stay_below(environ):
+    assert Settings.from_env(environ).max_waiting_pushes == 6
+    assert Settings.from_env({**environ, "GUNICORN_THREADS": "2"}).max_waiting_pushes == 1
+    with pytest.raises(ConfigError, match="RECEIVER_MAX_WAITING_PUSHES.*below GUNICORN_THREADS"):
+        Settings.from_env({**environ, "RECEIVER_MAX_WAITING_PUSHES": "8"})
+    with pytest.raises(ConfigError, match="RECEIVER_MAX_WAITING_PUSHES"):
+        Settings.from_env({**environ, "GUNICORN_THREADS": "1", "RECEIVER_MAX_WAITING_PUSHES": "2"})

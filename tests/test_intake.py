@@ -170,3 +170,15 @@ def test_a_delete_before_the_install_starts_skips_it(removing, bucket, token, se
         "its object was deleted before it was installed",
     )
     assert versions(settings) == ["1"]
+
+
+def test_a_model_named_like_the_state_dir_is_never_installed_into_it(environ, bucket, token):
+    models = environ["RECEIVER_MODEL_DIR"]
+    app = create_app(Settings.from_env({**environ, "RECEIVER_STATE_DIR": f"{models}/state"}))
+    runtime, client = app.extensions["receiver"], app.test_client()
+    response = send(client, token, upload_model(bucket, 1, model="state"))
+    assert (response.status_code, response.get_json()["outcome"]) == (200, "ignored")
+    assert "RECEIVER_STATE_DIR" in response.get_json()["reason"]
+    runtime.worker.syncer.run_if_due()
+    assert runtime.journal.recent() == []
+    assert not (runtime.settings.state_dir / "1").exists()

@@ -1,6 +1,16 @@
+import dataclasses
+
 import pytest
 
-from receiver.layout import Ignored, ModelVersion, object_name, parse_object_name
+from receiver.layout import (
+    Ignored,
+    ModelVersion,
+    is_model_name,
+    object_name,
+    parse_object_name,
+    parse_version,
+    reserved_names,
+)
 
 
 @pytest.mark.parametrize(
@@ -32,6 +42,9 @@ def test_model_archives(name, expected):
         "p/m/v1.tar.gz",
         "p/m/9223372036854775808.tar",  # does not fit int64
         f"p/{'m' * 129}/1.tar",
+        "p/m/7\n.tar.gz",  # `$` took the newline as the end of the name
+        "p/m\n/7.tar.gz",
+        "p/m/7\n/_SUCCESS",
     ],
 )
 def test_everything_else_is_ignored_with_a_reason(name):
@@ -46,3 +59,32 @@ def test_empty_prefix():
 
 def test_object_name_round_trips():
     assert parse_object_name(object_name("p/", "m", 5, "tgz"), "p/") == ModelVersion("m", 5, "tgz")
+
+
+def test_names_with_a_trailing_newline_are_neither_versions_nor_models():
+    assert parse_version("7\n") is None
+    assert not is_model_name("m\n")
+
+
+def test_models_named_like_the_receivers_own_files_are_refused_with_the_reason(settings):
+    settings = dataclasses.replace(
+        settings,
+        state_dir=settings.model_dir / "state",
+        model_config_file=settings.model_dir / "models.config",
+    )
+    reserved = reserved_names(settings)
+    assert set(reserved) == {"state", "models.config"}
+    for model, setting in (("state", "RECEIVER_STATE_DIR"), ("models.config", "CONFIG_FILE")):
+        for name in (f"p/{model}/1.tar.gz", f"p/{model}/1/_SUCCESS"):
+            result = parse_object_name(name, "p/", reserved=reserved)
+            assert isinstance(result, Ignored) and "reserved" in result.reason
+            assert setting in result.reason
+    assert parse_object_name("p/models/1.zip", "p/", reserved=reserved) == ModelVersion(
+        "models", 1, "zip"
+    )
+
+
+def test_files_outside_the_model_dir_reserve_nothing(settings, tmp_path):
+    elsewhere = dataclasses.replace(settings, model_config_file=tmp_path / "tfs" / "models.config")
+    assert "models.config" not in reserved_names(elsewhere)
+    assert reserved_names(settings) == {}  # state dir outside it (or hidden, by default)

@@ -3,6 +3,7 @@
 import base64
 import hmac
 import json
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +236,36 @@ def test_forged_tokens_are_401_over_http_and_queue_nothing(client, bucket, signe
         )
         assert response.status_code == 401
     assert runtime.journal.recent() == []
+
+
+def test_readiness_gives_no_details_while_the_pages_are_hidden(environ):
+    hidden = create_app(Settings.from_env({**environ, "RECEIVER_EXPOSE_STATUS": "false"}))
+    shown = create_app(Settings.from_env(environ))
+    model_dir = Path(environ["RECEIVER_MODEL_DIR"])
+    model_dir.rmdir()  # not ready, for a reason that names the path
+    response = hidden.test_client().get("/readyz")
+    assert (response.status_code, response.json) == (503, {"ready": False, "reason": "not ready"})
+    details = shown.test_client().get("/readyz").get_json()
+    assert str(model_dir) in details["reason"]
+
+
+def test_an_unexpected_error_in_a_route_is_json_and_its_traceback_is_logged(settings, caplog):
+    app = create_app(settings)
+
+    def broken() -> str:
+        raise RuntimeError("secret detail /models/x")
+
+    app.add_url_rule("/broken", view_func=broken)  # any route's bug, as the handler sees it
+    response = app.test_client().get("/broken")
+    body = response.get_json()
+    assert (response.status_code, body["outcome"]) == (500, "error")
+    assert "log" in body["reason"] and "secret" not in body["reason"]
+    logged = [r for r in caplog.records if r.exc_info and "secret detail" in str(r.exc_info[1])]
+    assert logged
+
+
+def test_werkzeugs_own_answers_are_json_too(client):
+    for response in (client.get("/no-such-page"), client.delete("/")):
+        body = response.get_json()
+        assert response.status_code in (404, 405)
+        assert body["outcome"] == "error" and body["reason"]
