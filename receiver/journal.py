@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import sqlite3
 import threading
 import time
@@ -31,20 +30,11 @@ from pathlib import Path
 from receiver import schema
 from receiver.layout import ModelVersion
 from receiver.objectref import ObjectRef
+from receiver.vocabulary import JobState
+
+__all__ = ["Job", "JobState", "Journal"]
 
 _BUSY_TIMEOUT_SECONDS = 30.0
-
-
-class JobState(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    INSTALLED = "installed"
-    FAILED = "failed"
-    SKIPPED = "skipped"  # superseded before it was installed
-
-    @property
-    def final(self) -> bool:
-        return self in (JobState.INSTALLED, JobState.FAILED, JobState.SKIPPED)
 
 
 _UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)

@@ -8,22 +8,13 @@ what TF Serving made of them.
 
 from __future__ import annotations
 
-import enum
 import time
 from dataclasses import dataclass
 
 from receiver.journal import Journal
+from receiver.vocabulary import LoadState
 
-
-class LoadState(enum.StrEnum):
-    """Whether TF Serving loaded a version, as far as the receiver knows."""
-
-    UNCONFIRMED = "unconfirmed"  # RECEIVER_TFSERVING_URL unset: loads are not confirmed
-    LOADING = "loading"  # renamed into place; waiting for TF Serving's verdict
-    AVAILABLE = "available"  # TF Serving reported AVAILABLE
-    TIMED_OUT = "timed_out"  # no verdict within RECEIVER_LOAD_TIMEOUT; TF Serving may retry
-    FAILED = "failed"  # TF Serving's load failed (END with an error): withdrawn
-    RETIRED = "retired"  # TF Serving unloaded it without error (a newer version serves)
+__all__ = ["LoadState", "VersionRecord", "Versions"]
 
 
 @dataclass(frozen=True)
