@@ -34,6 +34,7 @@ class Hostile:
     suffix: str  # the object name's extension: tar.gz, zip, ...
     reason: str  # a regular expression the job's failure reason must match
     build: Callable[[], bytes]
+    content_encoding: str | None = None  # stored as, e.g. "gzip" (`gcloud storage cp -Z`)
 
 
 def member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple:
@@ -220,6 +221,12 @@ def zip_index(records: int, claimed: int | None = None, extra: int = 0) -> bytes
     return local + central + end64 + locator + end
 
 
+def empty_gzip_members(total: int = 20 * MIB) -> bytes:
+    """`total` bytes of empty gzip members, gzip-encoded: unpacks to nothing, slowly."""
+    empty = gzip(b"")
+    return gzip(empty * (total // len(empty)))
+
+
 CORPUS = [
     Hostile("gzip-bomb", "tar.gz", "RECEIVER_MAX_RATIO", gzip_bomb),
     Hostile("bzip2-bomb", "tar.bz2", "RECEIVER_MAX_RATIO", lambda: _bomb(bz2.compress, gib=1)),
@@ -352,6 +359,27 @@ CORPUS = [
     ),
     Hostile("deep-and-wide-directories", "tar.gz", "more than 64 levels deep", deep_and_wide),
     Hostile("gnu-long-name-chain", "tar.gz", "headers in a row", chained_long_names),
+    Hostile(
+        "content-encoding-gzip-bomb",
+        "tar.gz",
+        "RECEIVER_MAX_RATIO",
+        lambda: gzip(gzip_bomb()),
+        content_encoding="gzip",
+    ),
+    Hostile(
+        "content-encoding-empty-members",
+        "tar.gz",
+        "RECEIVER_MAX_RATIO",
+        empty_gzip_members,
+        content_encoding="gzip",
+    ),
+    Hostile(
+        "content-encoding-brotli",
+        "tar.gz",
+        "Content-Encoding: br.*cp -Z",
+        lambda: tar(),
+        content_encoding="br",
+    ),
     Hostile(
         "zip-index-million-entries",
         "zip",

@@ -50,6 +50,7 @@ def test_every_hostile_archive_fails_cleanly_in_flat_memory(
     rows = []
     for version, case in enumerate(hostile.CORPUS, start=2):
         blob = bucket.blob(f"models/half_plus_two/{version}.{case.suffix}")
+        blob.content_encoding = case.content_encoding  # as `gcloud storage cp -Z` stores it
         blob.upload_from_string(case.build())
         status, answer = curl_push(gunicorn.url, token(), push_body(blob), bodies)
         assert (status, answer["outcome"]) == (200, "failed"), (case.name, answer)
