@@ -27,6 +27,9 @@ from isal import isal_zlib
 from receiver.config import Limits
 from receiver.unpacker import CHUNK_SIZE, ArchiveError, ByteBudget, CorruptArchiveError, Readable
 
+# Empty members in a row that a stream may hold: they unpack to nothing (so no budget
+# stops them) but each costs a decompressor; real tools write one at most (BGZF's end).
+MAX_EMPTY_MEMBERS = 16
 # typed as an instance in isal's stubs
 ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 
@@ -142,6 +145,8 @@ class DecompressedStream:
         self._budget = budget
         self._member = factory()
         self._members = 1
+        self._empty_members = 0  # in a row, each costing a decompressor and a copy of the input
+        self._member_output = False
         self._done = False
 
     def read(self, size: int = -1, /) -> bytes:
@@ -164,6 +169,7 @@ class DecompressedStream:
                 raise CorruptArchiveError(f"corrupt {self.name} data: {exc}") from exc
             if chunk:
                 self._budget.spend(len(chunk))
+                self._member_output = True
                 return chunk
             if not data and self._member.needs_input and not self._member.eof:
                 raise CorruptArchiveError(
@@ -180,6 +186,13 @@ class DecompressedStream:
         if not rest:
             self._done = True
             return False
+        self._empty_members = 0 if self._member_output else self._empty_members + 1
+        if self._empty_members > MAX_EMPTY_MEMBERS:
+            raise ArchiveError(
+                f"more than {MAX_EMPTY_MEMBERS} empty {self.name} members in a row; "
+                "refusing a hostile stream"
+            )
+        self._member_output = False
         self._input = rest
         self._member = self._factory()
         self._members += 1

@@ -449,3 +449,15 @@ def test_no_encoding_and_identity_pass_the_bytes_through(staging):
     data = archive_directory(HALF_PLUS_TWO, "tar.gz", top="m")
     unpack(data, staging, "tar", content_encoding="identity")
     assert same_files(staging / "m")
+
+
+@pytest.mark.parametrize(("empty", "refused"), [(16, False), (17, True)])
+def test_a_run_of_empty_gzip_members_is_refused_past_sixteen(staging, empty, refused):
+    """Each costs a decompressor and unpacks to nothing: a million of them cost minutes."""
+    data = hostile.gzip(b"") * empty + hostile.gzip(model_tar())
+    if refused:
+        with pytest.raises(ArchiveError, match="more than 16 empty gzip members"):
+            unpack(data, staging, "tar")
+    else:
+        unpack(data, staging, "tar")
+        assert same_files(staging / "m")
