@@ -32,12 +32,13 @@ class _Refused(Exception):
 class Link:
     """A symlink entry: its target as written, and once resolved where it leads."""
 
-    __slots__ = ("hops", "resolved", "target")
+    __slots__ = ("hops", "resolved", "target", "walkable")
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.resolved: Path | None = None
         self.hops = 0  # links followed to resolve it, itself included
+        self.walkable = False  # whether it leads to a directory, once resolved
 
 
 FILE = object()  # a regular file (or a hard link to one): a leaf
@@ -86,7 +87,11 @@ class EntryTree:
         return None
 
     def _resolve(self, parts: Path, link: Link, version: Path, active: set[int]) -> Path | None:
-        """Where the link at `parts` leads (None: out of `version`); memoised on the link."""
+        """Where the link at `parts` leads (None: out of `version`); memoised on the link.
+
+        The walk keeps the node of each step, so each part of the target costs one dict
+        step; once a step is not a directory (a file, or nothing: the kernel would stop
+        there), the rest is only checked for climbing out."""
         if link.resolved is not None:
             return link.resolved
         if id(link) in active:
@@ -95,6 +100,8 @@ class EntryTree:
             raise _Refused(_TOO_MANY_HOPS)
         active.add(id(link))
         where: list[str] = list(parts[:-1])  # a link's parents are directories, never links
+        nodes = self._nodes_of(where)  # nodes[-1] is the node at `where`
+        walkable = True  # every step so far is a directory of the tree
         hops = 1
         for part in link.target.split("/"):
             if part in ("", "."):
@@ -104,20 +111,35 @@ class EntryTree:
                     link.hops = hops
                     return None
                 where.pop()
+                if walkable:
+                    nodes.pop()
                 continue
-            here = (*where, part)
-            node = self.lookup(here)
-            if not isinstance(node, Link):
-                where.append(part)  # a directory, a file, or nothing (a dangling link)
+            node = nodes[-1]
+            child = node.get(part) if walkable and isinstance(node, dict) else None
+            if not isinstance(child, Link):
+                where.append(part)
+                if walkable:
+                    nodes.append(child)
+                    walkable = isinstance(child, dict)
                 continue
-            resolved = self._resolve(here, node, version, active)
-            hops += node.hops
+            resolved = self._resolve((*where, part), child, version, active)
+            hops += child.hops
             if hops > MAX_LINK_HOPS:
                 raise _Refused(_TOO_MANY_HOPS)
             if resolved is None:
                 link.hops = hops
                 return None
-            where = list(resolved)
+            where, walkable = list(resolved), child.walkable
+            if walkable:
+                nodes = self._nodes_of(where)
         active.discard(id(link))
-        link.resolved, link.hops = tuple(where), hops
+        link.resolved, link.hops, link.walkable = tuple(where), hops, walkable
         return link.resolved
+
+    def _nodes_of(self, path: list[str]) -> list[Node | None]:
+        """The node at each prefix of `path`, a path of directories (at most MAX_DEPTH)."""
+        nodes: list[Node | None] = [self.top]
+        for part in path:
+            node = nodes[-1]
+            nodes.append(node.get(part) if isinstance(node, dict) else None)
+        return nodes

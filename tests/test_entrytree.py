@@ -106,3 +106,12 @@ def test_entries_at_the_depth_limit_unpack(staging):
     deep = "m/" + "d/" * 62 + "f"
     unpack(tar_of((entry(deep), b"x")), staging, "tar.gz")
     assert (staging / deep).read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("target", ["missing/../..", "saved_model.pb/../.."])
+def test_a_link_that_climbs_out_past_a_missing_or_file_step_is_refused(staging, target):
+    """The kernel would stop at the missing step; refusing the climb costs nothing real."""
+    with pytest.raises(ArchiveError, match="outside the model version"):
+        unpack(
+            model_with((entry("m/x", tarfile.SYMTYPE, target), None), top="m"), staging, "tar.gz"
+        )
