@@ -171,6 +171,8 @@ class Unpacker:
 
     def hardlink(self, name: str, target: str) -> None:
         parts = check_name(name)
+        if not parts:
+            raise ArchiveError(f"hard link {name!r} has no file name")
         if self._skip(parts):
             return
         try:

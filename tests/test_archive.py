@@ -127,6 +127,7 @@ HOSTILE_TARS: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
     "block-device": [(entry("disk", tarfile.BLKTYPE), None)],
     "fifo": [(entry("pipe", tarfile.FIFOTYPE), None)],
     "duplicate": [(entry("a"), b"1"), (entry("a"), b"2")],
+    "hardlink-named-dot": [(entry("a"), b"1"), (entry("./", tarfile.LNKTYPE, "a"), None)],
 }
 
 
