@@ -7,12 +7,13 @@ names) may not claim more than `MAX_HEADER_BYTES`, which tarfile would read into
 whole; sparse members are refused; and the archive must end with tar's end-of-archive
 block, so a tar cut short between two members is not taken for a complete one.
 
-Zip keeps its index at the end, so it is read from a local file. zipfile reads that
-index; its entries are checked for overlap (the "better zip bomb" reuses one compressed
-kernel for every entry), and only store and deflate are accepted. Each entry's data is
-then read by `_ZipMember`, which inflates with ISA-L in bounded steps (zipfile would use
-zlib, half the speed) and checks what zipfile checks: the local header's signature and
-name, no encryption, the CRC-32 and the size.
+Zip keeps its index at the end, so it is read from a local file. `zipindex` sizes that
+index up first (zipfile would hold all of it, a `ZipInfo` per record), then zipfile
+reads it; its entries are checked for overlap (the "better zip bomb" reuses one
+compressed kernel for every entry), and only store and deflate are accepted. Each
+entry's data is then read by `_ZipMember`, which inflates with ISA-L in bounded steps
+(zipfile would use zlib, half the speed) and checks what zipfile checks: the local
+header's signature and name, no encryption, the CRC-32 and the size.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import IO, Self, cast
 
 from isal import isal_zlib
 
-from receiver import compression
+from receiver import compression, zipindex
 from receiver.config import Limits
 from receiver.unpacker import (
     CHUNK_SIZE,
@@ -44,6 +45,10 @@ from receiver.unpacker import (
 __all__ = ["ArchiveError", "CorruptArchiveError", "Unpacker", "unpack_tar", "unpack_zip"]
 
 MAX_HEADER_BYTES = 1024 * 1024
+# Headers that describe the next one (pax, GNU long name and link) in a row before a
+# member: real tools write at most three (global pax, pax, or long name then long link).
+# tarfile reads each by recursing into the next, so a long run overflows the stack.
+MAX_CHAINED_HEADERS = 8
 _HEADER_TYPES = (
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -71,6 +76,8 @@ def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callabl
                 )
     except (tarfile.TarError, EOFError) as exc:
         raise CorruptArchiveError(f"corrupt tar archive: {exc}") from exc
+    except RecursionError as exc:  # tarfile recurses per chained header: a hostile archive
+        raise ArchiveError(f"the tar archive nests headers too deeply to read: {exc}") from exc
     # Read what follows the end-of-archive block (padding), so that a compressed stream
     # is checked to its end marker and checksum.
     while plain.read(CHUNK_SIZE):
@@ -92,6 +99,13 @@ class _CheckedTarInfo(tarfile.TarInfo):
                 f"a tar extended header claims {info.size} bytes "
                 f"(more than {MAX_HEADER_BYTES}); refusing it"
             )
+        if isinstance(tarfile_, _TarReader):
+            tarfile_.chained = tarfile_.chained + 1 if info.type in _HEADER_TYPES else 0
+            if tarfile_.chained > MAX_CHAINED_HEADERS:
+                raise ArchiveError(
+                    f"more than {MAX_CHAINED_HEADERS} tar extended headers in a row; "
+                    "refusing a hostile archive"
+                )
         info.offset = tarfile_.fileobj.tell() - tarfile.BLOCKSIZE
         return cast(Self, info._proc_member(tarfile_))  # type: ignore[attr-defined]
 
@@ -99,6 +113,7 @@ class _CheckedTarInfo(tarfile.TarInfo):
 class _TarReader(tarfile.TarFile):
     tarinfo = _CheckedTarInfo
     ended_properly = False  # set on the instance when the end-of-archive block is read
+    chained = 0  # extended headers read since the last member
 
 
 def _unpack_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, unpacker: Unpacker) -> None:
@@ -123,12 +138,10 @@ def unpack_zip(path: Path, root: Path, limits: Limits) -> None:
     compressed_size = path.stat().st_size
     unpacker = Unpacker(root, limits, lambda: compressed_size)
     try:
-        with zipfile.ZipFile(path) as archive, path.open("rb") as raw:
-            entries = archive.infolist()
-            if len(entries) > limits.max_files:
-                raise ArchiveError(
-                    f"archive has more than {limits.max_files} entries (RECEIVER_MAX_FILES)"
-                )
+        with path.open("rb") as raw:
+            zipindex.check_index(raw, limits)  # before zipfile holds the whole index
+            with zipfile.ZipFile(path) as archive:
+                entries = archive.infolist()
             _check_no_overlap(entries)
             for info in entries:
                 _unpack_zip_member(raw, info, unpacker)

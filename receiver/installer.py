@@ -17,14 +17,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from receiver import archive, capacity, savedmodel, servable
-from receiver.config import Settings
+from receiver import archive, capacity, compression, savedmodel, servable
+from receiver.config import Limits, Settings
 from receiver.errors import PermanentError, SupersededError
 from receiver.journal import Job
 from receiver.layout import DIRECTORY, directory_prefix
 from receiver.objectref import ObjectRef
 from receiver.rollout import Rollout
 from receiver.storage import CHUNK_SIZE, ObjectStore, ObjectStream
+from receiver.unpacker import Readable
 from receiver.versions import LoadState, Versions
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,8 @@ class Installer:
         def fetch(obj: ObjectRef) -> None:
             # Pinned to the generation listed: a later overwrite cannot mix into this version.
             with self.store.open(obj) as download:
-                unpacker.file(obj.name[len(folder) :], _ReportingStream(download, progress))
+                decoded = _decoded(download, progress, self.settings.limits)
+                unpacker.file(obj.name[len(folder) :], decoded)
                 download.verify()
 
         with ThreadPoolExecutor(max_workers=_PARALLEL_DOWNLOADS) as pool:
@@ -180,7 +182,7 @@ class Installer:
         self, job: Job, download: ObjectStream, staging: Path, progress: _ByteCounter
     ) -> None:
         limits = self.settings.limits
-        reporting = _ReportingStream(download, progress)
+        reporting = _decoded(download, progress, limits)
         if job.archive_format == "zip":
             # Zip keeps its index at the end: spool to a hidden file beside staging first.
             spool = staging.with_name(staging.name.replace(".staging-", ".download-", 1))
@@ -252,6 +254,14 @@ class _ReportingStream:
         chunk = self._download.read(size)
         self._progress.add(len(chunk))
         return chunk
+
+
+def _decoded(download: ObjectStream, progress: _ByteCounter, limits: Limits) -> Readable:
+    """The download's bytes, counted as they arrive, its stored gzip layer (if any) removed."""
+    reporting = _ReportingStream(download, progress)
+    return compression.content_decoded(
+        reporting, download.content_encoding, limits, lambda: download.bytes_read
+    )
 
 
 def _provenance(job: Job) -> dict[str, object]:

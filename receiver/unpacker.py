@@ -3,10 +3,12 @@
 Every entry, whatever archive format it came from, goes through `Unpacker`, which
 - only ever writes into directories it created itself, so no write passes through a link;
 - opens files with O_EXCL|O_NOFOLLOW, so a duplicate or a planted link is an error;
-- takes a symlink only if it still resolves inside the staging dir once every entry is
-  written (a chain of links is followed the way the kernel will follow it), a hard link
-  only to a file it wrote itself, and nothing else (devices, fifos, sparse files);
-- takes names only if they are plain relative UTF-8 paths a Linux filesystem can hold;
+- takes a symlink only if, once every entry is written, it resolves inside the directory
+  that becomes the version (followed through other links as the kernel will follow
+  them, in the archive's own tree: `receiver.entrytree`), a hard link only to a file it
+  wrote itself, and nothing else (devices, fifos, sparse files);
+- takes names only if they are plain relative UTF-8 paths a Linux filesystem can hold,
+  at most `MAX_DEPTH` levels deep;
 - counts entries and bytes against the limits, so bombs stop early;
 - skips what macOS adds to archives (`__MACOSX/`, `._*` AppleDouble files, `.DS_Store`).
 
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from receiver.config import Limits
+from receiver.entrytree import FILE, EntryTree, Link, Node
 from receiver.errors import PermanentError, TransientError
 
 CHUNK_SIZE = 512 * 1024
@@ -35,6 +38,10 @@ RATIO_FLOOR_BYTES = 16 * 1024 * 1024
 MAX_NAME_BYTES = 1024  # a whole entry name
 MAX_COMPONENT_BYTES = 255  # one path component (NAME_MAX on Linux filesystems)
 MAX_SYMLINK_TARGET = 1024
+# A SavedModel is a few levels deep (version/variables/…, assets/ of a few more); 64 leaves
+# room for any real assets tree, and keeps each entry's cost (a dict step and a kernel
+# path lookup per level) small: 500 levels times tens of thousands of entries is minutes.
+MAX_DEPTH = 64
 _MACOS_JUNK = ("__MACOSX", ".DS_Store")
 
 
@@ -97,6 +104,8 @@ def check_name(name: str) -> tuple[str, ...]:
         raise ArchiveError(f"entry {name!r} climbs out of the archive with '..'")
     if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in parts):
         raise ArchiveError(f"entry {name[:64]!r}… has a name part over {MAX_COMPONENT_BYTES} bytes")
+    if len(parts) > MAX_DEPTH:
+        raise ArchiveError(f"entry {name[:64]!r}… is more than {MAX_DEPTH} levels deep")
     return parts
 
 
@@ -112,9 +121,7 @@ class Unpacker:
         self.root = root
         self.limits = limits
         self.budget = ByteBudget(limits, compressed_bytes)
-        self._dirs: set[tuple[str, ...]] = {()}
-        self._files: set[tuple[str, ...]] = set()
-        self._symlinks: list[tuple[str, ...]] = []
+        self._tree = EntryTree()  # what has been written, to check clashes and links
         self._lock = threading.Lock()
         self.entries = 0
         self.skipped = 0
@@ -126,7 +133,8 @@ class Unpacker:
     def directory(self, name: str) -> None:
         parts = check_name(name)
         if parts and not self._skip(parts):
-            self._make_dirs(parts)
+            with self._lock:
+                self._make_dirs(parts)
 
     def file(self, name: str, source: Readable, executable: bool = False) -> None:
         parts = check_name(name)
@@ -134,19 +142,15 @@ class Unpacker:
             raise ArchiveError(f"entry {name!r} has no file name")
         if self._skip(parts):
             return
-        self._make_dirs(parts[:-1])
-        self._count_entry()
+        with self._lock:
+            self._claim(parts, name, FILE)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(self._path(parts), flags, 0o755 if executable else 0o644)
         except FileExistsError:
             raise ArchiveError(f"entry {name!r} appears twice or clashes with a link") from None
-        except IsADirectoryError:
-            raise ArchiveError(f"entry {name!r} is both a directory and a file") from None
         with os.fdopen(fd, "wb") as out:
             _copy(source, out, self.budget.spend)
-        with self._lock:
-            self._files.add(parts)
 
     def symlink(self, name: str, target: str) -> None:
         parts = check_name(name)
@@ -157,43 +161,44 @@ class Unpacker:
         resolved = posixpath.normpath(posixpath.join(*parts[:-1], target))
         if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
             raise ArchiveError(f"symlink {name!r} points outside the archive ({target!r})")
-        self._make_dirs(parts[:-1])
-        self._count_entry()
+        with self._lock:
+            self._claim(parts, name, Link(target))
+            self._tree.links.append(parts)
         try:
             os.symlink(target, self._path(parts))
         except FileExistsError:
             raise ArchiveError(f"entry {name!r} appears twice") from None
-        with self._lock:
-            self._symlinks.append(parts)
 
     def hardlink(self, name: str, target: str) -> None:
         parts = check_name(name)
+        if not parts:
+            raise ArchiveError(f"hard link {name!r} has no file name")
         if self._skip(parts):
             return
         try:
             target_parts = check_name(target)
         except ArchiveError:
             target_parts = ()
-        if target_parts not in self._files:
-            raise ArchiveError(
-                f"hard link {name!r} points to {target!r}, which is not a file of the archive"
-            )
-        self._make_dirs(parts[:-1])
-        self._count_entry()
+        with self._lock:
+            if self._tree.lookup(target_parts) is not FILE:
+                raise ArchiveError(
+                    f"hard link {name!r} points to {target!r}, which is not a file of the archive"
+                )
+            self._claim(parts, name, FILE)
         try:
             os.link(self._path(target_parts), self._path(parts), follow_symlinks=False)
         except FileExistsError:
             raise ArchiveError(f"entry {name!r} appears twice") from None
 
     def finish(self) -> None:
-        """Check what only the whole tree shows: links that leave it through other links."""
-        root = os.path.realpath(self.root)
-        for parts in self._symlinks:
-            resolved = os.path.realpath(self._path(parts))
-            if resolved != root and not resolved.startswith(root + os.sep):
-                raise ArchiveError(
-                    f"symlink {'/'.join(parts)!r} leads outside the archive through other links"
-                )
+        """Check what only the whole tree shows: links that leave the version, whether by
+        `..` or through other links. The version is the tree's single top-level directory
+        if it has one (`servable.find_saved_model` installs only that), else the tree."""
+        version = self._tree.version_root()
+        for parts in self._tree.links:
+            reason = self._tree.escapes(parts, version)
+            if reason is not None:
+                raise ArchiveError(f"symlink {'/'.join(parts)!r} {reason}")
 
     def _skip(self, parts: tuple[str, ...]) -> bool:
         if is_macos_junk(parts):
@@ -204,29 +209,39 @@ class Unpacker:
     def _path(self, parts: tuple[str, ...]) -> str:
         return os.path.join(self.root, *parts)
 
-    def _make_dirs(self, parts: tuple[str, ...]) -> None:
-        with self._lock:
-            for depth in range(1, len(parts) + 1):
-                prefix = parts[:depth]
-                if prefix in self._dirs:
-                    continue
-                self._count_entry_locked()
+    def _claim(self, parts: tuple[str, ...], name: str, node: object) -> None:
+        """Record a new file or link at `parts` (its directories made); refuse a clash."""
+        parent = self._make_dirs(parts[:-1])
+        existing = parent.get(parts[-1])
+        if isinstance(existing, dict):
+            raise ArchiveError(f"entry {name!r} is both a directory and a file")
+        if existing is not None:
+            raise ArchiveError(f"entry {name!r} appears twice")
+        self._count_entry()
+        parent[parts[-1]] = node
+
+    def _make_dirs(self, parts: tuple[str, ...]) -> dict[str, Node]:
+        """The directory at `parts`, made with any missing parents: one dict step a level."""
+        node = self._tree.top
+        for depth, part in enumerate(parts):
+            child = node.get(part)
+            if child is None:
+                self._count_entry()
                 try:
-                    os.mkdir(self._path(prefix), 0o755)
+                    os.mkdir(self._path(parts[: depth + 1]), 0o755)
                 except FileExistsError:
-                    # Something that is not a directory we made (a file or a link) is there.
-                    raise ArchiveError(
-                        f"entry {'/'.join(prefix)!r} is used both as a directory "
-                        "and as a file or link"
-                    ) from None
-                self._dirs.add(prefix)
+                    raise ArchiveError(f"entry {'/'.join(parts)!r} is already on disk") from None
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ArchiveError(
+                    f"entry {'/'.join(parts[: depth + 1])!r} is used both as a directory "
+                    "and as a file or link"
+                )
+            node = child
+        return node
 
     def _count_entry(self) -> None:
-        with self._lock:
-            self._count_entry_locked()
-
-    def _count_entry_locked(self) -> None:
-        self.entries += 1
+        self.entries += 1  # under self._lock
         if self.entries > self.limits.max_files:
             raise ArchiveError(
                 f"archive has more than {self.limits.max_files} entries (RECEIVER_MAX_FILES)"

@@ -34,6 +34,7 @@ class Hostile:
     suffix: str  # the object name's extension: tar.gz, zip, ...
     reason: str  # a regular expression the job's failure reason must match
     build: Callable[[], bytes]
+    content_encoding: str | None = None  # stored as, e.g. "gzip" (`gcloud storage cp -Z`)
 
 
 def member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple:
@@ -167,6 +168,65 @@ def sparse_tar(tar_format: str) -> bytes:
         ).stdout
 
 
+def chained_long_names(count: int = 400) -> bytes:
+    """`count` GNU long-name headers in a row, each naming the next, then one file.
+
+    tarfile reads each one by recursing into the next header: 400 overflow Python's stack."""
+    block = b""
+    for i in range(count):
+        name = f"m/long-{i}".encode() + b"\0"
+        info = _header(tarfile.GNUTYPE_LONGNAME, len(name))
+        padding = -len(name) % tarfile.BLOCKSIZE
+        block += info.tobuf(format=tarfile.GNU_FORMAT) + name + bytes(padding)
+    last, _ = member("m/saved_model.pb", b"graph")
+    data = block + last.tobuf(format=tarfile.GNU_FORMAT) + b"graph".ljust(tarfile.BLOCKSIZE, b"\0")
+    return gzip(data + bytes(2 * tarfile.BLOCKSIZE))
+
+
+def link_chain(length: int) -> bytes:
+    """`m/l1 -> saved_model.pb`, `m/l2 -> l1`, …: opening the last follows `length` links."""
+    links = [
+        member(f"m/l{i}", kind=tarfile.SYMTYPE, link=f"l{i - 1}") for i in range(2, length + 1)
+    ]
+    return tar(member("m/l1", kind=tarfile.SYMTYPE, link="saved_model.pb"), *links)
+
+
+def deep_and_wide(depth: int = 500, width: int = 45_000) -> bytes:
+    """A chain of `depth` directories with `width` directories at its bottom."""
+    bottom = "m/" + "d/" * depth
+    return tar(*(member(f"{bottom}{i}", kind=tarfile.DIRTYPE) for i in range(width)))
+
+
+def zip_index(records: int, claimed: int | None = None, extra: int = 0) -> bytes:
+    """One empty entry, and an index of `records` records that all name it.
+
+    zipfile builds a ZipInfo for every record before anything can count them: a million
+    records (47 MB) cost it about 450 MB. `claimed` is the count the end record gives
+    (zip64 end records when it needs them); `extra` adds an extra field to each record."""
+    name = b"x"
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0) + name
+    field = struct.pack("<HH", 0xCAFE, extra - 4) + bytes(extra - 4) if extra else b""
+    fields = (20, 20, 0, 0, 0, 0, 0, 0, 0, len(name), len(field), 0, 0, 0, 0o100644 << 16, 0)
+    central = (struct.pack("<4s6H3L5H2L", b"PK\x01\x02", *fields) + name + field) * records
+    count = records if claimed is None else claimed
+    if count <= 0xFFFF:
+        end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(central), 30 + 1, 0)
+        return local + central + end
+    at = len(local) + len(central)
+    end64 = struct.pack(
+        "<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, len(central), len(local)
+    )
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, at, 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return local + central + end64 + locator + end
+
+
+def empty_gzip_members(total: int = 20 * MIB) -> bytes:
+    """`total` bytes of empty gzip members, gzip-encoded: a million members of nothing."""
+    empty = gzip(b"")
+    return gzip(empty * (total // len(empty)))
+
+
 CORPUS = [
     Hostile("gzip-bomb", "tar.gz", "RECEIVER_MAX_RATIO", gzip_bomb),
     Hostile("bzip2-bomb", "tar.bz2", "RECEIVER_MAX_RATIO", lambda: _bomb(bz2.compress, gib=1)),
@@ -275,6 +335,75 @@ CORPUS = [
         lambda: zip_of(("m/saved_model.pb", b"graph"), method=zipfile.ZIP_BZIP2),
     ),
     Hostile("truncated-tar-gz", "tar.gz", "truncated", lambda: tar(model=True)[:-200]),
+    Hostile(
+        "symlink-up-out-of-version",
+        "tar.gz",
+        "outside the model version",
+        lambda: tar(member("m/up", kind=tarfile.SYMTYPE, link="..")),
+    ),
+    Hostile(
+        "symlink-through-another-version",
+        "tar.gz",
+        "outside the model version",
+        lambda: tar(member("m/assets/esc", kind=tarfile.SYMTYPE, link="../../1/up/..")),
+    ),
+    Hostile("symlink-chain-2000", "tar.gz", "more than 40 links", lambda: link_chain(2000)),
+    Hostile(
+        "symlink-loop",
+        "tar.gz",
+        "loop of links",
+        lambda: tar(
+            member("m/a", kind=tarfile.SYMTYPE, link="b"),
+            member("m/b", kind=tarfile.SYMTYPE, link="a"),
+        ),
+    ),
+    Hostile("deep-and-wide-directories", "tar.gz", "more than 64 levels deep", deep_and_wide),
+    Hostile("gnu-long-name-chain", "tar.gz", "headers in a row", chained_long_names),
+    Hostile(
+        "gzip-empty-members",
+        "tar.gz",
+        "more than 16 empty gzip members in a row",
+        lambda: gzip(b"") * 1000 + tar(),
+    ),
+    Hostile(
+        "content-encoding-gzip-bomb",
+        "tar.gz",
+        "RECEIVER_MAX_RATIO",
+        lambda: gzip(gzip_bomb()),
+        content_encoding="gzip",
+    ),
+    Hostile(
+        "content-encoding-empty-members",
+        "tar.gz",
+        "empty .*members in a row",
+        empty_gzip_members,
+        content_encoding="gzip",
+    ),
+    Hostile(
+        "content-encoding-brotli",
+        "tar.gz",
+        "Content-Encoding: br.*cp -Z",
+        lambda: tar(),
+        content_encoding="br",
+    ),
+    Hostile(
+        "zip-index-million-entries",
+        "zip",
+        "RECEIVER_MAX_FILES.*before reading",
+        lambda: zip_index(1_000_000),
+    ),
+    Hostile(
+        "zip-index-count-lies",
+        "zip",
+        "RECEIVER_MAX_FILES.*before reading",
+        lambda: zip_index(100_001, claimed=1),
+    ),
+    Hostile(
+        "zip-index-huge-extra-fields",
+        "zip",
+        r"index \(central directory\) is",
+        lambda: zip_index(270, extra=65535),
+    ),
 ]
 
 

@@ -4,6 +4,7 @@ import bz2
 import io
 import lzma
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from backports import zstd
 
 from receiver.archive import ArchiveError, unpack_tar, unpack_zip
-from receiver.compression import decompressed
+from receiver.compression import content_decoded, decompressed
 from receiver.config import Limits
 from receiver.dev.tools import archive_directory
 from receiver.errors import PermanentError
@@ -39,14 +40,23 @@ def outside(staging: Path) -> list[str]:
     return sorted(p.name for p in staging.parent.iterdir() if p != staging)
 
 
-def unpack(data: bytes, staging: Path, archive_format: str, limits: Limits = LIMITS) -> None:
+def unpack(
+    data: bytes,
+    staging: Path,
+    archive_format: str,
+    limits: Limits = LIMITS,
+    content_encoding: str | None = None,
+) -> None:
+    """As the installer unpacks a download: its stored encoding removed, then unpacked."""
+    stored = io.BytesIO(data)
+    stream = content_decoded(stored, content_encoding, limits, stored.tell)
     if archive_format == "zip":
         path = staging.parent.parent / "upload.zip"
-        path.write_bytes(data)
+        with path.open("wb") as out:
+            shutil.copyfileobj(stream, out)
         unpack_zip(path, staging, limits)
     else:
-        stream = io.BytesIO(data)
-        unpack_tar(stream, staging, limits, stream.tell)
+        unpack_tar(stream, staging, limits, stored.tell)
 
 
 def tar_of(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
@@ -117,6 +127,7 @@ HOSTILE_TARS: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
     "block-device": [(entry("disk", tarfile.BLKTYPE), None)],
     "fifo": [(entry("pipe", tarfile.FIFOTYPE), None)],
     "duplicate": [(entry("a"), b"1"), (entry("a"), b"2")],
+    "hardlink-named-dot": [(entry("a"), b"1"), (entry("./", tarfile.LNKTYPE, "a"), None)],
 }
 
 
@@ -288,7 +299,9 @@ def corpus_bytes() -> dict[str, bytes]:
 def test_hostile_corpus_is_refused_with_a_precise_reason(staging, corpus_bytes, case):
     archive_format = "zip" if case.suffix == "zip" else "tar"
     with pytest.raises(PermanentError, match=case.reason):
-        unpack(corpus_bytes[case.name], staging, archive_format, DEFAULT_LIMITS)
+        unpack(
+            corpus_bytes[case.name], staging, archive_format, DEFAULT_LIMITS, case.content_encoding
+        )
         find_saved_model(staging)
     assert outside(staging) == []
 
@@ -406,3 +419,46 @@ print(peak_rss_mib())
     assert (
         tmp_path / "out" / "m/variables/variables.data-00000-of-00001"
     ).stat().st_size == 1024**3
+
+
+# --- Objects stored gzip-encoded (`gcloud storage cp -Z`): one layer removed, strictly
+
+
+@pytest.mark.parametrize("archive_format", ["tar.gz", "tar", "zip"])
+def test_a_gzip_encoded_archive_unpacks_as_the_archive(staging, archive_format):
+    data = archive_directory(HALF_PLUS_TWO, archive_format, top="m")
+    unpack(hostile.gzip(data), staging, archive_format, content_encoding="gzip")
+    assert same_files(staging / "m")
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda gz: gz[:-100], "Content-Encoding: gzip .*truncated"),
+        (lambda gz: gz[:-8] + b"\0\0\0\0" + gz[-4:], "corrupt Content-Encoding: gzip"),
+        (lambda gz: gz[2:], "cp -Z.* not gzip"),
+    ],
+    ids=["truncated", "bad-crc", "not-gzip"],
+)
+def test_a_gzip_encoding_must_be_whole_gzip(staging, mangle, reason):
+    encoded = hostile.gzip(archive_directory(HALF_PLUS_TWO, "tar.gz", top="m"))
+    with pytest.raises(ArchiveError, match=reason):
+        unpack(mangle(encoded), staging, "tar", content_encoding="gzip")
+
+
+def test_no_encoding_and_identity_pass_the_bytes_through(staging):
+    data = archive_directory(HALF_PLUS_TWO, "tar.gz", top="m")
+    unpack(data, staging, "tar", content_encoding="identity")
+    assert same_files(staging / "m")
+
+
+@pytest.mark.parametrize(("empty", "refused"), [(16, False), (17, True)])
+def test_a_run_of_empty_gzip_members_is_refused_past_sixteen(staging, empty, refused):
+    """Each costs a decompressor and unpacks to nothing: a million of them cost minutes."""
+    data = hostile.gzip(b"") * empty + hostile.gzip(model_tar())
+    if refused:
+        with pytest.raises(ArchiveError, match="more than 16 empty gzip members"):
+            unpack(data, staging, "tar")
+    else:
+        unpack(data, staging, "tar")
+        assert same_files(staging / "m")

@@ -1,5 +1,6 @@
 """Streaming pinned generations from the real storage emulator."""
 
+import gzip
 import os
 
 import pytest
@@ -78,3 +79,20 @@ def test_unreachable_storage_is_transient(monkeypatch, bucket):
     store = ObjectStore.from_environment()
     with pytest.raises(TransientError, match="cannot reach"):
         store.open(ObjectRef(bucket.name, "models/m/1.tar", 1))
+
+
+def test_a_gzip_encoded_object_streams_as_stored_and_says_so(store, bucket):
+    """`gcloud storage cp -Z`: the checksum covers the stored (compressed) bytes."""
+    stored = gzip.compress(b"weights" * 1000, mtime=0)
+    blob = bucket.blob("models/m/1.tar")
+    blob.content_encoding = "gzip"
+    blob.upload_from_string(stored)
+    ref = ObjectRef(bucket.name, blob.name, blob.generation, size=blob.size, crc32c=blob.crc32c)
+    with store.open(ref) as download:
+        assert download.content_encoding == "gzip"
+        assert read_all(download) == stored
+        download.verify()
+    plain = bucket.blob("models/m/2.tar")
+    plain.upload_from_string(b"weights")
+    with store.open(ObjectRef(bucket.name, plain.name, plain.generation)) as download:
+        assert download.content_encoding is None
