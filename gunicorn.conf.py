@@ -22,10 +22,11 @@ else:
 
 from prometheus_client import multiprocess  # noqa: E402
 
-from receiver.config import LOG_FORMATS, ServerSettings, Settings, check_model_dir  # noqa: E402
+from receiver.config import ServerSettings, Settings, check_model_dir  # noqa: E402
 from receiver.errors import ConfigError  # noqa: E402
 from receiver.logs import GunicornLogger, gunicorn_logconfig, lean_records  # noqa: E402
 from receiver.runtime import prepare_host  # noqa: E402
+from receiver.vocabulary import LogFormat  # noqa: E402
 
 try:
     _server = ServerSettings.from_env(os.environ)
@@ -66,7 +67,7 @@ errorlog = "-"
 logger_class = GunicornLogger
 loglevel = _server.log_level
 _log_format = os.environ.get("RECEIVER_LOG_FORMAT", "auto").lower()
-logconfig_dict = gunicorn_logconfig(_log_format if _log_format in LOG_FORMATS else "auto")
+logconfig_dict = gunicorn_logconfig(_log_format if _log_format in set(LogFormat) else "auto")
 lean_records()  # in the master, so in every worker forked from it
 
 

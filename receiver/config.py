@@ -7,13 +7,24 @@ A bad value raises `ConfigError` with one line naming the variable.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from receiver.errors import ConfigError
+from receiver.vocabulary import (
+    AckMode,
+    AuthMode,
+    DeleteMode,
+    LogFormat,
+    LogLevel,
+    SlicingMode,
+    UnwrappedMode,
+)
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 MIB = 1024**2
@@ -81,14 +92,8 @@ ENV: dict[str, tuple[str | None, str]] = {
     "GUNICORN_GRACEFUL_TIMEOUT": ("25", "seconds to finish in-flight work on SIGTERM"),
     "GUNICORN_LOG_LEVEL": ("info", "gunicorn's log level"),
 }
-_GUNICORN_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_Mode = TypeVar("_Mode", bound=enum.StrEnum)
 
-_AUTH_MODES = ("google", "none")
-_ACK_MODES = ("queued", "installed")
-_SLICING_MODES = ("auto", "always")
-_DELETE_MODES = ("ignore", "remove")
-_UNWRAPPED_MODES = ("reject", "finalize")
-LOG_FORMATS = ("auto", "json", "text")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # Pub/Sub's longest ack deadline: a push answered later counts as a nack anyway.
 MAX_ACK_TIMEOUT = 600
@@ -132,7 +137,7 @@ class Settings:
     model_dir: Path
     state_dir: Path
     keep_versions: int
-    auth: str
+    auth: AuthMode
     audience: str
     allowed_senders: frozenset[str]
     certs_url: str
@@ -147,24 +152,24 @@ class Settings:
     retry_delay: float
     read_timeout: float
     slicing: Slicing
-    ack: str
+    ack: AckMode
     ack_timeout: float
-    on_delete: str
+    on_delete: DeleteMode
     sync_on_start: bool
     sync_interval: float
     job_retention_days: float
-    unwrapped_without_metadata: str
+    unwrapped_without_metadata: UnwrappedMode
     done_marker: str
     model_config_file: Path | None
     expose_status: bool
-    log_format: str
+    log_format: LogFormat
     # Pushes a worker process lets wait for their installs (RECEIVER_ACK=installed); more
     # get a 503 at once, so waits never hold every request thread.
     max_waiting_pushes: int = 6
 
     @property
     def auth_enabled(self) -> bool:
-        return self.auth != "none"
+        return self.auth is not AuthMode.NONE
 
     @property
     def source(self) -> str:
@@ -181,7 +186,7 @@ class Settings:
         bucket, prefix = _parse_source(env.required("RECEIVER_SOURCE"))
         model_dir = env.path("RECEIVER_MODEL_DIR")
         state_dir = env.path("RECEIVER_STATE_DIR", default=model_dir / ".receiver")
-        auth = env.choice("RECEIVER_AUTH", _AUTH_MODES)
+        auth = env.choice("RECEIVER_AUTH", AuthMode)
         settings = cls(
             bucket=bucket,
             prefix=prefix,
@@ -210,21 +215,21 @@ class Settings:
                 slices=env.integer("RECEIVER_DOWNLOAD_SLICES", minimum=1),
                 slice_bytes=env.integer("RECEIVER_SLICE_BYTES", minimum=64 * 1024),
                 threshold=env.integer("RECEIVER_SLICED_DOWNLOAD_THRESHOLD", minimum=0),
-                adaptive=env.choice("RECEIVER_SLICING", _SLICING_MODES) == "auto",
+                adaptive=env.choice("RECEIVER_SLICING", SlicingMode) is SlicingMode.AUTO,
             ),
-            ack=env.choice("RECEIVER_ACK", _ACK_MODES),
+            ack=env.choice("RECEIVER_ACK", AckMode),
             ack_timeout=env.number("RECEIVER_ACK_TIMEOUT", minimum=1),
-            on_delete=env.choice("RECEIVER_ON_DELETE", _DELETE_MODES),
+            on_delete=env.choice("RECEIVER_ON_DELETE", DeleteMode),
             sync_on_start=env.boolean("RECEIVER_SYNC_ON_START"),
             sync_interval=env.number("RECEIVER_SYNC_INTERVAL", minimum=0),
             job_retention_days=env.number("RECEIVER_JOB_RETENTION_DAYS", minimum=0),
             unwrapped_without_metadata=env.choice(
-                "RECEIVER_UNWRAPPED_WITHOUT_METADATA", _UNWRAPPED_MODES
+                "RECEIVER_UNWRAPPED_WITHOUT_METADATA", UnwrappedMode
             ),
             done_marker=env.required("RECEIVER_DONE_MARKER"),
             model_config_file=env.optional_path("RECEIVER_MODEL_CONFIG_FILE"),
             expose_status=env.boolean("RECEIVER_EXPOSE_STATUS"),
-            log_format=env.choice("RECEIVER_LOG_FORMAT", LOG_FORMATS),
+            log_format=env.choice("RECEIVER_LOG_FORMAT", LogFormat),
             max_waiting_pushes=_max_waiting_pushes(env),
         )
         settings.validate(verifies_pushes)
@@ -268,7 +273,7 @@ class ServerSettings:
     threads: int
     timeout: int
     graceful_timeout: int
-    log_level: str
+    log_level: LogLevel
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServerSettings:
@@ -282,7 +287,7 @@ class ServerSettings:
             threads=env.integer("GUNICORN_THREADS", minimum=1),
             timeout=env.integer("GUNICORN_TIMEOUT", minimum=1),
             graceful_timeout=env.integer("GUNICORN_GRACEFUL_TIMEOUT", minimum=1),
-            log_level=env.choice("GUNICORN_LOG_LEVEL", _GUNICORN_LOG_LEVELS),
+            log_level=env.choice("GUNICORN_LOG_LEVEL", LogLevel),
         )
 
 
@@ -417,11 +422,14 @@ class _Reader:
             raise ConfigError(f"{name} has value {value!r}: must be true or false")
         return _BOOLEANS[value]
 
-    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+    def choice(self, name: str, allowed: type[_Mode]) -> _Mode:
         value = self.required(name).lower()
-        if value not in allowed:
-            raise ConfigError(f"{name} has value {value!r}: must be one of {', '.join(allowed)}")
-        return value
+        try:
+            return allowed(value)
+        except ValueError:
+            raise ConfigError(
+                f"{name} has value {value!r}: must be one of {', '.join(allowed)}"
+            ) from None
 
     def csv(self, name: str) -> list[str]:
         return [item.strip() for item in self.text(name).split(",") if item.strip()]

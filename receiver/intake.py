@@ -16,6 +16,7 @@ from receiver.events import EventKind, ObjectEvent
 from receiver.journal import Job, JobState, Journal
 from receiver.layout import Ignored, ModelVersion, parse_object_name, reserved_names
 from receiver.objectref import ObjectRef
+from receiver.vocabulary import DeleteMode
 
 _SETTLE_POLL_SECONDS = 0.05  # a read of one journal row
 
@@ -69,7 +70,7 @@ def queue(obj: ObjectRef, target: ModelVersion, settings: Settings, journal: Jou
 def _withdraw(event: ObjectEvent, settings: Settings, journal: Journal) -> Outcome:
     """OBJECT_DELETE / OBJECT_ARCHIVE: remove the version it installed, if so configured,
     whether its install has ended, is under way, or has not started."""
-    if settings.on_delete != "remove":
+    if settings.on_delete is not DeleteMode.REMOVE:
         return _ignored(f"{event.event_type} ignored (RECEIVER_ON_DELETE=ignore)")
     if event.overwritten_by_generation is not None:
         return _ignored(f"{event.event_type} is an overwrite, not a withdrawal")

@@ -20,6 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from receiver import servable
 from receiver.journal import Journal
+from receiver.sync import LAST_SYNC_KEY
 from receiver.versions import Versions
 
 PUSHES = Counter(
@@ -120,7 +121,7 @@ class _StateCollector:
         for record in Versions(self._journal).all():
             serving.add_metric([record.model, str(record.version), record.load_state.value], 1)
         yield serving
-        last_sync = self._journal.get_meta("last_sync")
+        last_sync = self._journal.get_meta(LAST_SYNC_KEY)
         if last_sync is not None:
             yield GaugeMetricFamily(
                 "receiver_last_sync_timestamp_seconds",

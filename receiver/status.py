@@ -17,7 +17,7 @@ from receiver import capacity, modelconfig, servable
 from receiver.config import Settings
 from receiver.journal import Job, JobState, Journal
 from receiver.quarantine import Quarantine
-from receiver.sync import NOTES_KEY
+from receiver.sync import LAST_SYNC_KEY, NOTES_KEY
 from receiver.versions import LoadState, VersionRecord, Versions
 
 AUTH_OFF_WARNING = (
@@ -199,7 +199,7 @@ def document(settings: Settings, journal: Journal, quarantine: Quarantine) -> di
         "auth": "google" if settings.auth_enabled else "none",
         "source": settings.source,
         "ack": settings.ack,
-        "last_sync": journal.get_meta("last_sync"),
+        "last_sync": journal.get_meta(LAST_SYNC_KEY),
         # model -> why it is not on the bucket's newest version (a broken upload fell back)
         "sync_notes": json.loads(journal.get_meta(NOTES_KEY) or "{}"),
         "model_dir": str(settings.model_dir),

@@ -32,6 +32,7 @@ from receiver.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
+LAST_SYNC_KEY = "last_sync"  # journal meta: when the last sync succeeded (Unix time)
 FIRST_SYNC_KEY = "first_sync"  # journal meta: job ids queued by this start's first sync
 MODELS_KEY = "sync_models"  # journal meta: the models the last sync found in the bucket
 NOTES_KEY = "sync_notes"  # journal meta: model -> why it is not on its newest version
@@ -152,7 +153,7 @@ class Syncer:
         self._failures = 0
         self._at_start = False
         self.journal.set_meta(FIRST_SYNC_KEY, json.dumps([j.id for j in jobs]), only_if_unset=True)
-        self.journal.set_meta("last_sync", str(time.time()))
+        self.journal.set_meta(LAST_SYNC_KEY, str(time.time()))
         self._next_at = now + (self.settings.sync_interval or math.inf)
         return True
 

@@ -94,3 +94,13 @@ class LogFormat(enum.StrEnum):
     AUTO = "auto"
     JSON = "json"
     TEXT = "text"
+
+
+class LogLevel(enum.StrEnum):
+    """GUNICORN_LOG_LEVEL"""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"

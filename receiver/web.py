@@ -38,7 +38,8 @@ from receiver.errors import (
 from receiver.journal import Job, JobState
 from receiver.runtime import Runtime
 from receiver.status import document, download_progress, versions_view
-from receiver.sync import readiness, startup
+from receiver.sync import LAST_SYNC_KEY, readiness, startup
+from receiver.vocabulary import AckMode
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def push() -> tuple[Response, int]:
     outcome = intake.accept(event, rt.settings, rt.journal)
     if outcome.job is not None and not outcome.job.state.final:
         rt.worker.wake.set()
-        if rt.settings.ack == "installed":
+        if rt.settings.ack is AckMode.INSTALLED:
             outcome = _wait_for_install(rt, outcome.job)
     log.info("push %s: %s (%s)", event.ref.name, outcome.outcome, outcome.reason)
     metrics.PUSHES.labels(format=event.delivery_format, outcome=outcome.outcome).inc()
@@ -130,7 +131,7 @@ def status_page() -> str:
     rt = runtime()
     ready, ready_reason = readiness(rt.settings, rt.journal)
     body = document(rt.settings, rt.journal, rt.quarantine)
-    last_sync = rt.journal.get_meta("last_sync")
+    last_sync = rt.journal.get_meta(LAST_SYNC_KEY)
     return render_template(
         "status.html",
         settings=rt.settings,
