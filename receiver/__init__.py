@@ -1,1 +1,63 @@
-"""Installs model archives pushed from Cloud Storage into TensorFlow Serving, atomically."""
+"""Installs model archives pushed from Cloud Storage into TensorFlow Serving, atomically.
+
+The data flow, and the module that does each step (`help('receiver')` shows this map;
+tests/test_package.py keeps it true to the tree and holds the seams between the sides):
+
+    Pub/Sub push ──POST /push──▶ web ── auth ── events ── layout ── intake
+                                  │                                   │
+                        status, metrics (read)                  journal (SQLite)
+                                                                      │
+    worker (claims jobs) ── installer ── capacity ── storage, sliced (download)
+                                │                 ── compression, archive, unpacker,
+                                │                    entrytree, zipindex (unpack)
+                                │                 ── savedmodel, protos, tensorbundle
+                                │                 ── servable (rename into place)
+                                └── rollout ── modelconfig, tfserving, modeldir, versions
+    sync (bucket ──▶ jobs), publish (export ──▶ bucket), cli, runtime (wiring)
+
+Delivery (the HTTP side):
+    web           create_app and the routes; every error mapped to JSON in one place
+    probelane     gunicorn's gthread worker with a lane for probes and a silence limit
+    auth          push-token verification; Google's certs cached and refreshed sparingly
+    events        a delivery body (push, CloudEvent) ──▶ ObjectEvent
+    layout        object names ⇄ (model, version); reserved names
+    intake        what an event means: queue a job, withdraw a version, or why not
+    quarantine    authenticated but unusable bodies, kept for the operator
+Persistence:
+    journal       the durable job table, claims under leases
+    schema        the journal's tables as numbered migrations
+    versions      each installed version's source, size and load state
+Install (the worker side):
+    worker        the job loop: claim, install, record; retries and leases
+    installer     one job's pipeline up to the rename
+    capacity      does a version fit TF Serving's memory while it swaps, and the volume
+    storage       Cloud Storage: listing, one pinned-generation stream, checksums
+    sliced        a large object as parallel ranged reads
+    compression   gzip, bzip2, xz and zstd in bounded steps; the -Z content encoding
+    archive       tar and zip entries into the unpacker, within limits
+    zipindex      a zip's index sized up before zipfile reads it
+    unpacker      entries written under staging, nothing escaping it
+    entrytree     the archive's own tree: where links lead, without the disk
+    savedmodel    what TF Serving's loader checks, checked before the rename
+    protos        the TensorFlow message fields those checks read
+    tensorbundle  how many shards a checkpoint index names
+    servable      staging, fsync, the rename into place, crash debris
+    rollout       after the rename: models.config, TF Serving's verdict, prune or withdraw
+    tfserving     TF Serving's REST model-status API
+    modeldir      what the model dir holds; withdrawing versions from it
+    modelconfig   TF Serving's --model_config_file, kept listing every model
+    sync          the bucket reconciled with the model dir; startup and readiness
+Around them:
+    config        the frozen Settings, every variable named once
+    vocabulary    outcomes, states and modes as StrEnums
+    errors        the one exception tree
+    objectref     one object generation with its size and checksums
+    status        what /status, the page, the CLI and metrics show
+    metrics       Prometheus counters and scrape-time gauges
+    logs          JSON or text logs with request and job context
+    runtime       builds the collaborators from Settings
+    publish       `receiver publish`: check, pack and upload an export
+    terminal      the command line's progress bar
+    cli           `receiver <command>`
+    dev           the demo and its local stand-ins (emulator, dev key, TF Serving)
+"""

@@ -19,7 +19,7 @@ import os
 import stat
 from pathlib import Path
 
-from receiver import servable
+from receiver import modeldir
 from receiver.errors import PermanentError
 
 RAM_PER_DISK_BYTE = 1.2  # TF Serving's estimate of a SavedModel's memory
@@ -44,7 +44,7 @@ def served_bytes(model_dir: Path) -> dict[str, int]:
     """Each model's newest installed version's bytes: what TF Serving holds for it."""
     return {
         model: tree_bytes(model_dir / model / str(versions[-1]))
-        for model, versions in servable.installed_models(model_dir).items()
+        for model, versions in modeldir.installed_models(model_dir).items()
         if versions
     }
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from receiver import archive, capacity, compression, savedmodel, servable
+from receiver import archive, capacity, compression, modeldir, savedmodel, servable
 from receiver.config import Limits, Settings
 from receiver.errors import PermanentError, SupersededError
 from receiver.journal import Job
@@ -81,7 +81,7 @@ class Installer:
         # The rest runs again on a resume: a crash after the rename must not leave the
         # models.config, the load verdict or the prune undone.
         rollout = self.rollout.finish(job.model, job.version, progress.tick)
-        log.info("models now: %s", servable.installed_models(self.settings.model_dir))
+        log.info("models now: %s", modeldir.installed_models(self.settings.model_dir))
         return InstallResult(
             target,
             not placed,
@@ -99,7 +99,7 @@ class Installer:
         model_root = target.parent
         for debris in servable.remove_job_debris(model_root, job.id):
             log.warning("job %s: removed what an interrupted attempt left: %s", job.id, debris)
-        skip = servable.superseded(model_root, job.version, self.settings.keep_versions)
+        skip = modeldir.superseded(model_root, job.version, self.settings.keep_versions)
         if skip:
             raise SupersededError(skip)
         self._check_room(job.model, job.size or 0, zip_spool=job.archive_format == "zip")
@@ -205,7 +205,7 @@ class Installer:
 
     def _check_ours(self, job: Job, target: Path) -> None:
         """A version already there must be this job's own install; versions are immutable."""
-        provenance = servable.read_provenance(target)
+        provenance = modeldir.read_provenance(target)
         ours = (provenance.get("bucket"), provenance.get("object"), provenance.get("generation"))
         if ours == (job.bucket, job.object_name, job.generation):
             if self.versions is not None and self.versions.get(job.model, job.version) is None:

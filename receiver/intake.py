@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from receiver import servable
+from receiver import modeldir
 from receiver.config import Settings
 from receiver.events import EventKind, ObjectEvent
 from receiver.journal import Job, JobState, Journal
@@ -56,7 +56,7 @@ def accept(event: ObjectEvent, settings: Settings, journal: Journal) -> Outcome:
 
 def queue(obj: ObjectRef, target: ModelVersion, settings: Settings, journal: Journal) -> Outcome:
     """Record a job for an object generation that publishes `target` (pushes and sync)."""
-    skip = servable.superseded(
+    skip = modeldir.superseded(
         settings.model_dir / target.model, target.version, settings.keep_versions
     )
     if skip:
@@ -84,7 +84,7 @@ def _withdraw(event: ObjectEvent, settings: Settings, journal: Journal) -> Outco
     # after the mark sees it; one that renamed before it is on disk by now.
     pending = journal.request_withdrawal(obj)
     if _installed_from(settings, target, obj):
-        refusal = servable.remove_version(settings.model_dir / target.model, target.version)
+        refusal = modeldir.remove_version(settings.model_dir / target.model, target.version)
         if refusal:
             return _ignored(refusal)
         return Outcome(200, "removed", f"withdrew {target.model} version {target.version}")
@@ -101,7 +101,7 @@ def _withdraw(event: ObjectEvent, settings: Settings, journal: Journal) -> Outco
 def _installed_from(settings: Settings, target: ModelVersion, obj: ObjectRef) -> bool:
     # Whichever generation of this object installed the version: after a refused overwrite
     # the bucket's last generation was never installed, yet deleting it withdraws version N.
-    provenance = servable.read_provenance(settings.model_dir / target.model / str(target.version))
+    provenance = modeldir.read_provenance(settings.model_dir / target.model / str(target.version))
     return (provenance.get("bucket"), provenance.get("object")) == (obj.bucket, obj.name)
 
 

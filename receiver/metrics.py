@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from receiver import servable
+from receiver import modeldir
 from receiver.journal import Journal
 from receiver.sync import LAST_SYNC_KEY
 from receiver.versions import Versions
@@ -108,7 +108,7 @@ class _StateCollector:
             "Highest installed version of each model.",
             labels=["model"],
         )
-        for model, versions in servable.installed_models(self._model_dir).items():
+        for model, versions in modeldir.installed_models(self._model_dir).items():
             if versions:
                 installed.add_metric([model], versions[-1])
         yield installed

@@ -27,7 +27,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
-from receiver import servable
+from receiver import modeldir, servable
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class ConfigUpdate:
 
 def update_model_config(path: Path, model_dir: Path) -> ConfigUpdate:
     """Add every model that has a version under `model_dir` and is missing from `path`."""
-    with servable.directory_lock(path.parent):
+    with modeldir.directory_lock(path.parent):
         config = ModelServerConfig()
         if path.exists():
             try:
@@ -145,7 +145,7 @@ def update_model_config(path: Path, model_dir: Path) -> ConfigUpdate:
                 return ConfigUpdate(path, problem=problem)
         listed = {entry.name for entry in config.model_config_list.config}
         added = []
-        for model, versions in servable.installed_models(model_dir).items():
+        for model, versions in modeldir.installed_models(model_dir).items():
             if versions and model not in listed:
                 entry = config.model_config_list.config.add()
                 entry.name = model
@@ -161,8 +161,8 @@ def update_model_config(path: Path, model_dir: Path) -> ConfigUpdate:
 def remove_model(path: Path, model: str, model_dir: Path) -> bool:
     """Drop `model` from the file if it has no version left (its only one was withdrawn):
     TF Serving's next start would otherwise wait for a model with nothing to load."""
-    with servable.directory_lock(path.parent):
-        if servable.installed_versions(model_dir / model) or not path.exists():
+    with modeldir.directory_lock(path.parent):
+        if modeldir.installed_versions(model_dir / model) or not path.exists():
             return False
         config = ModelServerConfig()
         try:

@@ -30,7 +30,7 @@ from google.api_core import exceptions as google_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from receiver import savedmodel, servable
+from receiver import modeldir, savedmodel, servable
 from receiver.errors import ReceiverError
 from receiver.layout import ARCHIVE_FORMATS, is_model_name, parse_version
 
@@ -130,7 +130,7 @@ def _files(root: Path) -> list[Path]:
     return sorted(
         path
         for path in root.rglob("*")
-        if path.name != servable.PROVENANCE_FILE and (path.is_file() or path.is_symlink())
+        if path.name != modeldir.PROVENANCE_FILE and (path.is_file() or path.is_symlink())
     )
 
 

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from receiver import metrics, modelconfig, servable
+from receiver import metrics, modelconfig, modeldir, servable
 from receiver.config import Settings
 from receiver.errors import PermanentError
 from receiver.tfserving import ServingState, TFServing
@@ -79,7 +79,7 @@ class Rollout:
         return RolloutResult(LoadState.TIMED_OUT, [], note)
 
     def _prune(self, model: str) -> list[int]:
-        pruned = servable.prune(self.settings.model_dir / model, self.settings.keep_versions)
+        pruned = modeldir.prune(self.settings.model_dir / model, self.settings.keep_versions)
         if pruned:
             log.info("pruned %s versions %s", model, pruned)
         if self.versions is not None:
@@ -89,8 +89,8 @@ class Rollout:
 
     def _withdraw(self, model: str, version: int, reason: str) -> None:
         model_root = self.settings.model_dir / model
-        with servable.directory_lock(model_root):
-            servable.withdraw(model_root / str(version))
+        with modeldir.directory_lock(model_root):
+            modeldir.withdraw(model_root / str(version))
         servable.remove_if_empty(model_root)
         log.error(
             "withdrew %s version %s, which TF Serving failed to load: %s", model, version, reason

@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from receiver import capacity, modelconfig, servable
+from receiver import capacity, modelconfig, modeldir
 from receiver.config import Settings
 from receiver.journal import Job, JobState, Journal
 from receiver.quarantine import Quarantine
@@ -166,7 +166,7 @@ def versions_view(settings: Settings, journal: Journal) -> dict[str, list[Versio
     records: dict[tuple[str, int], VersionRecord] = {
         (record.model, record.version): record for record in Versions(journal).all()
     }
-    on_disk = servable.installed_models(settings.model_dir)
+    on_disk = modeldir.installed_models(settings.model_dir)
     views: dict[str, list[VersionView]] = {model: [] for model in on_disk}
     for model, versions in on_disk.items():
         for version in versions:
@@ -203,7 +203,7 @@ def document(settings: Settings, journal: Journal, quarantine: Quarantine) -> di
         # model -> why it is not on the bucket's newest version (a broken upload fell back)
         "sync_notes": json.loads(journal.get_meta(NOTES_KEY) or "{}"),
         "model_dir": str(settings.model_dir),
-        "models": servable.installed_models(settings.model_dir),
+        "models": modeldir.installed_models(settings.model_dir),
         "versions": {
             model: [view.to_dict() for view in views]
             for model, views in versions_view(settings, journal).items()

@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Mapping
 
-from receiver import intake, servable
+from receiver import intake, modeldir
 from receiver.config import Settings
 from receiver.errors import ReceiverError
 from receiver.journal import Job, JobState, Journal
@@ -84,7 +84,7 @@ def _sync_model(
     journal: Journal,
 ) -> tuple[Job | None, str]:
     """Queue the version one model should get, if any; and why it is not the newest."""
-    installed = servable.installed_versions(settings.model_dir / model)
+    installed = modeldir.installed_versions(settings.model_dir / model)
     failed: list[str] = []
     for obj, target in versions:
         if installed and target.version <= installed[-1]:
@@ -128,7 +128,7 @@ class Syncer:
         """A job failed for good: if the model has no version, sync again now to fall back
         (unless sync is switched off altogether)."""
         syncing = self.settings.sync_on_start or self.settings.sync_interval
-        if syncing and not servable.installed_versions(self.settings.model_dir / model):
+        if syncing and not modeldir.installed_versions(self.settings.model_dir / model):
             self._next_at = time.monotonic()
 
     def run_if_due(self) -> bool:
@@ -205,7 +205,7 @@ def models_without_a_version(settings: Settings, journal: Journal) -> str | None
     dark = [
         model
         for model in json.loads(journal.get_meta(MODELS_KEY) or "[]")
-        if not servable.installed_versions(settings.model_dir / model)
+        if not modeldir.installed_versions(settings.model_dir / model)
     ]
     if not dark:
         return None

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-from receiver import metrics, servable
+from receiver import metrics, modeldir
 from receiver.errors import PermanentError, SupersededError, TransientError
 from receiver.installer import Installer, InstallResult
 from receiver.journal import Job, JobState, Journal
@@ -198,7 +198,7 @@ class Worker:
         if current is None or not current.withdraw_requested:
             return False
         model_root = self.installer.settings.model_dir / job.model
-        refusal = servable.remove_version(model_root, job.version)
+        refusal = modeldir.remove_version(model_root, job.version)
         reason = (
             f"its object was deleted while it installed; {refusal}, so it stays"
             if refusal

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver import servable
+from receiver import modeldir, servable
 from receiver.errors import PermanentError
 from tests.helpers import HALF_PLUS_TWO, same_files
 
@@ -57,8 +57,8 @@ def test_install_renames_into_place_with_provenance(tmp_path):
     root = copy_model(staging / "00000123")
     servable.install(root, model_root / "5", {"object": "p/m/5.tar", "generation": 9})
     assert same_files(model_root / "5")
-    assert servable.read_provenance(model_root / "5")["generation"] == 9
-    assert servable.installed_versions(model_root) == [5]
+    assert modeldir.read_provenance(model_root / "5")["generation"] == 9
+    assert modeldir.installed_versions(model_root) == [5]
 
 
 def test_install_never_replaces_a_version(tmp_path):
@@ -75,8 +75,8 @@ def test_install_never_replaces_a_version(tmp_path):
 def test_prune_keeps_the_highest_versions(tmp_path):
     for version in (3, 10, 7, 1):
         copy_model(tmp_path / "m" / str(version))
-    assert servable.prune(tmp_path / "m", keep=2) == [1, 3]
-    assert servable.installed_versions(tmp_path / "m") == [7, 10]
+    assert modeldir.prune(tmp_path / "m", keep=2) == [1, 3]
+    assert modeldir.installed_versions(tmp_path / "m") == [7, 10]
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["10", "7"]
 
 
@@ -84,14 +84,14 @@ def test_a_hand_placed_zero_padded_version_is_pruned_by_its_real_name(tmp_path):
     copy_model(tmp_path / "m" / "00000123")
     for version in (124, 125):
         copy_model(tmp_path / "m" / str(version))
-    assert servable.prune(tmp_path / "m", keep=2) == [123]
+    assert modeldir.prune(tmp_path / "m", keep=2) == [123]
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["124", "125"]
 
 
 def test_a_zero_padded_version_is_withdrawn_by_its_real_name(tmp_path):
     copy_model(tmp_path / "m" / "00000123")
     copy_model(tmp_path / "m" / "124")
-    assert servable.remove_version(tmp_path / "m", 123) is None
+    assert modeldir.remove_version(tmp_path / "m", 123) is None
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["124"]
 
 
@@ -110,8 +110,8 @@ def test_a_takeover_removes_what_its_predecessor_left_and_nothing_else(tmp_path)
 def test_keep_zero_keeps_everything(tmp_path):
     for version in (1, 2, 3):
         copy_model(tmp_path / "m" / str(version))
-    assert servable.prune(tmp_path / "m", keep=0) == []
-    assert servable.installed_versions(tmp_path / "m") == [1, 2, 3]
+    assert modeldir.prune(tmp_path / "m", keep=0) == []
+    assert modeldir.installed_versions(tmp_path / "m") == [1, 2, 3]
 
 
 def test_debris_is_removed_and_versions_are_not(tmp_path):
@@ -130,4 +130,4 @@ def test_installed_models_lists_versions_per_model(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / ".receiver").mkdir()
     (tmp_path / "a" / ".staging-3-x").mkdir()
-    assert servable.installed_models(tmp_path) == {"a": [1, 2], "b": []}
+    assert modeldir.installed_models(tmp_path) == {"a": [1, 2], "b": []}

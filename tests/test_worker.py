@@ -15,7 +15,7 @@ import pytest
 from receiver.config import Settings
 from receiver.dev.tools import archive_directory
 from receiver.journal import JobState
-from receiver.servable import installed_versions
+from receiver.modeldir import installed_versions
 from receiver.sync import sync
 from receiver.web import create_app
 from receiver.worker import RetryPolicy, Worker

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from receiver.servable import installed_versions
+from receiver.modeldir import installed_versions
 from tests.e2e.conftest import curl_push, wait_for
 from tests.helpers import (
     FIXTURES,
