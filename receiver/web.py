@@ -54,12 +54,17 @@ bp = Blueprint("receiver", __name__)
 PUSH_PATHS = ("/push", "/")
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app; with no settings, read them from the environment."""
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
+    """Build the app; with no settings, read them from the environment.
+
+    `runtime`: collaborators prepared by the caller (route tests pass one built on local
+    parts); without it they are built from the settings, storage client included."""
+    if runtime is not None:
+        settings = runtime.settings
     settings = settings or Settings.from_env(os.environ)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.extensions["receiver"] = Runtime.create(settings)
+    app.extensions["receiver"] = runtime or Runtime.create(settings)
     app.extensions["receiver.waiting"] = threading.Semaphore(settings.max_waiting_pushes)
     app.register_blueprint(bp)
     app.register_error_handler(DeliveryError, _error_response)

@@ -196,3 +196,12 @@ def proxied_app(
     return create_app(
         Settings.from_env({**environ, "RECEIVER_RETRY_DELAY": "0", "RECEIVER_READ_TIMEOUT": "1"})
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real-process tests (tests/e2e/) and those that run TensorFlow are `slow`:
+    `pytest -m "not slow"` is the inner loop; `make test` runs everything."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "e2e" in item.path.parts or "tf_exports" in fixtures or "tfserving" in fixtures:
+            item.add_marker(pytest.mark.slow)
