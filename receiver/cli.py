@@ -19,6 +19,7 @@ import requests
 from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
 
+from receiver import modeldir
 from receiver.config import Settings, check_model_dir
 from receiver.errors import ReceiverError
 from receiver.journal import JobState
@@ -26,7 +27,7 @@ from receiver.layout import Ignored, parse_object_name, reserved_names
 from receiver.logs import configure_logging
 from receiver.objectref import ObjectRef
 from receiver.publish import DEFAULT_FORMAT, PACK_FORMATS, publish
-from receiver.runtime import Runtime
+from receiver.runtime import Runtime, existing_journal
 from receiver.savedmodel import parse_tags
 from receiver.status import job_dict, text_report
 from receiver.storage import ObjectStore
@@ -231,7 +232,21 @@ def _sync(args: argparse.Namespace) -> int:
     dark = models_without_a_version(runtime.settings, runtime.journal)
     if dark:
         print(f"receiver: {dark}", file=sys.stderr)
+    elif not seen:
+        models = [m for m, v in modeldir.installed_models(runtime.settings.model_dir).items() if v]
+        print(
+            f"nothing to install: every model in {runtime.settings.source} has its newest "
+            f"version installed ({len(models)} model{'s' * (len(models) != 1)})"
+        )
     return 1 if dark else 0
+
+
+def servable_models(runtime: Runtime) -> list[str]:
+    return [
+        m
+        for m, versions in modeldir.installed_models(runtime.settings.model_dir).items()
+        if versions
+    ]
 
 
 def _final(runtime: Runtime, job_id: int) -> bool:
@@ -240,8 +255,8 @@ def _final(runtime: Runtime, job_id: int) -> bool:
 
 
 def _status(args: argparse.Namespace) -> int:
-    runtime = _runtime()
-    print(text_report(runtime.settings, runtime.journal, args.jobs), end="")
+    settings = Settings.from_env(os.environ, verifies_pushes=False)
+    print(text_report(settings, existing_journal(settings), args.jobs), end="")
     return 0
 
 

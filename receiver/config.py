@@ -33,13 +33,13 @@ _SLICES, _SLICE_BYTES, _SLICED_FROM = 8, 4 * MIB, 128 * MIB  # sliced download d
 
 # name -> (default, meaning). None means required or derived from another variable.
 ENV: dict[str, tuple[str | None, str]] = {
-    "RECEIVER_SOURCE": (None, "gs://BUCKET/PREFIX the models are published under (required)"),
+    "RECEIVER_SOURCE": (None, "gs://BUCKET/PREFIX the models are published under"),
     "RECEIVER_MODEL_DIR": ("/models", "TF Serving's model base directory"),
     "RECEIVER_STATE_DIR": (None, "journal and quarantine; default <model dir>/.receiver"),
     "RECEIVER_KEEP_VERSIONS": ("2", "versions kept per model after an install; 0 keeps all"),
     "RECEIVER_AUTH": ("google", "`google` (verify push tokens) or `none` (explicitly off)"),
     "RECEIVER_AUDIENCE": (None, "expected `aud` of push tokens (required with auth on)"),
-    "RECEIVER_ALLOWED_SENDERS": (None, "comma-separated service-account emails (required)"),
+    "RECEIVER_ALLOWED_SENDERS": (None, "comma-separated service-account emails"),
     "RECEIVER_CERTS_URL": (GOOGLE_CERTS_URL, "Google's signing certs: https:// or file://"),
     "RECEIVER_MAX_UNPACKED_BYTES": (str(64 * GIB), "largest total unpacked size of a model"),
     "RECEIVER_MAX_FILES": ("100000", "most entries an archive may hold"),
@@ -325,6 +325,13 @@ def _max_waiting_pushes(env: _Reader) -> int:
 def _parse_source(value: str) -> tuple[str, str]:
     match = _SOURCE_RE.fullmatch(value)
     if not match:
+        bucket = value.removeprefix("gs://").partition("/")[0]
+        if value.startswith("gs://") and bucket:
+            raise ConfigError(
+                f"RECEIVER_SOURCE has value {value!r}: {bucket!r} is not a bucket name (3 to "
+                "222 characters: lowercase letters, digits, '-', '_' and '.', beginning and "
+                "ending with a letter or digit)"
+            )
         raise ConfigError(
             f"RECEIVER_SOURCE has value {value!r}: expected gs://BUCKET or gs://BUCKET/PREFIX"
         )

@@ -19,6 +19,7 @@ from typing import IO
 from receiver import servable
 from receiver.auth import CertsCache, PushVerifier
 from receiver.config import Settings
+from receiver.errors import ConfigError
 from receiver.installer import Installer
 from receiver.journal import Journal
 from receiver.modelconfig import update_model_config
@@ -77,6 +78,23 @@ def open_journal(settings: Settings) -> Journal:
     journal = Journal(settings.state_dir / "journal.sqlite3")
     journal.initialize()
     return journal
+
+
+def existing_journal(settings: Settings) -> Journal:
+    """The journal of a receiver that has run, for commands that only read (`status`):
+    nothing is created, migrated or asked of Cloud Storage."""
+    if not settings.model_dir.is_dir():
+        raise ConfigError(
+            f"RECEIVER_MODEL_DIR is {settings.model_dir}: no such directory "
+            "(is it the receiver's model dir?)"
+        )
+    path = settings.state_dir / "journal.sqlite3"
+    if not path.is_file():
+        raise ConfigError(
+            f"no journal at {path}: no receiver has run with this RECEIVER_MODEL_DIR "
+            "(or RECEIVER_STATE_DIR)"
+        )
+    return Journal(path)
 
 
 STATE_LOCK = "receiver.lock"  # in the state dir; says who holds it

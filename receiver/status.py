@@ -17,7 +17,7 @@ from receiver import capacity, modelconfig, modeldir
 from receiver.config import Settings
 from receiver.journal import Job, JobState, Journal
 from receiver.quarantine import Quarantine
-from receiver.sync import LAST_SYNC_KEY, NOTES_KEY
+from receiver.sync import LAST_SYNC_KEY, NOTES_KEY, sync_error
 from receiver.versions import LoadState, VersionRecord, Versions
 
 AUTH_OFF_WARNING = (
@@ -104,9 +104,12 @@ def text_report(settings: Settings, journal: Journal, jobs: int) -> str:
     )
     if not settings.tfserving_url:
         text += NOT_CONFIRMED + "\n"
+    failure = sync_error(journal)
+    if failure is not None:
+        text += f"last sync failed at {iso_time(float(str(failure['at'])))}: {failure['error']}\n"
     job_rows = [
         [str(job.id), job.state.value, job.model, str(job.version), str(job.attempts),
-         datetime.datetime.fromtimestamp(job.updated_at).strftime("%Y-%m-%d %H:%M:%S"),
+         iso_time(job.updated_at),
          _detail(job)]
         for job in journal.recent(jobs)
     ]  # fmt: skip
@@ -132,6 +135,16 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
         + "\n"
         for row in [header, *rows]
     )
+
+
+def _epoch(value: str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def iso_time(seconds: float) -> str:
+    """A time as people read it: ISO 8601, UTC (JSON carries Unix times)."""
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _mib(amount: float | None) -> str:
@@ -199,7 +212,10 @@ def document(settings: Settings, journal: Journal, quarantine: Quarantine) -> di
         "auth": "google" if settings.auth_enabled else "none",
         "source": settings.source,
         "ack": settings.ack,
-        "last_sync": journal.get_meta(LAST_SYNC_KEY),
+        "last_sync": _epoch(journal.get_meta(LAST_SYNC_KEY)),
+        # Until a sync succeeds: when the last one failed and why (a missing bucket, no
+        # permission to list it).
+        "last_sync_error": sync_error(journal),
         # model -> why it is not on the bucket's newest version (a broken upload fell back)
         "sync_notes": json.loads(journal.get_meta(NOTES_KEY) or "{}"),
         "model_dir": str(settings.model_dir),

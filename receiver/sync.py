@@ -32,6 +32,9 @@ from receiver.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
+SYNC_ERROR_KEY = "sync_error"  # journal meta: the last sync's failure, until one succeeds
+_ATTEMPT_KEY = "sync_attempt"  # journal meta: until when one process's attempt holds the rest
+_ATTEMPT_SECONDS = 300.0  # a sync that takes longer (or whose process died) is tried again
 LAST_SYNC_KEY = "last_sync"  # journal meta: when the last sync succeeded (Unix time)
 FIRST_SYNC_KEY = "first_sync"  # journal meta: job ids queued by this start's first sync
 MODELS_KEY = "sync_models"  # journal meta: the models the last sync found in the bucket
@@ -142,15 +145,26 @@ class Syncer:
             self._at_start = False
             self._next_at = now + (self.settings.sync_interval or math.inf)
             return False
+        if not _claim_attempt(self.journal, _ATTEMPT_SECONDS):
+            # Another worker process is syncing, or failed just now and waits: so does
+            # this one, rather than listing the bucket (and logging its failure) twice.
+            self._next_at = now + 1.0
+            return False
         try:
             jobs = sync(self.settings, self.store, self.journal)
         except ReceiverError as exc:
             self._failures += 1
             delay = min(2.0**self._failures, _MAX_FAILURE_BACKOFF_SECONDS)
             log.warning("sync failed, trying again in %.0fs: %s", delay, exc.reason)
+            self.journal.set_meta(
+                SYNC_ERROR_KEY, json.dumps({"at": time.time(), "error": exc.reason})
+            )
+            self.journal.set_meta(_ATTEMPT_KEY, str(time.time() + delay))
             self._next_at = now + delay
             return False
         self._failures = 0
+        self.journal.set_meta(SYNC_ERROR_KEY, None)
+        self.journal.set_meta(_ATTEMPT_KEY, None)
         self._at_start = False
         self.journal.set_meta(FIRST_SYNC_KEY, json.dumps([j.id for j in jobs]), only_if_unset=True)
         self.journal.set_meta(LAST_SYNC_KEY, str(time.time()))
@@ -170,6 +184,12 @@ def startup(settings: Settings, journal: Journal) -> tuple[bool, str]:
         return True, "started (no sync at start)"
     record = journal.get_meta(FIRST_SYNC_KEY)
     if record is None:
+        failure = sync_error(journal)
+        if failure is not None:
+            return False, (
+                f"the first sync of the bucket has not finished: it failed "
+                f"({failure['error']}); trying again"
+            )
         return False, "the first sync of the bucket has not finished"
     jobs = [journal.get(job_id) for job_id in json.loads(record)]
     # A version renamed into place counts, though its job may still wait for TF Serving's
@@ -219,3 +239,23 @@ def _latest(journal: Journal, model: str) -> str:
     if job is None:
         return "nothing queued yet"
     return f"version {job.version} is {job.state.value}" + (f": {job.reason}" if job.reason else "")
+
+
+def sync_error(journal: Journal) -> dict[str, object] | None:
+    """The last sync's failure (`at`, `error`, `retry_at`), while no sync has succeeded."""
+    value = journal.get_meta(SYNC_ERROR_KEY)
+    failure = json.loads(value) if value else None
+    return failure if isinstance(failure, dict) else None
+
+
+def _claim_attempt(journal: Journal, seconds: float) -> bool:
+    """Hold the other processes off syncing for `seconds`; False if another holds them."""
+    with journal.transaction() as db:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (_ATTEMPT_KEY,)).fetchone()
+        if row is not None and float(row[0]) > time.time():
+            return False
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            (_ATTEMPT_KEY, str(time.time() + seconds)),
+        )
+    return True

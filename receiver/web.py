@@ -6,7 +6,6 @@ from `intake.Outcome`, and are turned into responses in one place, `_error_respo
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import threading
@@ -37,7 +36,7 @@ from receiver.errors import (
 )
 from receiver.journal import Job, JobState
 from receiver.runtime import Runtime
-from receiver.status import document, download_progress, versions_view
+from receiver.status import document, download_progress, iso_time, versions_view
 from receiver.sync import LAST_SYNC_KEY, readiness, startup
 from receiver.vocabulary import AckMode
 
@@ -154,12 +153,10 @@ def status_page() -> str:
         warning=body.get("warning"),
         ready=ready,
         ready_reason=ready_reason,
-        last_sync=_timestamp(float(last_sync)) if last_sync else None,
+        last_sync=iso_time(float(last_sync)) if last_sync else None,
+        sync_error=body["last_sync_error"],
+        iso_time=iso_time,
     )
-
-
-def _timestamp(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.get("/healthz")

@@ -88,3 +88,17 @@ def test_waiting_pushes_default_below_the_thread_count_and_must_stay_below(envir
         Settings.from_env({**environ, "RECEIVER_MAX_WAITING_PUSHES": "8"})
     with pytest.raises(ConfigError, match="RECEIVER_MAX_WAITING_PUSHES"):
         Settings.from_env({**environ, "GUNICORN_THREADS": "1", "RECEIVER_MAX_WAITING_PUSHES": "2"})
+
+
+def test_a_required_variable_is_named_once_with_its_meaning():
+    with pytest.raises(ConfigError) as missing:
+        Settings.from_env({})
+    assert str(missing.value) == (
+        "RECEIVER_SOURCE is required: gs://BUCKET/PREFIX the models are published under"
+    )
+
+
+@pytest.mark.parametrize("bucket", ["ab", "Models", "-models", "models-"])
+def test_a_bad_bucket_name_gets_the_bucket_naming_rule(bucket):
+    with pytest.raises(ConfigError, match=f"'{bucket}' is not a bucket name \\(3 to 222"):
+        Settings.from_env({"RECEIVER_SOURCE": f"gs://{bucket}/models"})

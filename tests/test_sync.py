@@ -6,7 +6,8 @@ import pytest
 
 from receiver.config import Settings
 from receiver.journal import Journal
-from receiver.status import document
+from receiver.quarantine import Quarantine
+from receiver.status import document, text_report
 from receiver.storage import ObjectStore
 from receiver.sync import FIRST_SYNC_KEY, Syncer, readiness, startup, sync, versions_by_model
 from tests.helpers import FIXTURES, upload_model
@@ -179,3 +180,36 @@ def test_the_sync_at_start_runs_once_whichever_worker_process_is_first(runtime, 
     upload_model(bucket, 2)  # published after the start's sync: its push will queue it
     assert not second.run_if_due()
     assert [(job.model, job.version) for job in runtime.journal.recent()] == [("half_plus_two", 1)]
+
+
+class CountingStore(ObjectStore):
+    """The real store, counting how often the bucket is listed."""
+
+    listings = 0
+
+    def list_objects(self, bucket, prefix):
+        CountingStore.listings += 1
+        return super().list_objects(bucket, prefix)
+
+
+def test_a_failing_sync_says_why_everywhere_and_is_tried_by_one_process(
+    environ, emulator, monkeypatch
+):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
+    settings = Settings.from_env({**environ, "RECEIVER_SOURCE": "gs://no-such-bucket-here/models"})
+    journal = Journal(settings.state_dir / "journal.sqlite3")
+    journal.initialize()
+    settings.model_dir.mkdir(parents=True)
+    store = CountingStore.from_environment()
+    CountingStore.listings = 0
+    first, second = Syncer(settings, store, journal), Syncer(settings, store, journal)
+    assert not first.run_if_due()
+    assert not second.run_if_due()  # the first one's failure holds it off: no second listing
+    assert CountingStore.listings == 1
+    started, reason = startup(settings, journal)
+    assert not started
+    assert reason.startswith("the first sync of the bucket has not finished: it failed (")
+    assert "no-such-bucket-here" in reason and reason.endswith("; trying again")
+    body = document(settings, journal, Quarantine(settings.state_dir / "q"))
+    assert "cannot list gs://no-such-bucket-here/models/" in str(body["last_sync_error"])
+    assert "last sync failed at 20" in text_report(settings, journal, 5)

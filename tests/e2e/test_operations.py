@@ -271,3 +271,24 @@ def test_cli_install_draws_a_progress_bar_on_a_terminal(cli_env, bucket, setting
     assert "job 1:" in result.stdout
     for segment in re.split(r"[\r\n]", result.stdout):
         assert not ("MiB/s" in segment and "job 1:" in segment), repr(segment)
+
+
+def test_status_reads_only_and_needs_no_storage(cli_env, tmp_path):
+    typo = tmp_path / "modles"
+    env = {**cli_env, "RECEIVER_MODEL_DIR": str(typo), "STORAGE_EMULATOR_HOST": ""}
+    status = run_cli("status", env=env)
+    assert status.returncode == 2
+    assert status.stderr.strip() == (
+        f"receiver: RECEIVER_MODEL_DIR is {typo}: no such directory "
+        "(is it the receiver's model dir?)"
+    )
+    assert not typo.exists(), "a read-only command created the directory"
+
+
+def test_sync_with_nothing_to_do_says_so(cli_env, bucket):
+    synced = run_cli("sync", env=cli_env)
+    assert synced.returncode == 0, synced.stderr
+    assert synced.stdout.strip() == (
+        f"nothing to install: every model in gs://{bucket.name}/models/ has its newest "
+        "version installed (0 models)"
+    )
