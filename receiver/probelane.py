@@ -33,7 +33,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-PROBE_PATHS = frozenset({b"/healthz", b"/readyz"})
+PROBE_PATHS = frozenset({b"/healthz", b"/startupz", b"/readyz"})
 PROBE_THREADS = 2
 CLIENT_SILENCE_SECONDS = 10
 _PEEK_BYTES = 8192  # a probe's request is a few hundred bytes; anything longer is not one

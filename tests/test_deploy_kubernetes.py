@@ -331,3 +331,17 @@ def test_the_receiver_accepts_the_settings_the_manifests_give_it(tmp_path):
     (run_receiver,) = [c for c in containers if c["name"] == "receiver"]
     run_env = {item["name"]: item["value"] for item in run_receiver["env"]}
     assert Settings.from_env({**run_env, "RECEIVER_MODEL_DIR": str(tmp_path)}).ack == "installed"
+
+
+def test_updates_never_need_a_second_pods_disk_and_are_given_the_startup_windows():
+    """A pod holds a node's disk (its volume): a surge pod could not be scheduled."""
+    one_pod = find(render("one-pod"), "Deployment")["spec"]
+    assert one_pod["strategy"] == {"type": "Recreate"}
+    replicas = find(render("replicas"), "Deployment")["spec"]
+    assert replicas["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    pod = one_pod["template"]["spec"]
+    windows = [
+        c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
+        for c in pod["initContainers"] + pod["containers"]
+    ]
+    assert one_pod["progressDeadlineSeconds"] >= sum(windows)
