@@ -76,9 +76,11 @@ say "letting Cloud Storage publish to $TOPIC"
 g pubsub topics add-iam-policy-binding "$TOPIC" \
   --member="serviceAccount:${STORAGE_AGENT}" --role=roles/pubsub.publisher >/dev/null
 
-topic_path="projects/${PROJECT_ID}/topics/${TOPIC}"
-if ! g storage buckets notifications list "gs://${BUCKET}" --format='value(topic)' \
-    | grep -q "${topic_path}\$"; then
+# gcloud lists each notification as {"Bucket URL": ..., "Notification Configuration":
+# {"topic": "//pubsub.googleapis.com/projects/P/topics/T", ...}}.
+topic_path="//pubsub.googleapis.com/projects/${PROJECT_ID}/topics/${TOPIC}"
+if ! g storage buckets notifications list "gs://${BUCKET}" --format=json \
+    | grep -F "\"${topic_path}\"" >/dev/null; then  # not -q: an early exit fails the pipe
   say "creating the notification gs://${BUCKET}/${PREFIX}* -> $TOPIC"
   g storage buckets notifications create "gs://${BUCKET}" --topic="$TOPIC" \
     --payload-format=json --event-types=OBJECT_FINALIZE,OBJECT_DELETE \
