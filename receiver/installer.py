@@ -20,7 +20,7 @@ from pathlib import Path
 from receiver import archive, capacity, compression, modeldir, savedmodel, servable
 from receiver.config import Limits, Settings
 from receiver.errors import PermanentError, SupersededError
-from receiver.journal import Job
+from receiver.journal import Job, Journal
 from receiver.layout import DIRECTORY, directory_prefix
 from receiver.objectref import ObjectRef
 from receiver.rollout import Rollout
@@ -48,11 +48,17 @@ class InstallResult:
 class Installer:
     """Runs the pipeline for one job at a time; shared by the worker and the CLI."""
 
-    def __init__(self, settings: Settings, store: ObjectStore, versions: Versions | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        versions: Versions | None = None,
+        journal: Journal | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.versions = versions
-        self.rollout = Rollout(settings, versions)
+        self.rollout = Rollout(settings, versions, journal)
 
     def install(
         self,

@@ -231,6 +231,15 @@ class Journal:
         job = self.find(obj)
         return job if job is not None and job.withdraw_requested else None
 
+    def reopen_finished(self, job_id: int, state: JobState, reason: str) -> bool:
+        """Change the outcome of an installed job: TF Serving failed, later, to load it."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = ?",
+                (state.value, reason, time.time(), job_id, JobState.INSTALLED.value),
+            )
+        return cursor.rowcount == 1
+
     def requeue(self, job_id: int) -> Job | None:
         """Run a job again from scratch (the `retry` command); None if there is no such job."""
         self._set(job_id, state=JobState.QUEUED.value, reason=None, attempts=0, not_before=0.0)

@@ -130,8 +130,9 @@ class ConfigUpdate:
     problem: str | None = None
 
 
-def update_model_config(path: Path, model_dir: Path) -> ConfigUpdate:
-    """Add every model that has a version under `model_dir` and is missing from `path`."""
+def update_model_config(path: Path, model_dir: Path, only: set[str] | None = None) -> ConfigUpdate:
+    """Add every model that has a version under `model_dir` and is missing from `path`
+    (of `only` these, when given)."""
     with modeldir.directory_lock(path.parent):
         config = ModelServerConfig()
         if path.exists():
@@ -146,7 +147,7 @@ def update_model_config(path: Path, model_dir: Path) -> ConfigUpdate:
         listed = {entry.name for entry in config.model_config_list.config}
         added = []
         for model, versions in modeldir.installed_models(model_dir).items():
-            if versions and model not in listed:
+            if versions and model not in listed and (only is None or model in only):
                 entry = config.model_config_list.config.add()
                 entry.name = model
                 entry.base_path = str((model_dir / model).resolve())

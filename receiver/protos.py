@@ -42,7 +42,12 @@ _MESSAGES: dict[str, list[tuple[str, int, int, int, str]]] = {
     "SignatureDefEntry": [("key", 1, _F.TYPE_STRING, _F.LABEL_OPTIONAL, "")],
     "SavedObjectGraph": [("nodes", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, "SavedObject")],
     # SavedObject's `kind` is a oneof; the checks only ask whether a node is a variable.
-    "SavedObject": [("variable", 7, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, "SavedVariable")],
+    "SavedObject": [
+        ("variable", 7, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, "SavedVariable"),
+        # Objects checkpointed without a tf.Variable (hash tables, embeddings): the
+        # map's entries, their keys only.
+        ("saveable_objects", 11, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, "SignatureDefEntry"),
+    ],
     "SavedVariable": [("name", 6, _F.TYPE_STRING, _F.LABEL_OPTIONAL, "")],
     "BundleHeaderProto": [("num_shards", 1, _F.TYPE_INT32, _F.LABEL_OPTIONAL, "")],
     "PredictionLog": [

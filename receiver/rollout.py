@@ -1,8 +1,11 @@
 """After the rename: tell TF Serving, wait for its verdict, then prune the old or withdraw the new.
 
-    renamed ──▶ models.config ──▶ RECEIVER_TFSERVING_URL set?
-                                    no:  prune (loads not confirmed)
-                                    yes: wait for TF Serving's verdict on the version
+    renamed ──▶ RECEIVER_TFSERVING_URL set?
+                  no:  models.config; prune (loads not confirmed)
+                  yes: TF Serving answers?
+                         no:  the job ends; the verdict is awaited in the background
+                              (`confirm_pending`, from the worker's idle loop)
+                         yes: models.config lists the model; wait for the verdict
                                          AVAILABLE  ──▶ prune the old versions
                                          END+error  ──▶ withdraw it (job failed, TF Serving's
                                                         message); the old version serves on
@@ -18,14 +21,17 @@ between the rename and the end runs the rest of it (`Rollout.finish`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from receiver import metrics, modelconfig, modeldir, servable
 from receiver.config import Settings
 from receiver.errors import PermanentError
-from receiver.tfserving import ServingState, TFServing
-from receiver.versions import LoadState, Versions
+from receiver.journal import Journal
+from receiver.tfserving import POLL_SECONDS, ServingState, TFServing, VersionStatus
+from receiver.versions import LoadState, VersionRecord, Versions
+from receiver.vocabulary import JobState
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +48,65 @@ class RolloutResult:
 
 
 class Rollout:
-    def __init__(self, settings: Settings, versions: Versions | None) -> None:
+    def __init__(
+        self, settings: Settings, versions: Versions | None, journal: Journal | None = None
+    ) -> None:
         self.settings = settings
         self.versions = versions
+        self.journal = journal
         self.tfserving = TFServing(settings.tfserving_url) if settings.tfserving_url else None
+        self._confirm_at = 0.0  # monotonic time of the next background confirmation
 
     def first_state(self) -> LoadState:
         return LoadState.LOADING if self.tfserving else LoadState.UNCONFIRMED
 
     def finish(self, model: str, version: int, tick: Callable[[], None]) -> RolloutResult:
         """Everything after the rename of `<model>/<version>`; `tick` renews the job's lease."""
-        self._update_model_config()
         if self.tfserving is None:
+            self._list_in_model_config(None)
             return RolloutResult(LoadState.UNCONFIRMED, self._prune(model))
+        if self.tfserving.version_status(model, version).state is ServingState.UNREACHABLE:
+            # Not started yet (it starts once the first sync's versions are in place), or
+            # restarting. The model joins models.config only once TF Serving answers, so a
+            # version it cannot load fails a config reload, never its start.
+            note = (
+                f"TF Serving is not answering (not started yet?): its verdict on {model} "
+                f"version {version} is awaited in the background; older versions are kept"
+            )
+            log.info("%s", note)
+            return RolloutResult(LoadState.LOADING, [], note)
+        self._list_in_model_config(model)
         status = self.tfserving.wait_for_load(model, version, self.settings.load_timeout, tick)
+        return self._verdict(model, version, status)
+
+    def confirm_pending(self) -> list[str]:
+        """Ask TF Serving about versions still waiting for a verdict (their jobs ended while
+        it was not answering, or timed out) and act on each; returns the models whose
+        version it failed to load (sync falls back for those left without a version).
+        Every worker process may run this: each step is safe to run twice."""
+        if self.tfserving is None or self.versions is None or time.monotonic() < self._confirm_at:
+            return []
+        self._confirm_at = time.monotonic() + POLL_SECONDS
+        failed: list[str] = []
+        for record in self.versions.all():
+            if record.load_state not in (LoadState.LOADING, LoadState.TIMED_OUT):
+                continue
+            status = self.tfserving.version_status(record.model, record.version)
+            if status.state is ServingState.UNREACHABLE:
+                break  # the same for every version: ask again later
+            self._list_in_model_config(record.model)
+            if status.state is ServingState.AVAILABLE or status.state is ServingState.END:
+                try:
+                    self._verdict(record.model, record.version, status)
+                except LoadFailedError as exc:
+                    failed.append(record.model)
+                    if self.journal is not None and record.job_id is not None:
+                        self.journal.reopen_finished(record.job_id, JobState.FAILED, exc.reason)
+            elif record.load_state is LoadState.LOADING and _overdue(record, self.settings):
+                self._record(record.model, record.version, LoadState.TIMED_OUT, status.describe())
+        return failed
+
+    def _verdict(self, model: str, version: int, status: VersionStatus) -> RolloutResult:
         if status.state is ServingState.AVAILABLE:
             self._record(model, version, LoadState.AVAILABLE)
             return RolloutResult(LoadState.AVAILABLE, self._prune(model))
@@ -110,8 +161,15 @@ class Rollout:
         if state is LoadState.AVAILABLE and record is not None and record.load_seconds is not None:
             metrics.LOAD_SECONDS.observe(record.load_seconds)
 
-    def _update_model_config(self) -> None:
+    def _list_in_model_config(self, model: str | None) -> None:
+        """Add `model` (None: every model with a version) to models.config, if managed."""
         if self.settings.model_config_file is not None:
             modelconfig.update_model_config(
-                self.settings.model_config_file, self.settings.model_dir
+                self.settings.model_config_file,
+                self.settings.model_dir,
+                only=None if model is None else {model},
             )
+
+
+def _overdue(record: VersionRecord, settings: Settings) -> bool:
+    return time.time() > record.installed_at + settings.load_timeout

@@ -50,7 +50,7 @@ class Runtime:
         settings.model_dir.mkdir(parents=True, exist_ok=True)
         journal = open_journal(settings)
         store = ObjectStore.from_environment(settings.read_timeout, settings.slicing)
-        installer = Installer(settings, store, Versions(journal))
+        installer = Installer(settings, store, Versions(journal), journal)
         verifier = None
         if settings.auth_enabled:
             verifier = PushVerifier(

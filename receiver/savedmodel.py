@@ -31,6 +31,9 @@ from receiver.errors import PermanentError
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's WarmupConsts::kMaxNumRecords
 MAX_WARMUP_RECORD_BYTES = 64 * 1024 * 1024  # one request; read into memory to parse it
+# Text format parses at about 2.5 s per MiB here: a larger pbtxt would hold a worker for
+# minutes. Exports write binary; text is for small, hand-edited graphs.
+MAX_PBTXT_BYTES = 16 * 1024 * 1024
 _WARMUP_LOGS = ("classify_log", "regress_log", "predict_log", "multi_inference_log")
 _TFRECORD_HEADER = struct.Struct("<QI")
 _CRC_MASK_DELTA = 0xA282EAD8
@@ -86,6 +89,8 @@ def _read_graph(root: Path, max_graph_bytes: int) -> tuple[str, message.Message]
         if not path.is_file():
             continue
         size = path.stat().st_size
+        if name.endswith(".pbtxt"):
+            max_graph_bytes = min(max_graph_bytes, MAX_PBTXT_BYTES)
         if size > max_graph_bytes:
             raise InvalidSavedModelError(
                 f"{name} is {size} bytes, more than {max_graph_bytes} (RECEIVER_MAX_GRAPH_BYTES); "
@@ -102,7 +107,12 @@ def _read_graph(root: Path, max_graph_bytes: int) -> tuple[str, message.Message]
                     allow_unknown_field=True,
                     allow_unknown_extension=True,
                 )
-        except (message.DecodeError, text_format.ParseError, UnicodeDecodeError) as exc:
+        except (
+            message.DecodeError,
+            text_format.ParseError,
+            UnicodeDecodeError,
+            RecursionError,
+        ) as exc:
             kind = "binary" if name.endswith(".pb") else "text-format"
             raise InvalidSavedModelError(f"{name} is not a {kind} SavedModel: {exc}") from None
         if not saved_model.meta_graphs:
@@ -126,31 +136,41 @@ def _meta_graph_for(saved_model: message.Message, tags: frozenset[str]) -> messa
 
 
 def _needs_variables(meta_graph: message.Message) -> bool:
-    """True when loading restores variables.
+    """True when loading must restore state from variables/.
 
-    The loader restores when the graph has a saver. A TF2 export always has one, variables
-    or not, and lists its variables in the object graph; a TF1 saver exists only for them.
+    The loader restores when the graph has a saver and the index exists. A TF2 export
+    always has a saver, state or not, and lists what it saves in the object graph
+    (variables, and objects saved without one: hash tables, embeddings); a TF1 saver
+    exists only for variables.
     """
     nodes = meta_graph.object_graph_def.nodes
     if len(nodes):
-        return any(node.HasField("variable") for node in nodes)
+        return any(node.HasField("variable") or len(node.saveable_objects) for node in nodes)
     return bool(meta_graph.HasField("saver_def"))
 
 
 def _check_variables(root: Path, meta_graph: message.Message) -> int:
-    if not _needs_variables(meta_graph):
-        return 0
     variables = root / "variables"
     index = variables / "variables.index"
     if not index.is_file():
-        raise InvalidSavedModelError(
-            "the graph restores variables but variables/variables.index is missing "
-            "(TF Serving would load it without its weights)"
-        )
+        if _needs_variables(meta_graph):
+            raise InvalidSavedModelError(
+                "the graph restores variables but variables/variables.index is missing "
+                "(TF Serving would load it without its weights)"
+            )
+        return 0
+    if not meta_graph.HasField("saver_def"):
+        return 0  # nothing restores: the loader never reads the index
     try:
         shards = tensorbundle.read_num_shards(index)
     except tensorbundle.BundleError as exc:
         raise InvalidSavedModelError(f"variables/variables.index is unreadable: {exc}") from None
+    present = sum(1 for _ in variables.iterdir())  # the index is one of them
+    if shards > present:  # more than the files there: no need to look for each by name
+        raise InvalidSavedModelError(
+            f"variables/variables.index calls for {shards} data shard(s); "
+            f"variables/ holds {present - 1} other file(s)"
+        )
     missing = [
         name for name in tensorbundle.data_file_names(shards) if not (variables / name).is_file()
     ]

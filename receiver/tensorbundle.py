@@ -74,6 +74,9 @@ def _read_block(file: object, offset: int, size: int, file_size: int) -> bytes:
     if block[size] == _UNCOMPRESSED:
         return block[:size]
     if block[size] == _SNAPPY:
+        claimed, _ = _varint(block, 0)  # Snappy's preamble: the uncompressed length
+        if claimed > _MAX_BLOCK_BYTES:
+            raise BundleError(f"a block claims {claimed} bytes uncompressed")
         try:
             return bytes(cramjam.snappy.decompress_raw(block[:size]))
         except cramjam.DecompressionError:

@@ -111,6 +111,9 @@ class Worker:
             try:
                 if self.syncer is not None:
                     self.syncer.run_if_due()
+                for model in self.installer.rollout.confirm_pending():
+                    if self.syncer is not None:
+                        self.syncer.model_failed(model)
                 self._forget_old_jobs()
                 worked = self.run_once()
             except Exception:

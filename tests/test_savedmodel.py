@@ -128,6 +128,33 @@ def test_a_missing_shard_is_refused_by_name(tf_exports, tmp_path):
     )
 
 
+def test_state_kept_without_a_variable_still_needs_its_shards(tf_exports, tmp_path):
+    root = copy_of(tf_exports / "table", tmp_path)
+    assert savedmodel.check(root, SERVE, LIMIT).variable_shards == 1
+    (root / "variables" / "variables.data-00000-of-00001").unlink()
+    assert "missing: variables.data-00000-of-00001" in refusal(root)
+    shutil.rmtree(root / "variables")
+    assert "variables/variables.index is missing" in refusal(root)
+
+
+def test_an_index_naming_more_shards_than_files_is_refused_without_a_look_for_each(
+    tf_exports, tmp_path
+):
+    root = copy_of(tf_exports / "sharded", tmp_path)
+    for shard in (0, 1, 3):
+        (root / "variables" / f"variables.data-0000{shard}-of-00004").unlink()
+    assert refusal(root) == (
+        "variables/variables.index calls for 4 data shard(s); variables/ holds 1 other file(s)"
+    )
+
+
+def test_a_deeply_nested_pbtxt_is_refused_not_crashed(tf_exports, tmp_path):
+    root = copy_of(tf_exports / "pbtxt", tmp_path)
+    deep = "a { " * 100_000 + "}" * 100_000
+    (root / "saved_model.pbtxt").write_text(f"meta_graphs {{ graph_def {{ {deep} }} }}")
+    assert "saved_model.pbtxt is not a text-format SavedModel" in refusal(root)
+
+
 def test_a_damaged_index_is_refused(tmp_path):
     root = copy_of(HALF_PLUS_TWO, tmp_path)
     (root / "variables" / "variables.index").write_bytes(os.urandom(200))

@@ -22,6 +22,18 @@ KERAS_WEIGHTS = (3.0, 1.0)
 _EXPORT = """
 import sys
 import keras, numpy
+class Table(tf.Module):  # state in a hash table, not a tf.Variable: restored all the same
+
+    def __init__(self):
+        self.table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, -1)
+        self.table.insert(tf.constant(["a"]), tf.constant([1], tf.int64))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def __call__(self, keys):
+        return self.table.lookup(keys)
+
+table = Table()
+tf.saved_model.save(table, os.path.join(out, "table"), signatures=table.__call__)
 inputs = keras.Input(shape=(1,), name="x")
 layer = keras.layers.Dense(1)
 model = keras.Model(inputs, layer(inputs))
@@ -50,7 +62,8 @@ print(json.dumps(results))
 # Exports that a training pipeline produces by mistake, or that TF Serving cannot load
 # for reasons only TensorFlow sees: `train` is tagged train only (TF1 SavedModelBuilder);
 # `sharded` keeps its variables in 4 data shards; `pbtxt` is a text-format SavedModel;
-# `nosig` has no signatures (TF Serving loads it; nothing can call it);
+# `nosig` has no signatures (TF Serving loads it; nothing can call it); `table` keeps
+# its state in a hash table, no tf.Variable;
 # `keras` is a Keras 3 export (y = 3x + 1) with a serving signature.
 _EXPORTS = """
 import os, sys
@@ -86,6 +99,18 @@ module = Sharded()
 policy = tf.train.experimental.MaxShardSizePolicy(max_shard_size=5000)
 tf.saved_model.save(module, os.path.join(out, "sharded"), signatures=module.__call__,
                     options=tf.saved_model.SaveOptions(experimental_sharding_callback=policy))
+class Table(tf.Module):  # state in a hash table, not a tf.Variable: restored all the same
+
+    def __init__(self):
+        self.table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, -1)
+        self.table.insert(tf.constant(["a"]), tf.constant([1], tf.int64))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def __call__(self, keys):
+        return self.table.lookup(keys)
+
+table = Table()
+tf.saved_model.save(table, os.path.join(out, "table"), signatures=table.__call__)
 inputs = keras.Input(shape=(1,), name="x")
 layer = keras.layers.Dense(1)
 model = keras.Model(inputs, layer(inputs))
