@@ -16,9 +16,11 @@ from receiver.events import EventKind, ObjectEvent
 from receiver.journal import Job, JobState, Journal
 from receiver.layout import Ignored, ModelVersion, parse_object_name, reserved_names
 from receiver.objectref import ObjectRef
-from receiver.vocabulary import DeleteMode
+from receiver.versions import Versions
+from receiver.vocabulary import DeleteMode, LoadState
 
 _SETTLE_POLL_SECONDS = 0.05  # a read of one journal row
+_UNCONFIRMED = (LoadState.LOADING, LoadState.TIMED_OUT)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,17 @@ def settle(
     while True:
         current = journal.get(job.id) or job
         if current.state is JobState.INSTALLED:
+            record = Versions(journal).get(current.model, current.version)
+            if record is not None and record.load_state in _UNCONFIRMED:
+                # In place, but not serving as far as anyone knows: installed means serving.
+                return Outcome(
+                    503,
+                    "retry",
+                    f"{current.model} version {current.version} is in place but TF Serving "
+                    f"has not reported it AVAILABLE ({record.load_state.value}); redeliver "
+                    "to wait on",
+                    current,
+                )
             return Outcome(
                 200, "installed", f"installed {current.model} version {current.version}", current
             )

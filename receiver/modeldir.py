@@ -89,12 +89,15 @@ def superseded(model_root: Path, version: int, keep: int) -> str | None:
     return None
 
 
-def prune(model_root: Path, keep: int) -> list[int]:
-    """Withdraw all but the `keep` highest versions (0 keeps all); returns those removed."""
+def prune(model_root: Path, keep: int, protected: int | None = None) -> list[int]:
+    """Withdraw all but the `keep` highest versions (0 keeps all), and never `protected`
+    or any version above it; returns those removed."""
     if keep <= 0:
         return []
     with directory_lock(model_root):
         kept = set(installed_versions(model_root)[-keep:])
+        if protected is not None:
+            kept |= {v for v in installed_versions(model_root) if v >= protected}
         removed = [(v, path) for v, path in version_dirs(model_root) if v not in kept]
         for _, path in removed:
             withdraw(path)

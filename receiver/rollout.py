@@ -119,7 +119,7 @@ class Rollout:
         if status.state is ServingState.END:
             # Unloaded without an error before we saw it AVAILABLE: a newer version came.
             self._record(model, version, LoadState.RETIRED)
-            return RolloutResult(LoadState.RETIRED, self._prune(model), "retired by TF Serving")
+            return RolloutResult(LoadState.RETIRED, [], "retired by TF Serving")
         self._record(model, version, LoadState.TIMED_OUT, status.describe())
         note = (
             f"TF Serving has not reported {model} version {version} AVAILABLE within "
@@ -130,7 +130,19 @@ class Rollout:
         return RolloutResult(LoadState.TIMED_OUT, [], note)
 
     def _prune(self, model: str) -> list[int]:
-        pruned = modeldir.prune(self.settings.model_dir / model, self.settings.keep_versions)
+        """Prune to RECEIVER_KEEP_VERSIONS; with loads confirmed, never the newest version TF
+        Serving reported AVAILABLE, nor one above it that it has not yet confirmed (another
+        worker's install may be loading, and may fail)."""
+        protected = None
+        if self.tfserving is not None and self.versions is not None:
+            available = [
+                r.version for r in self.versions.of_model(model)
+                if r.load_state is LoadState.AVAILABLE
+            ]  # fmt: skip
+            protected = max(available, default=None)
+        pruned = modeldir.prune(
+            self.settings.model_dir / model, self.settings.keep_versions, protected
+        )
         if pruned:
             log.info("pruned %s versions %s", model, pruned)
         if self.versions is not None:
@@ -157,6 +169,12 @@ class Rollout:
         if self.versions is None:
             return
         self.versions.set_state(model, version, state, error)
+        if state is LoadState.AVAILABLE:
+            # TF Serving serves one version per model (latest { num_versions: 1 }): the
+            # ones before this one have been unloaded.
+            for older in self.versions.of_model(model):
+                if older.version < version and older.load_state is LoadState.AVAILABLE:
+                    self.versions.set_state(model, older.version, LoadState.RETIRED)
         record = self.versions.get(model, version)
         if state is LoadState.AVAILABLE and record is not None and record.load_seconds is not None:
             metrics.LOAD_SECONDS.observe(record.load_seconds)

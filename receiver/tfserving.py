@@ -63,25 +63,18 @@ class VersionStatus:
 class TFServing:
     """A client of one TF Serving's REST port."""
 
-    def __init__(self, url: str, session: requests.Session | None = None) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
-        self._session = session or requests.Session()
 
     def version_status(self, model: str, version: int) -> VersionStatus:
+        url = f"{self.url}/v1/models/{model}/versions/{version}"
         try:
-            response = self._session.get(
-                f"{self.url}/v1/models/{model}/versions/{version}", timeout=_REQUEST_TIMEOUT
-            )
+            # A connection per poll (once a second at most), closed before it returns:
+            # nothing held open between polls.
+            with requests.get(url, timeout=_REQUEST_TIMEOUT) as response:
+                return _version_status(response, version)
         except requests.RequestException as exc:
             return VersionStatus(ServingState.UNREACHABLE, error_message=str(exc))
-        if response.status_code == 404:
-            return VersionStatus(ServingState.NOT_FOUND, error_message=_error_text(response))
-        if response.status_code != 200:
-            return VersionStatus(
-                ServingState.UNREACHABLE,
-                error_message=f"HTTP {response.status_code}: {_error_text(response)}",
-            )
-        return _parse_version_status(response, version)
 
     def wait_for_load(
         self,
@@ -111,6 +104,17 @@ class TFServing:
                 return status
             tick()
             sleep(POLL_SECONDS)
+
+
+def _version_status(response: requests.Response, version: int) -> VersionStatus:
+    if response.status_code == 404:
+        return VersionStatus(ServingState.NOT_FOUND, error_message=_error_text(response))
+    if response.status_code != 200:
+        return VersionStatus(
+            ServingState.UNREACHABLE,
+            error_message=f"HTTP {response.status_code}: {_error_text(response)}",
+        )
+    return _parse_version_status(response, version)
 
 
 def _parse_version_status(response: requests.Response, version: int) -> VersionStatus:

@@ -3,15 +3,18 @@ waits (models.config, TF Serving's verdict, pruning)."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import threading
+
+import pytest
 
 from receiver import modelconfig
 from receiver.config import Settings
-from receiver.dev.tools import free_port
 from receiver.journal import JobState
 from receiver.web import create_app
 from receiver.worker import RetryPolicy, Worker
-from tests.helpers import push_body, upload_model
+from tests.helpers import push_body, serve_in_thread, upload_model
 
 
 def app_with(environ, **overrides):
@@ -48,13 +51,59 @@ def test_a_failure_after_the_rename_is_repaired_by_the_retry(environ, bucket, to
     assert listed == ["half_plus_two"]
 
 
-def test_the_lease_is_renewed_while_tf_serving_is_waited_for(environ, bucket, token):
-    """No progress is reported while TF Serving is asked (here it never answers) and the
+class ModelStatus:
+    """TF Serving's REST model-status API (g3doc/api_rest.md) answering set states: the
+    part of TF Serving these tests need, for verdicts the stand-in cannot be told to give."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, int], tuple[str, str, str]] = {}
+        self.down = False
+        states, fake = self.states, self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                _, _, _, model, _, version = self.path.split("/")
+                state = states.get((model, int(version)))
+                body: dict[str, object]
+                if fake.down:
+                    body, code = {"error": "unavailable"}, 503
+                elif state is None:
+                    body, code = (
+                        {"error": f"Could not find version {version} of model {model}"},
+                        404,
+                    )
+                else:
+                    status = {"error_code": state[1], "error_message": state[2]}
+                    body = {"model_version_status": [
+                        {"version": version, "state": state[0], "status": status}
+                    ]}  # fmt: skip
+                    code = 200
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = serve_in_thread(Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def model_status():
+    fake = ModelStatus()
+    yield fake
+    fake.server.shutdown()
+
+
+def test_the_lease_is_renewed_while_tf_serving_is_waited_for(environ, bucket, token, model_status):
+    """No progress is reported while TF Serving loads (here it stays LOADING) and the
     lease is a second long, yet no other worker takes the job over."""
+    model_status.states[("half_plus_two", 1)] = ("LOADING", "OK", "")
     runtime, client = app_with(
-        environ,
-        RECEIVER_TFSERVING_URL=f"http://127.0.0.1:{free_port()}",
-        RECEIVER_LOAD_TIMEOUT="4",
+        environ, RECEIVER_TFSERVING_URL=model_status.url, RECEIVER_LOAD_TIMEOUT="4"
     )
     job_id = push(client, token, upload_model(bucket, 1))
     holder = Worker(runtime.journal, runtime.installer, RetryPolicy(3), lease_seconds=1.0)
@@ -82,3 +131,57 @@ def test_an_install_over_the_volume_size_limit_is_refused_before_download(enviro
     assert job.state is JobState.FAILED
     assert "within RECEIVER_VOLUME_SIZE_LIMIT=0.0 MiB" in job.reason, job.reason
     assert job.bytes_done == 0
+
+
+def test_nothing_is_pruned_above_the_newest_available_version(environ, bucket, token, model_status):
+    """RECEIVER_KEEP_VERSIONS=1, two workers: 2 and 3 are both renamed and loading; 2 is
+    confirmed first. Pruning then keeps 2 and 3 (3 may still fail); once 3 is AVAILABLE,
+    2 goes."""
+    runtime, client = app_with(
+        environ, RECEIVER_TFSERVING_URL=model_status.url, RECEIVER_KEEP_VERSIONS="1"
+    )
+    model_status.states[("half_plus_two", 1)] = ("AVAILABLE", "OK", "")
+    push(client, token, upload_model(bucket, 1))
+    runtime.worker.run_once()
+    model_dir = runtime.settings.model_dir / "half_plus_two"
+    threads = []
+    for version in (2, 3):
+        model_status.states[("half_plus_two", version)] = ("LOADING", "OK", "")
+        push(client, token, upload_model(bucket, version))
+        worker = Worker(runtime.journal, runtime.installer, RetryPolicy(3))
+        threads.append(threading.Thread(target=worker.run_once))
+        threads[-1].start()
+        while not (model_dir / str(version)).exists():
+            threads[-1].join(0.01)
+    model_status.states[("half_plus_two", 2)] = ("AVAILABLE", "OK", "")
+    threads[0].join(30)
+    assert sorted(p.name for p in model_dir.iterdir()) == ["2", "3"]
+    model_status.states[("half_plus_two", 3)] = ("AVAILABLE", "OK", "")
+    threads[1].join(30)
+    assert sorted(p.name for p in model_dir.iterdir()) == ["3"]
+
+
+def test_a_version_confirmed_in_the_background_is_failed_and_withdrawn(
+    environ, bucket, token, model_status
+):
+    """TF Serving was not answering when 2 was renamed (its job ended installed, the
+    verdict pending); once it answers END with an error, 2 is withdrawn and its job failed."""
+    model_status.states[("half_plus_two", 1)] = ("AVAILABLE", "OK", "")
+    runtime, client = app_with(environ, RECEIVER_TFSERVING_URL=model_status.url)
+    push(client, token, upload_model(bucket, 1))
+    runtime.worker.run_once()
+    model_status.down = True  # TF Serving restarting: its port answers nothing useful
+    job = push(client, token, upload_model(bucket, 2))
+    runtime.worker.run_once()
+    assert runtime.journal.get(job).state is JobState.INSTALLED
+    assert "awaited in the background" in runtime.journal.get(job).reason
+    assert runtime.installer.rollout.confirm_pending() == []  # still down: nothing decided
+    model_status.down = False
+    model_status.states[("half_plus_two", 2)] = ("END", "DATA_LOSS", "checksum mismatch")
+    runtime.installer.rollout._confirm_at = 0.0  # due now
+    assert runtime.installer.rollout.confirm_pending() == ["half_plus_two"]
+    failed = runtime.journal.get(job)
+    assert failed.state is JobState.FAILED
+    assert "checksum mismatch" in failed.reason
+    model_dir = runtime.settings.model_dir / "half_plus_two"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["1"]
