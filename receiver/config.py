@@ -241,6 +241,12 @@ class Settings:
             raise ConfigError(
                 f"RECEIVER_DONE_MARKER has value {self.done_marker!r}: a file name, without '/'"
             )
+        if self.state_dir == self.model_dir:
+            raise ConfigError(
+                f"RECEIVER_STATE_DIR is {self.state_dir}, the model dir itself: its journal "
+                "and quarantine would sit among the models; use a directory of its own "
+                "(the default is <model dir>/.receiver)"
+            )
         if self.ack_timeout >= MAX_ACK_TIMEOUT:
             raise ConfigError(
                 f"RECEIVER_ACK_TIMEOUT has value {self.ack_timeout:g}: must be below "

@@ -258,6 +258,8 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise RejectedDeliveryError(f"{what} is not JSON") from None
+    except RecursionError:  # nested deeper than any event: a 500 would be redelivered
+        raise RejectedDeliveryError(f"{what} is JSON nested too deep to be an event") from None
     if not isinstance(document, dict):
         raise RejectedDeliveryError(f"{what} is not a JSON object")
     return document

@@ -69,6 +69,10 @@ class Installer:
         """Install one job's version. `still_ours` is called just before the version appears
         and raises if the job was taken over meanwhile (then nothing is installed)."""
         target = self.settings.model_dir / job.model / str(job.version)
+        # The version under any name TF Serving reads as it (`00000123` is 123): never a twin.
+        target = next(
+            (path for v, path in modeldir.version_dirs(target.parent) if v == job.version), target
+        )
         progress = _ByteCounter(on_progress)
         started = time.monotonic()
         placed = not target.exists()

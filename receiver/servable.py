@@ -81,7 +81,17 @@ def install(
     before_rename: Callable[[], None] = lambda: None,
 ) -> None:
     """Make `root` appear as `target` in one rename, durably. Never replaces a version."""
-    (root / PROVENANCE_FILE).write_text(json.dumps({**provenance, "installed_at": time.time()}))
+    record = json.dumps({**provenance, "installed_at": time.time()}).encode()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:  # never through a link, never over a file: the archive may not carry its own
+        fd = os.open(root / PROVENANCE_FILE, flags, 0o644)
+    except FileExistsError:
+        raise PermanentError(
+            f"the archive has its own {PROVENANCE_FILE} at the version's root: that name is "
+            "the receiver's (where a version came from); leave it out"
+        ) from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(record)
     _fsync_tree(root, on_progress)
     before_rename()
     try:

@@ -38,6 +38,7 @@ RATIO_FLOOR_BYTES = 16 * 1024 * 1024
 MAX_NAME_BYTES = 1024  # a whole entry name
 MAX_COMPONENT_BYTES = 255  # one path component (NAME_MAX on Linux filesystems)
 MAX_SYMLINK_TARGET = 1024
+MAX_LINK_TARGET_BYTES = 1024 * 1024  # all symlink targets together
 # A SavedModel is a few levels deep (version/variables/…, assets/ of a few more); 64 leaves
 # room for any real assets tree, and keeps each entry's cost (a dict step and a kernel
 # path lookup per level) small: 500 levels times tens of thousands of entries is minutes.
@@ -119,6 +120,7 @@ class Unpacker:
 
     def __init__(self, root: Path, limits: Limits, compressed_bytes: Callable[[], int]) -> None:
         self.root = root
+        self._link_bytes = 0
         self.limits = limits
         self.budget = ByteBudget(limits, compressed_bytes)
         self._tree = EntryTree()  # what has been written, to check clashes and links
@@ -162,6 +164,14 @@ class Unpacker:
         if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
             raise ArchiveError(f"symlink {name!r} points outside the archive ({target!r})")
         with self._lock:
+            # Every target is kept until `finish` resolves them: their bytes are bounded
+            # on their own (a SavedModel has a handful of links, if any).
+            self._link_bytes += len(target)
+            if self._link_bytes > MAX_LINK_TARGET_BYTES:
+                raise ArchiveError(
+                    f"the archive's symlink targets add up to more than "
+                    f"{MAX_LINK_TARGET_BYTES} bytes; a SavedModel needs few links, if any"
+                )
             self._claim(parts, name, Link(target))
             self._tree.links.append(parts)
         try:

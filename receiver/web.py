@@ -167,6 +167,8 @@ def healthz() -> tuple[Response, int]:
 @bp.get("/startupz")
 def startupz() -> tuple[Response, int]:
     started, reason = startup(runtime().settings, runtime().journal)
+    if not runtime().settings.expose_status:
+        reason = "started" if started else "not started"  # the details name models
     return jsonify({"started": started, "reason": reason}), 200 if started else 503
 
 

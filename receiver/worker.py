@@ -15,12 +15,13 @@ import logging
 import os
 import random
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-from receiver import metrics, modeldir
+from receiver import metrics, modeldir, servable
 from receiver.errors import PermanentError, SupersededError, TransientError
 from receiver.installer import Installer, InstallResult
 from receiver.journal import Job, JobState, Journal
@@ -137,8 +138,12 @@ class Worker:
         job = self.journal.claim(self.owner, self.lease_seconds)
         if job is None:
             return False
+        model_root = self.installer.settings.model_dir / job.model
+        for debris in servable.remove_job_debris(model_root, job.id):
+            log.warning("job %s: removed what an interrupted attempt left: %s", job.id, debris)
         if job.attempts > self.retry.max_attempts:
-            self._fail(job, f"gave up after {job.attempts - 1} attempts: {job.reason}")
+            last = job.reason or "each attempt was cut off (its process died mid-install)"
+            self._fail(job, f"gave up after {job.attempts - 1} attempts: {last}")
             return True
         if job.withdraw_requested:
             self._finish(job, JobState.SKIPPED, "its object was deleted before it was installed")
@@ -202,6 +207,8 @@ class Worker:
             return False
         model_root = self.installer.settings.model_dir / job.model
         refusal = modeldir.remove_version(model_root, job.version)
+        if refusal is not None and "not installed" in refusal:
+            refusal = None  # the delete's own answer withdrew it already
         reason = (
             f"its object was deleted while it installed; {refusal}, so it stays"
             if refusal
@@ -322,7 +329,12 @@ class _Heartbeat:
 
         def renew() -> None:
             while not done.wait(every):
-                if not self._renew():
+                try:
+                    held = self._renew()
+                except sqlite3.Error as exc:  # locked past its busy timeout, disk full
+                    log.warning("job %s: lease not renewed (%s); trying again", self._job.id, exc)
+                    continue
+                if not held:
                     self._lost.set()
                     return
 

@@ -462,3 +462,17 @@ def test_a_run_of_empty_gzip_members_is_refused_past_sixteen(staging, empty, ref
     else:
         unpack(data, staging, "tar")
         assert same_files(staging / "m")
+
+
+def test_symlink_targets_adding_up_past_their_budget_are_refused(tmp_path):
+    """Every target is held until the links are resolved: 2,000 links of 1,000-byte
+    targets would hold 2 MB (100,000 of them, within RECEIVER_MAX_FILES, 100 MB)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for number in range(2000):
+            info = tarfile.TarInfo(f"m/link{number}")
+            info.type, info.linkname = tarfile.SYMTYPE, "./" * 499 + "x"
+            tar.addfile(info)
+    (tmp_path / "staging").mkdir()
+    with pytest.raises(ArchiveError, match="symlink targets add up to more than 1048576 bytes"):
+        unpack_tar(io.BytesIO(buffer.getvalue()), tmp_path / "staging", DEFAULT_LIMITS, lambda: 0)

@@ -102,3 +102,11 @@ def test_a_required_variable_is_named_once_with_its_meaning():
 def test_a_bad_bucket_name_gets_the_bucket_naming_rule(bucket):
     with pytest.raises(ConfigError, match=f"'{bucket}' is not a bucket name \\(3 to 222"):
         Settings.from_env({"RECEIVER_SOURCE": f"gs://{bucket}/models"})
+
+
+def test_the_state_dir_may_not_be_the_model_dir(tmp_path):
+    with pytest.raises(ConfigError, match="RECEIVER_STATE_DIR is .*, the model dir itself"):
+        Settings.from_env(
+            {"RECEIVER_SOURCE": "gs://models", "RECEIVER_MODEL_DIR": str(tmp_path),
+             "RECEIVER_STATE_DIR": str(tmp_path), "RECEIVER_AUTH": "none"}
+        )  # fmt: skip

@@ -269,3 +269,17 @@ def test_werkzeugs_own_answers_are_json_too(client):
         body = response.get_json()
         assert response.status_code in (404, 405)
         assert body["outcome"] == "error" and body["reason"]
+
+
+def test_json_nested_too_deep_is_rejected_and_acknowledged(client, token):
+    body = b"[" * 100_000 + b"]" * 100_000
+    response = client.post("/push", data=body, headers={"Authorization": f"Bearer {token()}"})
+    assert response.status_code == 200
+    assert response.get_json()["outcome"] == "rejected"
+    assert "nested too deep" in response.get_json()["reason"]
+
+
+def test_startupz_gives_no_details_while_the_pages_are_hidden(environ):
+    app = create_app(Settings.from_env({**environ, "RECEIVER_EXPOSE_STATUS": "false"}))
+    answer = app.test_client().get("/startupz").get_json()
+    assert answer["reason"] in ("started", "not started")

@@ -398,3 +398,37 @@ def visible_of_one_version(version):
         [str(version), f"{version}/.receiver.json"]
         + [f"{version}/{p.relative_to(HALF_PLUS_TWO)}" for p in HALF_PLUS_TWO.rglob("*")]
     )
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink to the graph"])
+def test_an_archive_carrying_the_receivers_own_provenance_file_is_refused(
+    runtime, bucket, push, settings, kind
+):
+    """`.receiver.json` is the receiver's: written through a link it would replace the
+    graph after the checks passed."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(HALF_PLUS_TWO.rglob("*")):
+            tar.add(path, f"00000123/{path.relative_to(HALF_PLUS_TWO)}", recursive=False)
+        info = tarfile.TarInfo("00000123/.receiver.json")
+        if kind == "file":
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"{}"))
+        else:
+            info.type, info.linkname = tarfile.SYMTYPE, "saved_model.pb"
+            tar.addfile(info)
+    push(upload_model(bucket, 9, data=buffer.getvalue()))
+    runtime.worker.run_once()
+    job = only_job(runtime)
+    assert job.state is JobState.FAILED, job.reason
+    assert "has its own .receiver.json" in job.reason
+    assert visible(settings.model_dir) == []
+
+
+def test_a_hand_placed_zero_padded_version_gets_no_twin(runtime, bucket, push, settings):
+    shutil.copytree(HALF_PLUS_TWO, settings.model_dir / "half_plus_two" / "00000123")
+    push(upload_model(bucket, 123))
+    runtime.worker.run_once()
+    job = only_job(runtime)
+    assert job.state is JobState.FAILED and "already installed" in job.reason
+    assert os.listdir(settings.model_dir / "half_plus_two") == ["00000123"]
