@@ -72,6 +72,11 @@ def check_swap(model_dir: Path, model: str, new_bytes: int, limit: int | None) -
         )
 
 
+def volume_room(model_dir: Path, volume_limit: int | None) -> int | None:
+    """Bytes left under RECEIVER_VOLUME_SIZE_LIMIT (None: no limit stated)."""
+    return None if volume_limit is None else max(volume_limit - tree_bytes(model_dir), 0)
+
+
 def check_disk(model_dir: Path, need_bytes: int, volume_limit: int | None = None) -> None:
     """Refuse a download that cannot fit the model dir's free space, or the volume's limit.
 

@@ -111,6 +111,7 @@ class Limits:
     max_unpacked_bytes: int
     max_files: int
     max_ratio: int
+    unpacked_setting: str = "RECEIVER_MAX_UNPACKED_BYTES"  # what sets max_unpacked_bytes
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ withdraw). Whatever fails before the rename, staging is removed and nothing is v
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -145,6 +146,17 @@ class Installer:
                 notes="; ".join(report.notes) or None,
             )
 
+    def _unpack_limits(self) -> Limits:
+        """RECEIVER_MAX_UNPACKED_BYTES, or what is left under RECEIVER_VOLUME_SIZE_LIMIT if
+        less: the kubelet evicts a pod whose emptyDir passes its limit, and an archive's
+        size before the download says little about what it unpacks to."""
+        limits = self.settings.limits
+        room = capacity.volume_room(self.settings.model_dir, self.settings.volume_size_limit)
+        if room is None or room >= limits.max_unpacked_bytes:
+            return limits
+        setting = "what is left under RECEIVER_VOLUME_SIZE_LIMIT"
+        return dataclasses.replace(limits, max_unpacked_bytes=room, unpacked_setting=setting)
+
     def _check_room(self, model: str, size: int, zip_spool: bool) -> None:
         """Before a download: the swap must fit TF Serving's memory, the files the volume."""
         capacity.check_swap(
@@ -167,14 +179,15 @@ class Installer:
         if not objects:
             raise PermanentError(f"gs://{job.bucket}/{folder} holds nothing but its done marker")
         self._check_room(job.model, sum(obj.size or 0 for obj in objects), zip_spool=False)
+        limits = self._unpack_limits()
         unpacker = archive.Unpacker(
-            staging, self.settings.limits, compressed_bytes=lambda: unpacker.unpacked_bytes
+            staging, limits, compressed_bytes=lambda: unpacker.unpacked_bytes
         )
 
         def fetch(obj: ObjectRef) -> None:
             # Pinned to the generation listed: a later overwrite cannot mix into this version.
             with self.store.open(obj) as download:
-                decoded = _decoded(download, progress, self.settings.limits)
+                decoded = _decoded(download, progress, limits)
                 unpacker.file(obj.name[len(folder) :], decoded)
                 download.verify()
 
@@ -191,7 +204,7 @@ class Installer:
     def _unpack(
         self, job: Job, download: ObjectStream, staging: Path, progress: _ByteCounter
     ) -> None:
-        limits = self.settings.limits
+        limits = self._unpack_limits()
         reporting = _decoded(download, progress, limits)
         if job.archive_format == "zip":
             # Zip keeps its index at the end: spool to a hidden file beside staging first.

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SYNC_ERROR_KEY = "sync_error"  # journal meta: the last sync's failure, until one succeeds
 _ATTEMPT_KEY = "sync_attempt"  # journal meta: until when one process's attempt holds the rest
 _ATTEMPT_SECONDS = 300.0  # a sync that takes longer (or whose process died) is tried again
+STARTED_KEY = "started"  # journal meta: when startup first passed on this volume
 LAST_SYNC_KEY = "last_sync"  # journal meta: when the last sync succeeded (Unix time)
 FIRST_SYNC_KEY = "first_sync"  # journal meta: job ids queued by this start's first sync
 MODELS_KEY = "sync_models"  # journal meta: the models the last sync found in the bucket
@@ -182,6 +183,11 @@ def startup(settings: Settings, journal: Journal) -> tuple[bool, str]:
         return False, f"model dir {settings.model_dir} is not writable"
     if not settings.sync_on_start:
         return True, "started (no sync at start)"
+    if journal.get_meta(STARTED_KEY) is not None:
+        # An earlier start on this volume passed: the receiver's container restarted in
+        # a running pod, and TF Serving beside it serves what is there. Holding this back
+        # again would take the pod out of service until the bucket answers.
+        return True, "started (an earlier start on this volume had passed)"
     record = journal.get_meta(FIRST_SYNC_KEY)
     if record is None:
         failure = sync_error(journal)
@@ -204,6 +210,7 @@ def startup(settings: Settings, journal: Journal) -> tuple[bool, str]:
     if pending:
         names = ", ".join(f"{job.model} version {job.version}" for job in pending)
         return False, f"installing what the first sync found: {names}"
+    journal.set_meta(STARTED_KEY, str(time.time()), only_if_unset=True)
     dark = models_without_a_version(settings, journal)
     return True, f"started; {dark}" if dark else "started"
 

@@ -74,7 +74,7 @@ class ByteBudget:
         if spent > self.limits.max_unpacked_bytes:
             raise ArchiveError(
                 f"archive unpacks to more than {self.limits.max_unpacked_bytes} bytes "
-                "(RECEIVER_MAX_UNPACKED_BYTES)"
+                f"({self.limits.unpacked_setting})"
             )
         if spent > RATIO_FLOOR_BYTES and spent > self.limits.max_ratio * max(
             self._compressed_bytes(), 1

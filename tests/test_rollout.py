@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import threading
 
 import pytest
@@ -14,7 +15,7 @@ from receiver.config import Settings
 from receiver.journal import JobState
 from receiver.web import create_app
 from receiver.worker import RetryPolicy, Worker
-from tests.helpers import push_body, serve_in_thread, upload_model
+from tests.helpers import HALF_PLUS_TWO, push_body, serve_in_thread, upload_model
 
 
 def app_with(environ, **overrides):
@@ -185,3 +186,20 @@ def test_a_version_confirmed_in_the_background_is_failed_and_withdrawn(
     assert "checksum mismatch" in failed.reason
     model_dir = runtime.settings.model_dir / "half_plus_two"
     assert sorted(p.name for p in model_dir.iterdir()) == ["1"]
+
+
+def test_an_archive_unpacking_past_the_volume_size_limit_stops_there(
+    environ, bucket, token, tmp_path
+):
+    """Zeros compress to almost nothing: the check before the download passes, the
+    unpacking is stopped once it would pass the volume's limit (the kubelet would evict)."""
+    big = tmp_path / "big"
+    shutil.copytree(HALF_PLUS_TWO, big)
+    (big / "variables" / "variables.data-00000-of-00001").write_bytes(bytes(8 * 2**20))
+    runtime, client = app_with(environ, RECEIVER_VOLUME_SIZE_LIMIT="4Mi")
+    job_id = push(client, token, upload_model(bucket, 1, source=big))
+    runtime.worker.run_once()
+    job = runtime.journal.get(job_id)
+    assert job.state is JobState.FAILED
+    assert "(what is left under RECEIVER_VOLUME_SIZE_LIMIT)" in job.reason, job.reason
+    assert not (runtime.settings.model_dir / "half_plus_two").exists()

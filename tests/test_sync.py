@@ -213,3 +213,19 @@ def test_a_failing_sync_says_why_everywhere_and_is_tried_by_one_process(
     body = document(settings, journal, Quarantine(settings.state_dir / "q"))
     assert "cannot list gs://no-such-bucket-here/models/" in str(body["last_sync_error"])
     assert "last sync failed at 20" in text_report(settings, journal, 5)
+
+
+def test_a_restarted_receiver_on_a_volume_that_had_started_passes_startup_at_once(
+    runtime, bucket, settings
+):
+    """A sidecar's container restart (OOM, liveness) in a running pod: TF Serving beside it
+    serves what is on the volume; the pod must not leave service until the bucket answers."""
+    upload_model(bucket, 1)
+    Syncer(settings, runtime.store, runtime.journal).run_if_due()
+    runtime.worker.run_once()
+    assert startup(settings, runtime.journal)[0]
+    runtime.journal.set_meta(FIRST_SYNC_KEY, None)  # what a restart does (prepare_host)
+    assert startup(settings, runtime.journal) == (
+        True,
+        "started (an earlier start on this volume had passed)",
+    )

@@ -19,11 +19,17 @@ What it models (tensorflow_serving, see docs/serving.md):
   (AvailabilityPreservingPolicy); an errored version is not loaded again while it stays;
 - at start, every model's newest version must load or the process exits with status 1,
   as `tensorflow_model_server` does ("servable(s) did not become available").
-What it does not model: gRPC and predictions, `--model_config_file` (every model under DIR
-is served), version policies and labels, load retries (`--max_num_load_retries`: the
-first failure is final here), resource estimates, warmup replaying the recorded requests
-(it runs the signature on zeros), and TF Serving's exact error codes for Python-side
-loader errors (reported as UNKNOWN).
+With `--model-config-file`, only the models that file lists are served, the file read again
+at every poll (TF Serving's `--model_config_file_poll_wait_seconds`): a model added later
+that fails to load is END with its error and the server runs on; at start, a listed model
+that fails makes it exit, as TF Serving does.
+What it does not model: gRPC and predictions, version policies and labels, load retries
+(`--max_num_load_retries`: the first failure is final here), resource estimates, warmup
+replaying the recorded requests (it counts them and runs the signature on zeros, so a
+record whose request is malformed passes here and fails TF Serving), TensorFlow's C++
+loader (the Python loader used here refuses some exports the C++ one loads, e.g. one
+with no variables whose data file was removed), and TF Serving's exact error codes for
+Python-side loader errors (reported as UNKNOWN).
 """
 
 from __future__ import annotations
@@ -63,17 +69,30 @@ class Tracked:
 
 
 class StandIn:
-    def __init__(self, model_dir: Path, tags: list[str]) -> None:
+    def __init__(self, model_dir: Path, tags: list[str], config_file: Path | None = None) -> None:
         self.model_dir = model_dir
+        self.config_file = config_file
+        self.served: dict[str, Path] = {}  # model -> base path, from the config file
         self.tags = tags
         self.models: dict[str, dict[int, Tracked]] = {}
         self.lock = threading.Lock()
 
     def poll(self) -> None:
-        """One pass of TF Serving's file-system poll: aspire the newest, load, unload."""
-        for model_root in sorted(self.model_dir.iterdir()):
-            if model_root.is_dir() and not model_root.name.startswith("."):
-                self._poll_model(model_root.name, _versions(model_root))
+        """One pass of TF Serving's file-system poll: aspire the newest, load, unload.
+        With a models.config, only the models it lists (their base paths); else every
+        directory under the model dir."""
+        if self.config_file is not None:
+            self.served = _read_model_config(self.config_file, self.served)
+            roots = sorted(self.served.items())
+        else:
+            roots = [
+                (p.name, p)
+                for p in sorted(self.model_dir.iterdir())
+                if p.is_dir() and not p.name.startswith(".")
+            ]
+        for model, model_root in roots:
+            if model_root.is_dir():
+                self._poll_model(model, _versions(model_root))
 
     def _poll_model(self, model: str, on_disk: dict[int, Path]) -> None:
         with self.lock:
@@ -141,6 +160,21 @@ class StandIn:
             for model, versions in self.models.items()
             if versions and versions[max(versions)].state != "AVAILABLE"
         ]
+
+
+def _read_model_config(path: Path, previous: dict[str, Path]) -> dict[str, Path]:
+    """The models a text-format ModelServerConfig lists; the previous ones while the file
+    is missing or does not parse (TF Serving keeps its config then too)."""
+    from google.protobuf import text_format
+
+    from receiver.modelconfig import ModelServerConfig
+
+    config = ModelServerConfig()
+    try:
+        text_format.Parse(path.read_text(), config)
+    except (OSError, text_format.ParseError):
+        return previous
+    return {entry.name: Path(entry.base_path) for entry in config.model_config_list.config}
 
 
 def _versions(model_root: Path) -> dict[int, Path]:
@@ -212,8 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8501, help="the REST port")
     parser.add_argument("--tags", default="serve", help="as --saved_model_tags")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
+    parser.add_argument(
+        "--model-config-file",
+        type=Path,
+        help="as TF Serving's: serve only the models it lists, read again at every poll",
+    )
     args = parser.parse_args(argv)
-    standin = StandIn(args.model_dir, [t for t in args.tags.split(",") if t])
+    tags = [t for t in args.tags.split(",") if t]
+    standin = StandIn(args.model_dir, tags, args.model_config_file)
     args.model_dir.mkdir(parents=True, exist_ok=True)
     standin.poll()
     failed = standin.unavailable_at_start()

@@ -99,7 +99,10 @@ class TFServingStandIn:
     """receiver/dev/tfserving_standin.py under `.venv-tf`: TF Serving's model-status API,
     each load decided by real TensorFlow."""
 
-    def __init__(self, model_dir: Path, log_path: Path, poll: float = 0.2) -> None:
+    def __init__(
+        self, model_dir: Path, log_path: Path, poll: float = 0.2, config: Path | None = None
+    ) -> None:
+        self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.model_dir = model_dir
@@ -112,7 +115,8 @@ class TFServingStandIn:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(python), "-m", "receiver.dev.tfserving_standin", "--model-dir",
-                 str(self.model_dir), "--port", str(self.port), "--poll", str(self.poll)],
+                 str(self.model_dir), "--port", str(self.port), "--poll", str(self.poll),
+                 *(["--model-config-file", str(self.config)] if self.config else [])],
                 cwd=PROJECT_ROOT,
                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""},
                 stdout=log,
@@ -121,6 +125,11 @@ class TFServingStandIn:
             )  # fmt: skip
         wait_for(self._answers, timeout=120, what=f"the TF Serving stand-in:\n{self.log()}")
         return self
+
+    def exited(self) -> int | None:
+        """Its exit status, if it has exited (as TF Serving does when a start fails)."""
+        assert self.process is not None
+        return self.process.poll()
 
     def _answers(self) -> bool:
         assert self.process is not None

@@ -96,26 +96,54 @@ def test_the_last_available_version_is_kept_until_its_successor_serves(
     gunicorn, tfserving, bucket, token, tmp_path
 ):
     tfserving.start()
-    gunicorn.env.update(
-        RECEIVER_TFSERVING_URL=tfserving.url, RECEIVER_KEEP_VERSIONS="1", RECEIVER_LOAD_TIMEOUT="3"
-    )
+    gunicorn.env.update(RECEIVER_TFSERVING_URL=tfserving.url, RECEIVER_KEEP_VERSIONS="1")
     gunicorn.start()
     assert finished(gunicorn, push(gunicorn, token, upload_model(bucket, 1), tmp_path)["job"])
-    tfserving.stop()  # TF Serving is down (restarting, or its load takes long)
+    tfserving.stop()  # TF Serving is down (restarting, or not started yet)
     job = finished(gunicorn, push(gunicorn, token, upload_model(bucket, 2), tmp_path)["job"])
     assert job["state"] == "installed"
-    assert "has not reported half_plus_two version 2 AVAILABLE within 3s" in job["reason"]
+    assert "its verdict on half_plus_two version 2 is awaited in the background" in job["reason"]
     model_root = tmp_path / "models" / "half_plus_two"
     assert sorted(p.name for p in model_root.iterdir()) == ["1", "2"]  # 1 was not pruned
-    assert versions(gunicorn)[2]["load_state"] == "timed_out"
-    # TF Serving back: the next confirmed install prunes down to RECEIVER_KEEP_VERSIONS.
+    assert versions(gunicorn)[2]["load_state"] == "loading"
+    # TF Serving back: the verdict comes in the background, and only then is 1 pruned.
     TFServingStandIn.__init__(tfserving, model_root.parent, tmp_path / "back.log")
     tfserving.start()
+    gunicorn.stop()  # the receiver learns the new port (a real TF Serving keeps its own)
     gunicorn.env["RECEIVER_TFSERVING_URL"] = tfserving.url
-    gunicorn.stop()
     gunicorn.start()
-    assert finished(gunicorn, push(gunicorn, token, upload_model(bucket, 3), tmp_path)["job"])
-    assert sorted(p.name for p in model_root.iterdir()) == ["3"]
+    wait_for(lambda: versions(gunicorn)[2]["load_state"] == "available", 120, "the verdict")
+    wait_for(lambda: sorted(p.name for p in model_root.iterdir()) == ["2"], 30, "the prune")
+
+
+def test_a_fresh_pod_never_starts_tf_serving_on_a_version_it_cannot_load(
+    gunicorn, bucket, token, tmp_path
+):
+    """A new pod has an empty volume and journal: its first sync installs the bucket's
+    newest version, which TF Serving cannot load. TF Serving starts with a models.config
+    that lists only what it has confirmed (nothing yet), so the failure is a config
+    reload's, not its start's: the version is withdrawn and sync falls back."""
+    upload_model(bucket, 1)
+    upload_model(bucket, 2, source=shard_cut_short(tmp_path))
+    config = tmp_path / "models" / "models.config"
+    standin = TFServingStandIn(tmp_path / "models", tmp_path / "tfserving.log", config=config)
+    gunicorn.env.update(
+        RECEIVER_TFSERVING_URL=standin.url,
+        RECEIVER_MODEL_CONFIG_FILE=str(config),
+        RECEIVER_SYNC_ON_START="true",
+    )
+    gunicorn.start()
+    wait_for(lambda: requests.get(f"{gunicorn.url}/startupz", timeout=5).ok, 120, "startup")
+    standin.start()  # as the pod starts TF Serving once the receiver's startup probe passes
+    try:
+        wait_for(lambda: versions(gunicorn).get(1, {}).get("load_state") == "available", 180,
+                 "the fallback to version 1")  # fmt: skip
+        assert standin.exited() is None, "TF Serving's start failed:\n" + standin.log()
+        shown = versions(gunicorn)
+        assert shown[2]["load_state"] == "failed" and shown[2]["on_disk"] is False
+        assert standin.state("half_plus_two", 1) == "AVAILABLE"
+    finally:
+        standin.stop()
 
 
 def test_a_version_whose_swap_would_not_fit_is_refused_before_download(
