@@ -30,6 +30,7 @@ from typing import IO, Protocol
 from receiver.config import Limits
 from receiver.entrytree import FILE, EntryTree, Link, Node
 from receiver.errors import PermanentError, TransientError
+from receiver.modeldir import PROVENANCE_FILE
 
 CHUNK_SIZE = 512 * 1024
 # Below this many unpacked bytes the ratio is not checked: small archives of text
@@ -103,6 +104,11 @@ def check_name(name: str) -> tuple[str, ...]:
     parts = tuple(part for part in name.split("/") if part not in ("", "."))
     if ".." in parts:
         raise ArchiveError(f"entry {name!r} climbs out of the archive with '..'")
+    if parts and parts[-1] == PROVENANCE_FILE and len(parts) <= 2:
+        raise ArchiveError(
+            f"entry {name!r}: the archive has its own {PROVENANCE_FILE}, the name of the "
+            "receiver's record of where a version came from; leave it out"
+        )
     if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in parts):
         raise ArchiveError(f"entry {name[:64]!r}… has a name part over {MAX_COMPONENT_BYTES} bytes")
     if len(parts) > MAX_DEPTH:

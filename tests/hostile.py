@@ -358,6 +358,23 @@ CORPUS = [
         ),
     ),
     Hostile("deep-and-wide-directories", "tar.gz", "more than 64 levels deep", deep_and_wide),
+    Hostile(
+        "symlink-targets-100k",
+        "tar.gz",
+        "symlink targets add up to more than",
+        lambda: tar(
+            *(
+                member(f"m/l{i}", kind=tarfile.SYMTYPE, link="./" * 400 + "saved_model.pb")
+                for i in range(3000)
+            )
+        ),
+    ),  # fmt: skip
+    Hostile(
+        "provenance-link-to-graph",
+        "tar.gz",
+        "has its own .receiver.json",
+        lambda: tar(member("m/.receiver.json", kind=tarfile.SYMTYPE, link="saved_model.pb")),
+    ),
     Hostile("gnu-long-name-chain", "tar.gz", "headers in a row", chained_long_names),
     Hostile(
         "gzip-empty-members",

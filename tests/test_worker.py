@@ -1,5 +1,6 @@
 """The worker and install pipeline against the real storage emulator."""
 
+import contextlib
 import io
 import json
 import os
@@ -367,10 +368,14 @@ def test_models_config_lists_two_models_after_their_installs(environ, bucket, to
 
 
 def test_a_worker_stalled_past_its_lease_gives_way_and_records_nothing(
-    proxied, fault_proxy, bucket, token, settings, caplog
+    proxied, fault_proxy, bucket, token, settings, caplog, monkeypatch
 ):
-    """A stalls mid-download (a GC pause, a frozen disk) past its lease; B takes the job over
-    and installs it; when A wakes up it abandons its install and overwrites nothing."""
+    """A's process stalls mid-download (suspended, starved) past its lease; B takes the job
+    over and installs it; when A wakes up it abandons its install and overwrites nothing.
+    A stalled process renews nothing: its lease keeper is stalled with it."""
+    monkeypatch.setattr(
+        "receiver.worker._Heartbeat.kept_alive", lambda self: contextlib.nullcontext()
+    )
     runtime, client = proxied
     job_id = push_with(client, token, upload_model(bucket, 9))
     stalled = Worker(runtime.journal, runtime.installer, RetryPolicy(3), lease_seconds=0.01)
