@@ -1,30 +1,45 @@
 # The two commands of the README:
-#   make demo   install what is needed, then run the whole path locally
-#   make test   install what is needed, then lint, type-check and run every test
+#   make demo   install the runtime (and the storage emulator), then run the whole path locally
+#   make test   install the development tools too, then lint, type-check and run every test
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# Where `make demo` keeps its state; a second demo at once needs its own (and its own PORT).
+DEMO_DIR ?= .demo
 
-.PHONY: demo test lint install tools tf kserve fuzz bench
+.PHONY: demo test lint install dev tools tf kserve fuzz bench
 
+# What running the receiver needs, nothing more (requirements-demo.txt: the runtime pins,
+# the storage emulator the demo starts, the build backend), and the package itself,
+# editable, so that .venv/bin/receiver runs this checkout.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-demo.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PIP) -r requirements-demo.txt
+	$(PIP) --no-build-isolation --no-deps -e .
+	touch $@
+
+# The test, lint and benchmark tools on top (requirements-dev.txt); only `make test`,
+# `make fuzz` and `make bench` need them.
+dev: $(VENV)/.dev-installed
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
 	touch $@
 
 demo: install tf
-	$(BIN)/python -m receiver demo
+	$(BIN)/receiver demo --dir $(DEMO_DIR)
 
-lint: install
+lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 # Speed on the storage emulator and real gunicorn; numbers and chart kept in docs/.
 # Not part of `make test` (tests never time anything); takes several minutes.
-bench: install tools kserve
+bench: dev tools kserve
 	PYTHONPATH=. $(BIN)/python benchmarks/download.py
 	PYTHONPATH=. $(BIN)/python benchmarks/install.py --sizes 100 1024 --runs 3 --out docs
 	PYTHONPATH=. $(BIN)/python benchmarks/sliced.py --size 2048 --rate 50 --runs 3 --out docs/benchmarks-sliced.md
@@ -58,7 +73,7 @@ kserve: .venv-kserve/.installed
 	touch $@
 
 # The property tests with thousands of examples each (a few minutes).
-fuzz: install
+fuzz: dev
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -p no:cacheprovider tests/test_fuzz.py
 
 test: lint tools tf kserve
