@@ -53,15 +53,18 @@ DEBIAN_TOOLS := chromium:chromium zip:zip unzip:unzip bsdtar:libarchive-tools 7z
 tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
-	if [ -n "$$missing" ]; then \
+	if [ -n "$$missing" ] && [ "$$(id -u)" != 0 ]; then \
+		echo "note: not root, so apt-get cannot install$$missing;" \
+			"the tests that need them will be skipped (pytest lists each with its reason)"; \
+	elif [ -n "$$missing" ]; then \
 		echo "installing Debian packages for the tests:$$missing (and what they depend on)"; \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq $$missing >/dev/null; } || \
 		echo "note: could not install$$missing; the tests that need them will be skipped"; \
 	fi
 
-# Virtualenvs of their own, each from its requirements-NAME.txt: TensorFlow (tests only,
-# about 600 MB) and KServe's storage initializer library (benchmarks only; it pins
+# Virtualenvs of their own, each from its requirements-NAME.txt: TensorFlow (the tests and
+# the demo's TF Serving stand-in, about 600 MB) and KServe's storage initializer library (benchmarks only; it pins
 # google-cloud-storage < 3).
 tf: .venv-tf/.installed
 kserve: .venv-kserve/.installed
