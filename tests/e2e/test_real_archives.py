@@ -27,7 +27,9 @@ Maker = Callable[[Path, Path], None]  # (source dir holding `model/`, archive to
 
 def run(*command: str, cwd: Path) -> None:
     if shutil.which(command[0]) is None:
-        pytest.skip(f"{command[0]} is not installed (`make test` run as root installs it from Debian)")
+        pytest.skip(
+            f"{command[0]} is not installed (`make test` run as root installs it from Debian)"
+        )
     subprocess.run(command, cwd=cwd, check=True, capture_output=True)
 
 
