@@ -64,8 +64,8 @@ tools:
 	fi
 
 # Virtualenvs of their own, each from its requirements-NAME.txt: TensorFlow (the tests and
-# the demo's TF Serving stand-in, about 600 MB) and KServe's storage initializer library (benchmarks only; it pins
-# google-cloud-storage < 3).
+# the demo's TF Serving stand-in, about 600 MB) and KServe's storage initializer library
+# (benchmarks only; it pins google-cloud-storage < 3).
 tf: .venv-tf/.installed
 kserve: .venv-kserve/.installed
 

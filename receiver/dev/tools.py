@@ -32,11 +32,11 @@ def claim_demo(workdir: Path, port: int) -> IO[str]:
     The lock (flock on `workdir/demo.lock`, which names the holder's URL) lasts while the
     returned file is open; the kernel drops it however the demo's process ends.
     """
-    url = f"http://127.0.0.1:{port}/"
+    url, other = f"http://127.0.0.1:{port}/", port + 1
     another = (
         "run another demo beside it with a port and a directory of its own: "
-        "`PORT=9090 DEMO_DIR=.demo-9090 make demo` "
-        "(or `.venv/bin/receiver demo --port 9090 --dir .demo-9090`)"
+        f"`PORT={other} DEMO_DIR=.demo-{other} make demo` "
+        f"(or `.venv/bin/receiver demo --port {other} --dir .demo-{other}`)"
     )
     workdir.mkdir(parents=True, exist_ok=True)
     lock = (workdir / "demo.lock").open("a+")

@@ -169,7 +169,7 @@ def test_a_second_demo_leaves_the_running_one_alone(
     assert second.returncode != 0
     expected = message.format(dir=running_demo.workdir, port=running_demo.port)
     assert expected in second.stderr, second.stderr
-    assert "PORT=9090 DEMO_DIR=" in second.stderr  # and what to do instead
+    assert f"PORT={port + 1} DEMO_DIR=.demo-{port + 1} make demo" in second.stderr  # what to do
     assert "emulator" not in second.stdout  # it stopped before starting anything
 
 
