@@ -124,8 +124,8 @@ def _run(port: int, url: str, workdir: Path, once: bool) -> int:
                 f"started TF Serving's stand-in on {tfserving_url} "
                 f"(log: {workdir / 'tfserving.log'})"
             )
-            _wait_installed(url, 1, timeout=180)
-            say(f"TF Serving: {_model_status(tfserving_url)}")
+            _wait_available(url, 123)
+            say(f"TF Serving loaded it; its model status: {_model_status(tfserving_url)}")
 
         push_124 = _push_body(_upload(bucket, 124), workdir)
         say(f"uploaded gs://{BUCKET}/{PREFIX}/{MODEL}/124.tar.gz; sending its push:")
@@ -140,6 +140,7 @@ def _run(port: int, url: str, workdir: Path, once: bool) -> int:
         _wait_installed(url, json.loads(answer.stdout)["job"], timeout=180)
         say(f"installed:\n{_tree(model_dir)}")
         if standin is not None:
+            _wait_available(url, 124)
             say(f"TF Serving: {_model_status(tfserving_url)}")
         if once:
             return 0
@@ -265,6 +266,20 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: 
             pass
         time.sleep(0.1)
     raise SystemExit(f"receiver was not ready within {timeout}s; see {log}")
+
+
+def _wait_available(url: str, version: int, timeout: float = 180) -> None:
+    """Wait until the receiver has TF Serving's word that `version` is AVAILABLE."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        views = requests.get(f"{url}status", timeout=5).json()["versions"].get(MODEL, [])
+        state = next((v["load_state"] for v in views if v["version"] == version), None)
+        if state == "available":
+            return
+        if state == "failed":
+            raise SystemExit(f"TF Serving could not load version {version}; see the logs")
+        time.sleep(0.2)
+    raise SystemExit(f"TF Serving did not load version {version} within {timeout:g}s")
 
 
 def _wait_installed(url: str, job_id: int, timeout: float = 60) -> None:
