@@ -22,6 +22,8 @@ state to the answer.
 
 from __future__ import annotations
 
+from receiver.vocabulary import PushOutcome
+
 
 class ReceiverError(Exception):
     """Base of every error the receiver raises on purpose."""
@@ -39,7 +41,7 @@ class DeliveryError(ReceiverError):
     """A push the receiver does not take; `web` answers it with `http_status` and `outcome`."""
 
     http_status = 500
-    outcome = "error"
+    outcome = PushOutcome.ERROR
 
     def __init__(self, message: str, *, label: str | None = None) -> None:
         super().__init__(message)
@@ -51,35 +53,35 @@ class RejectedDeliveryError(DeliveryError):
     """An authenticated delivery whose body cannot be used (malformed envelope, unknown shape)."""
 
     http_status = 200
-    outcome = "rejected"
+    outcome = PushOutcome.REJECTED
 
 
 class UnauthenticatedError(DeliveryError):
     """The request carries no usable token: missing, malformed, badly signed or expired."""
 
     http_status = 401
-    outcome = "unauthenticated"
+    outcome = PushOutcome.UNAUTHENTICATED
 
 
 class ForbiddenError(DeliveryError):
     """The token is valid but not for us: wrong audience, issuer or sender."""
 
     http_status = 403
-    outcome = "forbidden"
+    outcome = PushOutcome.FORBIDDEN
 
 
 class PayloadTooLargeError(DeliveryError):
     """The request body is larger than the receiver accepts."""
 
     http_status = 413
-    outcome = "too_large"
+    outcome = PushOutcome.TOO_LARGE
 
 
 class AuthUnavailableError(DeliveryError):
     """The certificates needed to check a token could not be fetched; Pub/Sub should retry."""
 
     http_status = 503
-    outcome = "retry"
+    outcome = PushOutcome.RETRY
 
     def __init__(self, message: str) -> None:
         super().__init__(message, label="certs_unavailable")

@@ -17,7 +17,7 @@ from receiver.journal import Job, JobState, Journal
 from receiver.layout import Ignored, ModelVersion, parse_object_name, reserved_names
 from receiver.objectref import ObjectRef
 from receiver.versions import Versions
-from receiver.vocabulary import DeleteMode, LoadState
+from receiver.vocabulary import DeleteMode, LoadState, PushOutcome
 
 _SETTLE_POLL_SECONDS = 0.05  # a read of one journal row
 _UNCONFIRMED = (LoadState.LOADING, LoadState.TIMED_OUT)
@@ -28,7 +28,7 @@ class Outcome:
     """What happened to a delivery: `status` for Pub/Sub, the rest for people."""
 
     status: int
-    outcome: str
+    outcome: PushOutcome
     reason: str
     job: Job | None = None
 
@@ -62,10 +62,12 @@ def queue(obj: ObjectRef, target: ModelVersion, settings: Settings, journal: Jou
         settings.model_dir / target.model, target.version, settings.keep_versions
     )
     if skip:
-        return Outcome(200, "skipped", skip)
+        return Outcome(200, PushOutcome.SKIPPED, skip)
     job, created = journal.enqueue(obj, target)
     if created:
-        return Outcome(202, "queued", f"installing {job.model} version {job.version}", job)
+        return Outcome(
+            202, PushOutcome.QUEUED, f"installing {job.model} version {job.version}", job
+        )
     return _duplicate(job)
 
 
@@ -89,11 +91,13 @@ def _withdraw(event: ObjectEvent, settings: Settings, journal: Journal) -> Outco
         refusal = modeldir.remove_version(settings.model_dir / target.model, target.version)
         if refusal:
             return _ignored(refusal)
-        return Outcome(200, "removed", f"withdrew {target.model} version {target.version}")
+        return Outcome(
+            200, PushOutcome.REMOVED, f"withdrew {target.model} version {target.version}"
+        )
     if pending is not None:
         return Outcome(
             202,
-            "withdrawing",
+            PushOutcome.WITHDRAWING,
             f"{target.model} version {target.version} is {pending.state.value} (job "
             f"{pending.id}); it is withdrawn as soon as its install ends",
         )
@@ -109,16 +113,20 @@ def _installed_from(settings: Settings, target: ModelVersion, obj: ObjectRef) ->
 
 def _duplicate(job: Job) -> Outcome:
     if job.state is JobState.INSTALLED:
-        return Outcome(200, "duplicate", "this object generation is already installed", job)
+        return Outcome(
+            200, PushOutcome.DUPLICATE, "this object generation is already installed", job
+        )
     if job.state.final:
         return Outcome(
-            200, "duplicate", f"this object generation was {job.state}: {job.reason}", job
+            200, PushOutcome.DUPLICATE, f"this object generation was {job.state}: {job.reason}", job
         )
-    return Outcome(200, "duplicate", f"this object generation is already {job.state.value}", job)
+    return Outcome(
+        200, PushOutcome.DUPLICATE, f"this object generation is already {job.state.value}", job
+    )
 
 
 def _ignored(reason: str) -> Outcome:
-    return Outcome(200, "ignored", reason)
+    return Outcome(200, PushOutcome.IGNORED, reason)
 
 
 def settle(
@@ -145,25 +153,30 @@ def settle(
                 # In place, but not serving as far as anyone knows: installed means serving.
                 return Outcome(
                     503,
-                    "retry",
+                    PushOutcome.RETRY,
                     f"{current.model} version {current.version} is in place but TF Serving "
                     f"has not reported it AVAILABLE ({record.load_state.value}); redeliver "
                     "to wait on",
                     current,
                 )
             return Outcome(
-                200, "installed", f"installed {current.model} version {current.version}", current
+                200,
+                PushOutcome.INSTALLED,
+                f"installed {current.model} version {current.version}",
+                current,
             )
         if current.state.final:
-            return Outcome(200, current.state.value, current.reason or "", current)
+            return Outcome(200, PushOutcome(current.state.value), current.reason or "", current)
         if current.state is JobState.QUEUED and current.attempts > baseline and current.reason:
-            return Outcome(503, "retry", f"will retry: {current.reason}", current)
+            return Outcome(503, PushOutcome.RETRY, f"will retry: {current.reason}", current)
         if not serving():
-            return Outcome(503, "retry", "shutting down; the job resumes after restart", current)
+            return Outcome(
+                503, PushOutcome.RETRY, "shutting down; the job resumes after restart", current
+            )
         if time.monotonic() >= deadline:
             return Outcome(
                 503,
-                "retry",
+                PushOutcome.RETRY,
                 f"still {current.state.value} after {timeout:g}s; redeliver to wait on",
                 current,
             )

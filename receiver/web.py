@@ -38,7 +38,7 @@ from receiver.journal import Job, JobState
 from receiver.runtime import Runtime
 from receiver.status import document, download_progress, iso_time, versions_view
 from receiver.sync import LAST_SYNC_KEY, readiness, startup
-from receiver.vocabulary import AckMode
+from receiver.vocabulary import AckMode, PushOutcome
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _wait_for_install(rt: Runtime, job: Job) -> intake.Outcome:
     if not waiting.acquire(blocking=False):
         return intake.Outcome(
             503,
-            "retry",
+            PushOutcome.RETRY,
             f"{rt.settings.max_waiting_pushes} pushes already wait for installs in this process "
             "(RECEIVER_MAX_WAITING_PUSHES); the job is queued, redeliver to wait on it",
             job,

@@ -22,18 +22,6 @@ KERAS_WEIGHTS = (3.0, 1.0)
 _EXPORT = """
 import sys
 import keras, numpy
-class Table(tf.Module):  # state in a hash table, not a tf.Variable: restored all the same
-
-    def __init__(self):
-        self.table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, -1)
-        self.table.insert(tf.constant(["a"]), tf.constant([1], tf.int64))
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def __call__(self, keys):
-        return self.table.lookup(keys)
-
-table = Table()
-tf.saved_model.save(table, os.path.join(out, "table"), signatures=table.__call__)
 inputs = keras.Input(shape=(1,), name="x")
 layer = keras.layers.Dense(1)
 model = keras.Model(inputs, layer(inputs))

@@ -191,9 +191,14 @@ def test_every_command_has_help(command):
         (["status"], {}, "RECEIVER_SOURCE is required"),
         (["retry", "999"], "cli_env", "no job 999"),
         (
-            ["status"],
+            ["sync"],
             {"RECEIVER_SOURCE": "gs://models/m", "RECEIVER_MODEL_DIR": "/proc/m"},
             "RECEIVER_MODEL_DIR is /proc/m: it does not exist",
+        ),
+        (
+            ["status"],
+            {"RECEIVER_SOURCE": "gs://models/m", "RECEIVER_MODEL_DIR": "/proc/m"},
+            "RECEIVER_MODEL_DIR is /proc/m: no such directory",
         ),
         # No emulator and no Google credentials: one line, not a traceback.
         (
