@@ -165,10 +165,12 @@ class Rollout:
             )
 
     def _record(self, model: str, version: int, state: LoadState, error: str | None = None) -> None:
-        metrics.LOADS.labels(outcome=state.value).inc()
         if self.versions is None:
+            metrics.LOADS.labels(outcome=state.value).inc()
             return
-        self.versions.set_state(model, version, state, error)
+        if not self.versions.set_state(model, version, state, error):
+            return  # another worker process recorded (and counted) this verdict first
+        metrics.LOADS.labels(outcome=state.value).inc()
         if state is LoadState.AVAILABLE:
             # TF Serving serves one version per model (latest { num_versions: 1 }): the
             # ones before this one have been unloaded.

@@ -65,15 +65,19 @@ class Versions:
 
     def set_state(
         self, model: str, version: int, state: LoadState, error: str | None = None
-    ) -> None:
+    ) -> bool:
+        """Record a new load state; False if the version already had it (every worker
+        process may learn the same verdict: only the first one counts it)."""
         now = time.time()
         available_at = now if state is LoadState.AVAILABLE else None
         with self._journal.transaction() as db:
-            db.execute(
+            cursor = db.execute(
                 "UPDATE versions SET load_state = ?, error = ?, updated_at = ?,"
-                " available_at = COALESCE(available_at, ?) WHERE model = ? AND version = ?",
-                (state.value, error, now, available_at, model, version),
+                " available_at = COALESCE(available_at, ?)"
+                " WHERE model = ? AND version = ? AND load_state != ?",
+                (state.value, error, now, available_at, model, version, state.value),
             )
+        return cursor.rowcount == 1
 
     def get(self, model: str, version: int) -> VersionRecord | None:
         rows = self._journal.query(

@@ -97,6 +97,7 @@ def model_status():
     fake = ModelStatus()
     yield fake
     fake.server.shutdown()
+    fake.server.server_close()
 
 
 def test_the_lease_is_renewed_while_tf_serving_is_waited_for(environ, bucket, token, model_status):
