@@ -89,8 +89,9 @@ def on_starting(server: Any) -> None:
 
 
 def _refuse(message: str) -> None:
-    # gunicorn has set up logging by now: the line comes out in the chosen format.
-    logging.getLogger("receiver").critical("receiver: configuration error: %s", message)
+    # gunicorn has set up logging by now: the line comes out in the chosen format, the
+    # text one naming the logger ("receiver: configuration error: …") once.
+    logging.getLogger("receiver").critical("configuration error: %s", message)
     sys.exit(2)
 
 

@@ -118,6 +118,7 @@ def test_start_up_removes_staging_debris(gunicorn, settings):
 )
 def test_a_bad_setting_stops_start_up_with_one_clear_line(gunicorn, variable, value, message):
     gunicorn.env[variable] = value
+    gunicorn.env["RECEIVER_LOG_FORMAT"] = "text"  # where the logger's name is printed
     if variable == "RECEIVER_MODEL_DIR":
         gunicorn.env.pop("RECEIVER_STATE_DIR", None)
     gunicorn.start(wait=False)
@@ -126,6 +127,7 @@ def test_a_bad_setting_stops_start_up_with_one_clear_line(gunicorn, variable, va
     assert message in log
     assert "Traceback" not in log
     assert sum(line.count("configuration error") for line in log.splitlines()) == 1
+    assert "receiver: receiver:" not in log
 
 
 def test_unauthenticated_pushes_are_refused_by_the_real_server(gunicorn, bucket, tmp_path):
