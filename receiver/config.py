@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from receiver.errors import ConfigError
+from receiver.peers import Peers, parse_peers
 from receiver.vocabulary import (
     AckMode,
     AuthMode,
@@ -84,6 +85,7 @@ ENV: dict[str, tuple[str | None, str]] = {
         "auto",
         "`json` (Cloud Logging), `text`, or `auto`: text on a terminal",
     ),
+    "RECEIVER_PEERS": ("", "replicas to relay pushes to: dns:NAME:PORT or URLs; empty = none"),
     # Read by gunicorn.conf.py through `ServerSettings`.
     "PORT": ("8080", "listen port"),
     "WEB_CONCURRENCY": ("2", "gunicorn worker processes"),
@@ -167,6 +169,7 @@ class Settings:
     # Pushes a worker process lets wait for their installs (RECEIVER_ACK=installed); more
     # get a 503 at once, so waits never hold every request thread.
     max_waiting_pushes: int = 6
+    peers: Peers | None = None  # RECEIVER_PEERS: relay pushes to these (receiver.relay)
 
     @property
     def auth_enabled(self) -> bool:
@@ -232,6 +235,7 @@ class Settings:
             expose_status=env.boolean("RECEIVER_EXPOSE_STATUS"),
             log_format=env.choice("RECEIVER_LOG_FORMAT", LogFormat),
             max_waiting_pushes=_max_waiting_pushes(env),
+            peers=parse_peers(env.text("RECEIVER_PEERS")),
         )
         settings.validate(verifies_pushes)
         return settings

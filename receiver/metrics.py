@@ -22,6 +22,7 @@ from receiver import modeldir
 from receiver.journal import Journal
 from receiver.sync import LAST_SYNC_KEY
 from receiver.versions import Versions
+from receiver.vocabulary import LoadState
 
 PUSHES = Counter(
     "receiver_pushes_total",
@@ -71,7 +72,15 @@ LOAD_SECONDS = Histogram(
     buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
     registry=None,
 )
+RELAYS = Counter(
+    "receiver_relays_total",
+    "Pushes forwarded to a peer (RECEIVER_PEERS), one per push and peer, by outcome "
+    "(delivered, refused, failed, dropped).",
+    ["outcome"],
+    registry=None,
+)
 _EVENT_METRICS = (
+    RELAYS,
     LOADS,
     LOAD_SECONDS,
     PUSHES,
@@ -108,19 +117,43 @@ class _StateCollector:
             "Highest installed version of each model.",
             labels=["model"],
         )
+        # The object generation it came from: replicas on the same generation have the
+        # same bytes (a version number can be republished; a generation cannot).
+        generation = GaugeMetricFamily(
+            "receiver_installed_generation",
+            "Cloud Storage generation of each model's highest installed version.",
+            labels=["model"],
+        )
         for model, versions in modeldir.installed_models(self._model_dir).items():
             if versions:
                 installed.add_metric([model], versions[-1])
+                source = modeldir.read_provenance(self._model_dir / model / str(versions[-1]))
+                number = source.get("generation")
+                if isinstance(number, int):  # exact as a float below 2**53 (GCS's are ~2**50)
+                    generation.add_metric([model], float(number))
         yield installed
+        yield generation
         serving = GaugeMetricFamily(
             "receiver_serving_state",
             "1 for each installed version's load state as TF Serving reported it "
             "(unconfirmed without RECEIVER_TFSERVING_URL).",
             labels=["model", "version", "state"],
         )
+        available = GaugeMetricFamily(
+            "receiver_available_version",
+            "Highest version of each model TF Serving reported AVAILABLE "
+            "(only with RECEIVER_TFSERVING_URL).",
+            labels=["model"],
+        )
+        highest: dict[str, int] = {}
         for record in Versions(self._journal).all():
             serving.add_metric([record.model, str(record.version), record.load_state.value], 1)
+            if record.load_state is LoadState.AVAILABLE:
+                highest[record.model] = max(highest.get(record.model, 0), record.version)
+        for model, version in sorted(highest.items()):
+            available.add_metric([model], version)
         yield serving
+        yield available
         last_sync = self._journal.get_meta(LAST_SYNC_KEY)
         if last_sync is not None:
             yield GaugeMetricFamily(

@@ -18,12 +18,13 @@ from typing import IO
 
 from receiver import servable
 from receiver.auth import CertsCache, PushVerifier
-from receiver.config import Settings
+from receiver.config import ServerSettings, Settings
 from receiver.errors import ConfigError
 from receiver.installer import Installer
 from receiver.journal import Journal
 from receiver.modelconfig import update_model_config
 from receiver.quarantine import Quarantine
+from receiver.relay import Relay
 from receiver.status import AUTH_OFF_WARNING
 from receiver.storage import ObjectStore
 from receiver.sync import FIRST_SYNC_KEY, Syncer
@@ -44,6 +45,7 @@ class Runtime:
     quarantine: Quarantine
     # False once gunicorn starts shutting this process down (set by gunicorn.conf.py).
     serving: Callable[[], bool] = lambda: True
+    relay: Relay | None = None  # RECEIVER_PEERS set: pushes are forwarded to the peers
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -70,7 +72,15 @@ class Runtime:
                 retention_days=settings.job_retention_days,
             ),
             quarantine=Quarantine(settings.state_dir / "quarantine"),
+            relay=_relay(settings),
         )
+
+
+def _relay(settings: Settings) -> Relay | None:
+    if settings.peers is None:
+        return None
+    # Our own port tells a peer URL that is ourselves (receiver/peers.py).
+    return Relay(settings.peers, ServerSettings.from_env(os.environ).port)
 
 
 def open_journal(settings: Settings) -> Journal:

@@ -24,7 +24,7 @@ from flask import (
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
-from receiver import events, intake, logs, metrics
+from receiver import events, intake, logs, metrics, relay
 from receiver.config import Settings
 from receiver.errors import (
     AuthUnavailableError,
@@ -101,11 +101,21 @@ def push() -> tuple[Response, int]:
         request.get_data(), dict(request.headers.items()), rt.settings.unwrapped_without_metadata
     )
     outcome = intake.accept(event, rt.settings, rt.journal)
+    # The marker only stops a second relay (and a relay's wait): the token was checked above.
+    relayed = relay.RELAYED_HEADER in request.headers
+    if rt.relay is not None and not relayed and outcome.outcome in relay.RELAYED_OUTCOMES:
+        rt.relay.forward(request.get_data(), dict(request.headers.items()))
     if outcome.job is not None and not outcome.job.state.final:
         rt.worker.wake.set()
-        if rt.settings.ack is AckMode.INSTALLED:
+        if rt.settings.ack is AckMode.INSTALLED and not relayed:
             outcome = _wait_for_install(rt, outcome.job)
-    log.info("push %s: %s (%s)", event.ref.name, outcome.outcome, outcome.reason)
+    log.info(
+        "push %s%s: %s (%s)",
+        event.ref.name,
+        " (relayed)" if relayed else "",
+        outcome.outcome,
+        outcome.reason,
+    )
     metrics.PUSHES.labels(format=event.delivery_format, outcome=outcome.outcome).inc()
     return jsonify(outcome.to_dict()), outcome.status
 
