@@ -103,18 +103,20 @@ def push() -> tuple[Response, int]:
     outcome = intake.accept(event, rt.settings, rt.journal)
     # The marker only stops a second relay (and a relay's wait): the token was checked above.
     relayed = relay.RELAYED_HEADER in request.headers
-    if rt.relay is not None and not relayed and outcome.outcome in relay.RELAYED_OUTCOMES:
+    relaying = rt.relay is not None and not relayed and outcome.outcome in relay.RELAYED_OUTCOMES
+    if relaying and rt.relay is not None:
         rt.relay.forward(request.get_data(), dict(request.headers.items()))
     if outcome.job is not None and not outcome.job.state.final:
         rt.worker.wake.set()
         if rt.settings.ack is AckMode.INSTALLED and not relayed:
             outcome = _wait_for_install(rt, outcome.job)
     log.info(
-        "push %s%s: %s (%s)",
+        "push %s%s: %s (%s)%s",
         event.ref.name,
         " (relayed)" if relayed else "",
         outcome.outcome,
         outcome.reason,
+        "; relaying to the peers" if relaying else "",
     )
     metrics.PUSHES.labels(format=event.delivery_format, outcome=outcome.outcome).inc()
     return jsonify(outcome.to_dict()), outcome.status
