@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import random
 import time
 from collections.abc import Mapping
 
@@ -41,6 +42,10 @@ FIRST_SYNC_KEY = "first_sync"  # journal meta: job ids queued by this start's fi
 MODELS_KEY = "sync_models"  # journal meta: the models the last sync found in the bucket
 NOTES_KEY = "sync_notes"  # journal meta: model -> why it is not on its newest version
 _MAX_FAILURE_BACKOFF_SECONDS = 60.0
+# A fleet's periodic syncs spread over ±10% of the interval. So a replica that missed a
+# push and every relay of it has the version within 1.1 x RECEIVER_SYNC_INTERVAL of the
+# upload, plus the install (docs/deploying.md, "Topologies").
+SYNC_JITTER = 0.1
 
 
 def versions_by_model(
@@ -123,10 +128,19 @@ class Syncer:
         self.settings = settings
         self.store = store
         self.journal = journal
-        interval = settings.sync_interval or math.inf
-        self._next_at = time.monotonic() + (0.0 if settings.sync_on_start else interval)
+        self._next_at = time.monotonic() + (0.0 if settings.sync_on_start else self.interval())
         self._at_start = settings.sync_on_start
         self._failures = 0
+
+    def interval(self) -> float:
+        """Seconds to the next periodic sync: RECEIVER_SYNC_INTERVAL give or take
+        SYNC_JITTER of it, so replicas started together do not list the bucket together."""
+        if not self.settings.sync_interval:
+            return math.inf
+        return self.settings.sync_interval * random.uniform(1 - SYNC_JITTER, 1 + SYNC_JITTER)
+
+    def seconds_to_next(self) -> float:
+        return max(self._next_at - time.monotonic(), 0.0)
 
     def model_failed(self, model: str) -> None:
         """A job failed for good: if the model has no version, sync again now to fall back
@@ -144,7 +158,7 @@ class Syncer:
             # Another worker process already ran this start's sync: a second one would
             # only race pushes that arrive meanwhile for the same new versions.
             self._at_start = False
-            self._next_at = now + (self.settings.sync_interval or math.inf)
+            self._next_at = now + self.interval()
             return False
         if not _claim_attempt(self.journal, _ATTEMPT_SECONDS):
             # Another worker process is syncing, or failed just now and waits: so does
@@ -169,7 +183,7 @@ class Syncer:
         self._at_start = False
         self.journal.set_meta(FIRST_SYNC_KEY, json.dumps([j.id for j in jobs]), only_if_unset=True)
         self.journal.set_meta(LAST_SYNC_KEY, str(time.time()))
-        self._next_at = now + (self.settings.sync_interval or math.inf)
+        self._next_at = now + self.interval()
         return True
 
 

@@ -3,6 +3,7 @@
 from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.config import Settings
+from receiver.versions import LoadState, Versions
 from receiver.web import create_app
 from tests.helpers import push_body, upload_model
 
@@ -71,3 +72,17 @@ def test_pages_can_be_hidden_for_an_internet_facing_endpoint(environ, bucket, to
     assert response.status_code == 202
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code in (200, 503)
+
+
+def test_each_model_reports_its_installed_generation_and_available_version(
+    client, runtime, bucket, push
+):
+    blob = upload_model(bucket, 123)
+    push(blob)
+    runtime.worker.run_once()
+    samples = scrape(client)
+    model = (("model", "half_plus_two"),)
+    assert samples[("receiver_installed_generation", model)] == blob.generation
+    assert ("receiver_available_version", model) not in samples  # TF Serving has not said
+    Versions(runtime.journal).set_state("half_plus_two", 123, LoadState.AVAILABLE)
+    assert scrape(client)[("receiver_available_version", model)] == 123

@@ -9,7 +9,15 @@ from receiver.journal import Journal
 from receiver.quarantine import Quarantine
 from receiver.status import document, text_report
 from receiver.storage import ObjectStore
-from receiver.sync import FIRST_SYNC_KEY, Syncer, readiness, startup, sync, versions_by_model
+from receiver.sync import (
+    FIRST_SYNC_KEY,
+    SYNC_JITTER,
+    Syncer,
+    readiness,
+    startup,
+    sync,
+    versions_by_model,
+)
 from tests.helpers import FIXTURES, upload_model
 
 
@@ -41,6 +49,23 @@ def test_a_missed_push_is_healed_by_the_next_sync(runtime, bucket, settings):
     assert syncer.run_if_due()
     runtime.worker.run_once()
     assert (settings.model_dir / "half_plus_two" / "1" / "saved_model.pb").exists()
+
+
+def test_a_fleets_periodic_syncs_are_spread_over_a_tenth_of_the_interval(runtime, environ):
+    settings = Settings.from_env({**environ, "RECEIVER_SYNC_INTERVAL": "300"})
+    fleet = [Syncer(settings, runtime.store, runtime.journal) for _ in range(8)]
+    for syncer in fleet:  # each replica's first sync at start, then the next one due
+        syncer._at_start, syncer._next_at = True, 0.0
+        runtime.journal.set_meta(FIRST_SYNC_KEY, None)
+        assert syncer.run_if_due()
+    due = [syncer.seconds_to_next() for syncer in fleet]
+    assert all(300 * (1 - SYNC_JITTER) - 1 <= seconds <= 300 * (1 + SYNC_JITTER) for seconds in due)
+    assert max(due) - min(due) > 1  # not all in the same second
+    assert Syncer(
+        Settings.from_env({**environ, "RECEIVER_SYNC_INTERVAL": "0"}),
+        runtime.store,
+        runtime.journal,
+    ).interval() == float("inf")
 
 
 def test_ready_only_after_the_first_sync_installs(runtime, bucket, settings):
