@@ -18,7 +18,6 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from receiver.config import Settings
 from tests.helpers import FIXTURES, PROJECT_ROOT
 
 KUSTOMIZE_ROOT = PROJECT_ROOT / "deploy" / "kubernetes"
@@ -103,6 +102,17 @@ def pod_spec(documents: list[dict[str, Any]]) -> Any:
     return find(documents, "Deployment")["spec"]["template"]["spec"]
 
 
+def receiver_of(documents: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """The pod spec that runs the receiver and its container: a sidecar, or a pod of its own."""
+    (found,) = [
+        (pod, container)
+        for pod in (d["spec"]["template"]["spec"] for d in documents if d["kind"] == "Deployment")
+        for container in pod.get("initContainers", []) + pod["containers"]
+        if container["name"] == "receiver"
+    ]
+    return found
+
+
 def gibibytes(quantity: str) -> float:
     number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(Mi|Gi|Ti)", quantity).groups()
     return float(number) * {"Mi": 1 / 1024, "Gi": 1, "Ti": 1024}[unit]
@@ -145,8 +155,7 @@ def test_one_namespace_and_the_site_values_everywhere(overlay):
     assert "ConfigMap" not in {d["kind"] for d in documents}  # site values are not applied
     text = yaml.safe_dump_all(documents)
     assert not re.search(r"BUCKET/|PUSH_DOMAIN|GCP_SERVICE_ACCOUNT|PUSH_SERVICE_ACCOUNT", text)
-    pod = pod_spec(documents)
-    (receiver,) = pod["initContainers"]
+    pod, receiver = receiver_of(documents)
     env = environment(pod, receiver)
     domain = find(documents, "ManagedCertificate")["spec"]["domains"][0]
     assert env["RECEIVER_AUDIENCE"] == f"https://{domain}/push"
@@ -228,7 +237,7 @@ def test_only_the_load_balancer_and_prometheus_reach_port_8080():
     assert monitoring["selector"]["matchLabels"].items() <= labels.items()
 
 
-# --- Disk, identity, replicas ---------------------------------------------------------------
+# --- Disk, identity ---------------------------------------------------------------
 
 
 def test_the_volume_and_ephemeral_storage_hold_three_times_the_models():
@@ -249,21 +258,6 @@ def test_the_volume_and_ephemeral_storage_hold_three_times_the_models():
     models = re.search(r"Sized here for (\d+) GiB of models", comment)
     assert models and size == 3 * int(models.group(1))
     assert gibibytes(env["RECEIVER_VOLUME_SIZE_LIMIT"]) == size  # installs are refused first
-
-
-def test_workload_identity_is_bound_where_the_pod_runs():
-    documents = render("one-pod")
-    account = find(documents, "ServiceAccount")
-    assert pod_spec(documents)["serviceAccountName"] == account["metadata"]["name"]
-    email = account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
-    assert email == "model-receiver@my-project.iam.gserviceaccount.com"
-
-
-def test_the_replicas_overlay_runs_many_pods_one_at_a_time_disrupted():
-    documents = render("replicas")
-    assert find(documents, "Deployment")["spec"]["replicas"] > 1
-    assert find(documents, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
-    assert find(render("one-pod"), "Deployment")["spec"]["replicas"] == 1
 
 
 def test_both_containers_are_hardened_and_share_the_volume():
@@ -298,50 +292,3 @@ def environment(pod: Any, container: dict[str, Any]) -> dict[str, str]:
             limit = containers[ref["containerName"]]["resources"]["limits"]["memory"]
             env[item["name"]] = str(int(gibibytes(limit) * 2**30))
     return env
-
-
-def test_the_receiver_confirms_loads_and_knows_tf_servings_memory(tmp_path):
-    pod = pod_spec(render("one-pod"))
-    (receiver,) = pod["initContainers"]
-    settings = Settings.from_env(
-        {**environment(pod, receiver), "RECEIVER_MODEL_DIR": str(tmp_path)}
-    )
-    assert settings.tfserving_url == "http://localhost:8501"
-    (tf_serving,) = pod["containers"]
-    assert "--rest_api_port=8501" in tf_serving["args"]
-    assert (
-        settings.serving_memory_limit
-        == 4 * 2**30
-        == gibibytes(tf_serving["resources"]["limits"]["memory"]) * 2**30
-    )
-
-
-def test_the_receiver_accepts_the_settings_the_manifests_give_it(tmp_path):
-    pod = pod_spec(render("one-pod"))
-    (receiver,) = pod["initContainers"]
-    env = environment(pod, receiver)
-    settings = Settings.from_env({**env, "RECEIVER_MODEL_DIR": str(tmp_path)})
-    assert settings.auth_enabled and settings.allowed_senders == {
-        "pubsub-push@my-project.iam.gserviceaccount.com"
-    }
-    assert str(settings.model_config_file) == "/models/models.config"
-    manifest = (PROJECT_ROOT / "deploy" / "cloudrun" / "service.yaml").read_text()
-    cloud_run = yaml.safe_load(manifest.replace("gs://BUCKET/", "gs://my-models/"))
-    containers = cloud_run["spec"]["template"]["spec"]["containers"]
-    (run_receiver,) = [c for c in containers if c["name"] == "receiver"]
-    run_env = {item["name"]: item["value"] for item in run_receiver["env"]}
-    assert Settings.from_env({**run_env, "RECEIVER_MODEL_DIR": str(tmp_path)}).ack == "installed"
-
-
-def test_updates_never_need_a_second_pods_disk_and_are_given_the_startup_windows():
-    """A pod holds a node's disk (its volume): a surge pod could not be scheduled."""
-    one_pod = find(render("one-pod"), "Deployment")["spec"]
-    assert one_pod["strategy"] == {"type": "Recreate"}
-    replicas = find(render("replicas"), "Deployment")["spec"]
-    assert replicas["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
-    pod = one_pod["template"]["spec"]
-    windows = [
-        c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
-        for c in pod["initContainers"] + pod["containers"]
-    ]
-    assert one_pod["progressDeadlineSeconds"] >= sum(windows)
