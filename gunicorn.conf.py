@@ -106,7 +106,10 @@ def worker_exit(server: Any, worker: Any) -> None:
     """Stop the install thread; a job cut short is resumed after restart."""
     app = getattr(worker, "wsgi", None)
     if app is not None and "receiver" in getattr(app, "extensions", {}):
-        app.extensions["receiver"].worker.stop(grace=max(graceful_timeout - 5, 1))
+        runtime = app.extensions["receiver"]
+        if runtime.relay is not None:
+            runtime.relay.drain(timeout=2)  # the last pushes' relays; what is left: sync
+        runtime.worker.stop(grace=max(graceful_timeout - 5, 1))
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -99,6 +99,7 @@ class _Schedule:
     _heap: list[tuple[float, int, _Delivery]] = field(default_factory=list)
     _ready: threading.Condition = field(default_factory=threading.Condition)
     _order: itertools.count[int] = field(default_factory=itertools.count)
+    _busy: int = 0  # taken and not done yet
 
     def put(self, delivery: _Delivery, delay: float = 0.0) -> bool:
         with self._ready:
@@ -110,16 +111,23 @@ class _Schedule:
             return True
 
     def take(self) -> _Delivery:
+        """The next delivery due, waiting for one; call `done` when it has been handled."""
         with self._ready:
             while True:
                 now = time.monotonic()
                 if self._heap and self._heap[0][0] <= now:
+                    self._busy += 1
                     return heapq.heappop(self._heap)[2]
                 self._ready.wait(self._heap[0][0] - now if self._heap else None)
 
-    def __len__(self) -> int:
+    def done(self) -> None:
         with self._ready:
-            return len(self._heap)
+            self._busy -= 1
+
+    def __len__(self) -> int:
+        """Deliveries due, waiting for their time, or being handled."""
+        with self._ready:
+            return len(self._heap) + self._busy
 
 
 class Relay:
@@ -150,7 +158,16 @@ class Relay:
             self._count(RelayOutcome.DROPPED, "every peer", "the relay queue is full")
 
     def pending(self) -> int:
+        """Deliveries waiting or being sent."""
         return len(self._schedule)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` for what is scheduled now to be sent (at shutdown); True
+        if nothing is left. Retries that are not due by then are left to sync."""
+        deadline = time.monotonic() + timeout
+        while self.pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.pending()
 
     def _start(self) -> None:
         with self._lock:
@@ -171,6 +188,8 @@ class Relay:
                     self._send(session, delivery)
             except Exception:  # a sender thread must outlive any one delivery
                 log.exception("relay to %s failed unexpectedly", delivery.url or "the peers")
+            finally:
+                self._schedule.done()  # after any retry or fan-out was put back
 
     def _fan_out(self, delivery: _Delivery) -> None:
         urls = self.peers.resolve(self.own_port)

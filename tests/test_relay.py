@@ -188,12 +188,42 @@ def test_pushes_for_a_stuck_peer_never_pile_up_past_the_limit(peers, bucket, tok
     sender = Relay(Peers(urls=(f"{stuck.url}/push",)), own_port=8080, senders=1, limit=3)
     for n in range(20):
         sender.forward(f"push {n}".encode(), {"Authorization": "Bearer x"})
-        assert sender.pending() <= 3
+        assert sender.pending() <= 3 + 1  # the limit, and the one being sent
     assert (
         counted("dropped") - before >= 20 - 3 - 2
     )  # at most the limit waits, the sender holds one or two
     stuck.hold.set()
     wait_for(lambda: sender.pending() == 0, what="the relay queue to drain")
+
+
+def test_a_withdrawal_is_relayed_too(environ, peers, bucket, token):
+    app = create_app(
+        Settings.from_env(
+            {**environ, "RECEIVER_PEERS": peers[0].url, "RECEIVER_ON_DELETE": "remove"}
+        )
+    )
+    client = app.test_client()
+    blob = upload_model(bucket, 7)
+    post(client, push_body(blob), token())
+    app.extensions["receiver"].worker.run_once()
+    newer = upload_model(bucket, 8)  # the last version is never withdrawn: one more
+    post(client, push_body(newer), token())
+    app.extensions["receiver"].worker.run_once()
+    deleted = post(client, push_body(blob, event_type="OBJECT_DELETE"), token())
+    assert deleted.get_json()["outcome"] == "removed"
+    wait_for(lambda: len(peers[0].requests) == 3, what="the relay of the delete")
+    assert b"OBJECT_DELETE" in peers[0].requests[2][2]
+
+
+def test_a_relayed_push_is_answered_once_journaled_even_in_installed_mode(environ, bucket, token):
+    app = create_app(
+        Settings.from_env({**environ, "RECEIVER_ACK": "installed", "RECEIVER_ACK_TIMEOUT": "1"})
+    )
+    client = app.test_client()  # no install thread: a push that waits would time out
+    direct = post(client, push_body(upload_model(bucket, 7)), token())
+    assert (direct.status_code, direct.get_json()["outcome"]) == (503, "retry")
+    relayed = post(client, push_body(upload_model(bucket, 8)), token(), **{RELAYED_HEADER: "1"})
+    assert (relayed.status_code, relayed.get_json()["outcome"]) == (202, "queued")
 
 
 def test_no_peers_no_relay(app, client, bucket, push):
