@@ -76,3 +76,15 @@ def test_the_push_benchmark_runs():
     ]  # after the header; every server answered (a failed one stops the harness)
     assert "jobs in the journal afterwards: 0." in result.stdout
     assert "pushes due at 500/s" in result.stdout and "0 not answered 2xx." in result.stdout
+
+
+def test_the_replicas_benchmark_runs_a_fleet_and_one_down():
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed (make test installs it)")
+    result = run_benchmark(
+        "replicas.py", "--size", "1", "--replicas", "2", "--down", "2", "--runs", "1"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split(" | ")[0] for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| 1", "| 2"]  # after the header: one alone, then two
+    assert "the one that was down, started afterwards, has it" in result.stdout
