@@ -180,6 +180,8 @@ class Bench:
             replica.stop()
         for replica in replicas:
             shutil.rmtree(replica.home, ignore_errors=True)
+        for blob in self.bucket.list_blobs():  # the emulator keeps objects in memory
+            blob.delete()
 
     def close(self) -> None:
         self.emulator.stop()

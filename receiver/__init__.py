@@ -4,7 +4,7 @@ The data flow, and the module that does each step (`help('receiver')` shows this
 tests/test_package.py keeps it true to the tree and holds the seams between the sides):
 
     Pub/Sub push ──POST /push──▶ web ── auth ── events ── layout ── intake
-                                  │                                   │
+                                  │ └─ relay ──▶ the other replicas   │
                         status, metrics (read)                  journal (SQLite)
                                                                       │
     worker (claims jobs) ── installer ── capacity ── storage, sliced (download)
@@ -23,6 +23,8 @@ Delivery (the HTTP side):
     layout        object names ⇄ (model, version); reserved names
     intake        what an event means: queue a job, withdraw a version, or why not
     quarantine    authenticated but unusable bodies, kept for the operator
+    relay         a push acted on, forwarded to the other replicas in the background
+    peers         who those replicas are (RECEIVER_PEERS), our own addresses left out
 Persistence:
     journal       the durable job table, claims under leases
     schema        the journal's tables as numbered migrations
