@@ -30,10 +30,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from benchmarks.common import ROOT, wait_until_up
+from benchmarks.common import ROOT
 from benchmarks.install import model_archive
 from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import StorageEmulator, free_port, notification_push
@@ -72,7 +73,14 @@ class Replica:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until_up(f"{self.url}/healthz")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # a loaded machine answers late, not never
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise SystemExit(f"{self.url} did not start; see {self.home / 'receiver.log'}")
 
     def has(self, version: int) -> bool:
         return (self.model_dir / "m" / str(version)).is_dir()
