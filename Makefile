@@ -45,6 +45,7 @@ bench: dev tools kserve
 	PYTHONPATH=. $(BIN)/python benchmarks/sliced.py --size 2048 --rate 50 --runs 3 --out docs/benchmarks-sliced.md
 	PYTHONPATH=. $(BIN)/python benchmarks/history.py --jobs 50 50000 --requests 200
 	PYTHONPATH=. $(BIN)/python benchmarks/push.py --seconds 10 --burst 10000
+	PYTHONPATH=. $(BIN)/python benchmarks/replicas.py --size 1024 --replicas 1 2 4 8 --down 4 --runs 3
 
 # Tools the tests drive for real, from Debian: Chromium for the status page, and the
 # archivers whose archives must install (Info-ZIP, bsdtar, 7-Zip). Needs root (apt-get);

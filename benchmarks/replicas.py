@@ -57,9 +57,12 @@ class Replica:
     def model_dir(self) -> Path:
         return self.home / "models"
 
-    def start(self, env: dict[str, str]) -> None:
+    def start(self, env: dict[str, str]) -> bool:
+        """Start and wait until it serves; False if its port was taken meanwhile (this
+        machine is shared: another process may bind a port free_port just handed out)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        with (self.home / "receiver.log").open("ab") as log:
+        log_path = self.home / "receiver.log"
+        with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
                 cwd=ROOT,
@@ -73,14 +76,23 @@ class Replica:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        listening = f"Listening at: http://0.0.0.0:{self.port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # a loaded machine answers late, not never
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise SystemExit(f"{self.url} did not start; see {self.home / 'receiver.log'}")
+            text = log_path.read_text(errors="replace")
+            if "Address already in use" in text or self.process.poll() is not None:
+                self.stop()
+                return False
+            if listening in text and self._healthy():
+                return True
+            time.sleep(0.1)
+        raise SystemExit(f"{self.url} did not start; see {log_path}")
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
 
     def has(self, version: int) -> bool:
         return (self.model_dir / "m" / str(version)).is_dir()
@@ -151,14 +163,21 @@ class Bench:
             "WEB_CONCURRENCY": "1",
         }
 
-    def fleet(self, n: int, run: int) -> list[Replica]:
-        return [Replica(free_port(), self.workdir / f"n{n}-run{run}-r{i}") for i in range(n)]
+    def fleet(self, n: int, run: int, running: int | None = None) -> list[Replica]:
+        """n replicas that list each other, the first `running` (all) of them started."""
+        for attempt in range(5):
+            replicas = [
+                Replica(free_port(), self.workdir / f"n{n}-run{run}-try{attempt}-r{i}")
+                for i in range(n)
+            ]
+            if all(r.start(self.env(replicas)) for r in replicas[:running]):
+                return replicas
+            self.stop(replicas)  # a port was taken: a new fleet on new ports
+        raise SystemExit("could not start a fleet: ports kept being taken")
 
     def all_up(self, n: int, run: int) -> float:
         replicas = self.fleet(n, run)
         try:
-            for replica in replicas:
-                replica.start(self.env(replicas))
             blob = self.upload()
             started = time.perf_counter()
             push(replicas[0], blob, self.signer.mint(AUDIENCE))
@@ -168,17 +187,16 @@ class Bench:
 
     def one_down(self, n: int, run: int) -> tuple[float, float]:
         """(seconds until the running replicas have it, seconds from the down one's start)."""
-        replicas = self.fleet(n, run)
+        replicas = self.fleet(n, run, running=n - 1)
         *running, down = replicas
         try:
-            for replica in running:
-                replica.start(self.env(replicas))
             blob = self.upload()
             started = time.perf_counter()
             push(running[0], blob, self.signer.mint(AUDIENCE))
             others = wait_for_all(running, self.version, started, self.timeout)
             restarted = time.perf_counter()
-            down.start(self.env(replicas, sync_on_start=True))
+            if not down.start(self.env(replicas, sync_on_start=True)):
+                raise SystemExit(f"{down.url}: its port was taken while it was down")
             return others, wait_for_all([down], self.version, restarted, self.timeout)
         finally:
             self.stop(replicas)
@@ -206,9 +224,10 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
     bench = Bench(args.size, workdir)
     try:
-        medians = {
-            n: statistics.median(bench.all_up(n, run) for run in range(args.runs)) for n in counts
-        }
+        medians = {}
+        for n in counts:
+            medians[n] = statistics.median(bench.all_up(n, run) for run in range(args.runs))
+            print(f"{n} replicas: {medians[n]:.2f} s", flush=True)
         down = [bench.one_down(args.down, run) for run in range(args.runs)] if args.down else []
     finally:
         bench.close()
