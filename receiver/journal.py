@@ -71,6 +71,11 @@ class Job:
         )
 
     @property
+    def release(self) -> ModelVersion:
+        """The version this job installs."""
+        return ModelVersion(self.model, self.version, self.archive_format)
+
+    @property
     def source(self) -> str:
         return self.ref.url
 

@@ -175,7 +175,9 @@ class Worker:
         heartbeat = self._heartbeat(job, on_progress)
         try:
             with heartbeat.kept_alive():
-                result = self.installer.install(job, heartbeat, still_ours=heartbeat.confirm)
+                result = self.installer.install(
+                    job.ref, job.release, job.id, heartbeat, still_ours=heartbeat.confirm
+                )
         except _Cancelled:
             log.warning("job %s: interrupted by shutdown; it resumes after restart", job.id)
             self._record(job, self.journal.release(job.id, self.owner))
