@@ -26,10 +26,11 @@ Delivery (the HTTP side):
     quarantine    authenticated but unusable bodies, kept for the operator
 Persistence:
     journal       the durable job table, claims under leases
-    schema        the journal's tables as numbered migrations
+    schema        the journal's database: connections, numbered migrations, meta values
     versions      each installed version's source, size and load state
 Install (the worker side):
-    worker        the job loop: claim, install, record; retries and leases
+    worker        the job loop: claim, install, record; retries with backoff
+    lease         a claimed job's lease kept while it installs; shutdown and takeover
     installer     one job's pipeline up to the rename
     fetch         bytes into staging: an archive streamed and unpacked, or a directory's files
     capacity      does a version fit TF Serving's memory while it swaps, and the volume
