@@ -1,11 +1,12 @@
 """The journal's database: its connections, and its tables as numbered migrations.
 
-Migrations are applied in order and counted in `PRAGMA user_version`. A journal on a volume outlives the release that wrote it, so the schema is never edited in
-place: a change is a new migration at the end of `MIGRATIONS`. `migrate` applies the ones
-a journal lacks, each in one transaction with its version bump, so a crash halfway leaves
-the journal at the last whole step. Migration 1 is the schema of the releases before
-versioning (they left `user_version` at 0); it is written with IF NOT EXISTS, so applying
-it to such a journal changes nothing but the version.
+Migrations are applied in order and counted in `PRAGMA user_version`. A journal on a volume
+outlives the release that wrote it, so the schema is never edited in place: a change is a
+new migration at the end of `MIGRATIONS`. `migrate` applies the ones a journal lacks, each
+in one transaction with its version bump, so a crash halfway leaves the journal at the last
+whole step. Migration 1 is the schema of the releases before versioning (they left
+`user_version` at 0); it is written with IF NOT EXISTS, so applying it to such a journal
+changes nothing but the version.
 """
 
 from __future__ import annotations
