@@ -8,6 +8,11 @@ and the platform read, declared for the reference only.
 docs/configuration.md's tables are rendered from these: `python -m receiver.variables`
 rewrites them, and tests/test_variables.py fails when the page is stale or when code
 reads a variable not declared here.
+
+A new setting: one `Var` in `RECEIVER` under the name of a new field of `Settings` (with
+its type), a rule in `Settings.validate` if it involves another variable, then
+`python -m receiver.variables`. Code elsewhere reads `settings.<field>`, or, before
+there are Settings (the CLI's defaults), `RECEIVER["<field>"].raw(os.environ)`.
 """
 
 from __future__ import annotations
@@ -238,7 +243,7 @@ SERVER: dict[str, Var[Any]] = {
     "log_level": Var("GUNICORN_LOG_LEVEL", "info", choice(LogLevel), "gunicorn's log level"),
 }  # fmt: skip
 
-# Read by libraries and the platform (and tested for, by name, in a few places).
+# Read by libraries and the platform; the receiver's code reads some of them by name.
 PLATFORM: tuple[Var[str], ...] = (
     Var("STORAGE_EMULATOR_HOST", "", text,
         "as google-cloud-storage defines it: talk to an emulator, anonymously"),
