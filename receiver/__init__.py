@@ -46,7 +46,9 @@ Install (the worker side):
     modelconfig   TF Serving's --model_config_file, kept listing every model
     sync          the bucket reconciled with the model dir; startup and readiness
 Around them:
-    config        the frozen Settings, every variable named once
+    config        the frozen Settings built from the declarations; cross-variable rules
+    variables     every environment variable the process reads, declared once
+    envvars       how a variable is declared (Var) and its value parsed
     vocabulary    outcomes, states and modes as StrEnums
     errors        the one exception tree
     objectref     one object generation with its size and checksums
