@@ -40,7 +40,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Slicing:
-    """How large objects are downloaded: `slices` ranged reads at once (`receiver.sliced`)."""
+    """How large objects are downloaded: `slices` ranged reads at once (`download.sliced`)."""
 
     slices: int = _default("slicing.slices")
     slice_bytes: int = _default("slicing.slice_bytes")
