@@ -21,6 +21,7 @@ from google.cloud import storage
 
 from receiver import modeldir
 from receiver.config import Settings, check_model_dir
+from receiver.download import ObjectStore
 from receiver.errors import ReceiverError
 from receiver.journal import JobState
 from receiver.layout import Ignored, parse_object_name, reserved_names
@@ -30,9 +31,9 @@ from receiver.publish import DEFAULT_FORMAT, PACK_FORMATS, publish
 from receiver.runtime import Runtime, existing_journal
 from receiver.savedmodel import parse_tags
 from receiver.status import job_dict, text_report
-from receiver.storage import ObjectStore
 from receiver.sync import models_without_a_version, sync
 from receiver.terminal import ProgressBar
+from receiver.variables import RECEIVER, SERVER
 
 DEFAULT_DEMO_DIR = Path(".demo")
 _EXPECTED_ERRORS = (
@@ -77,12 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     publish.add_argument(
         "--tags",
-        default=os.environ.get("RECEIVER_SAVED_MODEL_TAGS", "serve"),
-        help="the tag set TF Serving loads (default: $RECEIVER_SAVED_MODEL_TAGS or serve)",
+        default=RECEIVER["saved_model_tags"].raw(os.environ),
+        help="the tag set TF Serving loads (default: $RECEIVER_SAVED_MODEL_TAGS or "
+        f"{RECEIVER['saved_model_tags'].default})",
     )
-    publish.add_argument(
-        "--done-marker", default=os.environ.get("RECEIVER_DONE_MARKER", "_SUCCESS")
-    )
+    publish.add_argument("--done-marker", default=RECEIVER["done_marker"].raw(os.environ))
     publish.set_defaults(run=_publish)
 
     commands.add_parser(
@@ -114,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     push.set_defaults(run=_push)
 
     demo = commands.add_parser("demo", help="run the whole path locally (emulator, receiver, push)")
-    demo.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    # A string default goes through `type` too: a bad PORT is argparse's one-line error.
+    demo.add_argument("--port", type=int, default=SERVER["port"].raw(os.environ))
     demo.add_argument("--dir", type=Path, default=DEFAULT_DEMO_DIR, help="where demo state lives")
     demo.add_argument("--once", action="store_true", help="stop once the model is installed")
     demo.set_defaults(run=_demo)
@@ -306,7 +307,7 @@ def _push(args: argparse.Namespace) -> int:
     blob = storage.Bucket(client, bucket).get_blob(name)
     if blob is None:
         raise ReceiverError(f"{args.object} does not exist")
-    audience = args.audience or os.environ.get("RECEIVER_AUDIENCE") or args.url
+    audience = args.audience or RECEIVER["audience"].read(os.environ) or args.url
     token = DevSigner.create(args.keys).mint(audience, email=args.email)
     response = requests.post(
         args.url,
