@@ -7,6 +7,7 @@ import ast
 import re
 
 import receiver
+import receiver.dev
 from tests.helpers import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "receiver"
@@ -38,6 +39,13 @@ def imports_of(module: str) -> set[str]:
 def test_the_map_names_every_module_once():
     listed = re.findall(r"^    (\w+) {2,}", receiver.__doc__ or "", re.MULTILINE)
     assert sorted(listed) == sorted([*modules(), "dev"])
+
+
+def test_the_dev_package_names_each_of_its_modules():
+    listed = re.findall(r"^`(\w+)`: ", receiver.dev.__doc__ or "", re.MULTILINE)
+    assert sorted(listed) == sorted(
+        p.stem for p in (PACKAGE / "dev").glob("*.py") if p.stem != "__init__"
+    )
 
 
 def test_the_delivery_side_never_imports_the_install_side():
