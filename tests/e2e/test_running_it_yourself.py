@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from receiver.dev.tools import free_port
@@ -75,7 +76,11 @@ def _check(returncode: int, output: str, tmp_path: Path, ports: tuple[int, int])
     assert same_files(tmp_path / "models" / "half_plus_two" / "2", SAMPLE)
     # `kill %1 %2` stopped both: nothing of the block is left listening.
     for port in ports:
-        wait_for(lambda port=port: not _listening(port), timeout=60, what=f"port {port} to close")
+        wait_for(_closed(port), timeout=60, what=f"port {port} to close")
+
+
+def _closed(port: int) -> Callable[[], bool]:
+    return lambda: not _listening(port)
 
 
 def _log(tmp_path: Path) -> str:
