@@ -5,7 +5,6 @@ exactly as the receiver prints it, and no refusal the receiver cannot print."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from receiver.auth import CertsCache, PushVerifier
 from receiver.dev.keys import DEV_SENDER
@@ -17,6 +16,8 @@ from tests.tokenfaults import TOKEN_FAULTS
 
 PAGES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 TROUBLESHOOTING = PROJECT_ROOT / "docs" / "troubleshooting.md"
+USER_PAGES = ("running-it-yourself", "publishing", "delivery-contract", "operating",
+              "troubleshooting", "deploying", "safety", "decisions", "dependencies")  # fmt: skip
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
@@ -25,8 +26,7 @@ def test_every_relative_link_leads_to_a_file():
         f"{page.relative_to(PROJECT_ROOT)}: {target}"
         for page in PAGES
         for target in _LINK.findall(page.read_text())
-        if not re.match(r"[a-z]+:|#", target)
-        and not (page.parent / target.split("#")[0]).exists()
+        if not re.match(r"[a-z]+:|#", target) and not (page.parent / target.split("#")[0]).exists()
     ]
     assert broken == []
 
@@ -72,6 +72,5 @@ def test_the_readme_is_one_screen_that_links_the_pages_a_user_looks_for():
     before_configuration = readme.split("\n## Configuration\n")[0]
     assert len(before_configuration.splitlines()) <= 60
     linked = set(_LINK.findall(readme))
-    for page in ("running-it-yourself", "publishing", "delivery-contract", "operating",
-                 "troubleshooting", "deploying", "safety", "decisions", "dependencies"):  # fmt: skip
+    for page in USER_PAGES:
         assert f"docs/{page}.md" in linked, page

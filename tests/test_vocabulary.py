@@ -1,4 +1,5 @@
-"""The delivery contract (docs/delivery-contract.md) names every push outcome the code can answer, and no other."""
+"""The delivery contract (docs/delivery-contract.md) names every push outcome the code can
+answer, and no other."""
 
 from __future__ import annotations
 
