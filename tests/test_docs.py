@@ -5,6 +5,7 @@ exactly as the receiver prints it, and no refusal the receiver cannot print."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from receiver.auth import CertsCache, PushVerifier
 from receiver.dev.keys import DEV_SENDER
@@ -21,13 +22,24 @@ USER_PAGES = ("running-it-yourself", "publishing", "delivery-contract", "operati
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
-def test_every_relative_link_leads_to_a_file():
-    broken = [
-        f"{page.relative_to(PROJECT_ROOT)}: {target}"
-        for page in PAGES
-        for target in _LINK.findall(page.read_text())
-        if not re.match(r"[a-z]+:|#", target) and not (page.parent / target.split("#")[0]).exists()
-    ]
+def anchors(page: Path) -> set[str]:
+    """The #fragments GitHub gives the page's headings."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_relative_link_leads_to_a_file_and_heading():
+    broken = []
+    for page in PAGES:
+        for target in _LINK.findall(page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, fragment = target.partition("#")
+            linked = (page.parent / path) if path else page
+            if not linked.exists() or (
+                fragment and linked.suffix == ".md" and fragment not in anchors(linked)
+            ):
+                broken.append(f"{page.relative_to(PROJECT_ROOT)}: {target}")
     assert broken == []
 
 
