@@ -54,7 +54,8 @@ def started() -> Iterator[tuple[subprocess.Popen[str], int, dict[str, str]]]:
     wait_for(lambda: not _listening(port), timeout=20, what="the emulator's port to close")
 
 
-def test_the_printed_export_reaches_the_bucket_and_sigterm_stops_the_emulator(started):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_the_printed_export_reaches_the_bucket_and_a_signal_stops_the_emulator(started, stop):
     process, port, exports = started
     assert exports == {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}
     client = storage.Client(
@@ -66,7 +67,7 @@ def test_the_printed_export_reaches_the_bucket_and_sigterm_stops_the_emulator(st
     assert client.bucket("my-models").blob("models/m/1.tar.gz").download_as_bytes() == b"a model"
     assert process.poll() is None  # no terminal, stdin closed: it keeps running
 
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     assert process.wait(timeout=30) == 0
     assert not _listening(port)
     assert "Traceback" not in (process.stderr.read() if process.stderr else "")
