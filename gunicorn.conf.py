@@ -26,6 +26,7 @@ from receiver.config import ServerSettings, Settings, check_model_dir  # noqa: E
 from receiver.errors import ConfigError  # noqa: E402
 from receiver.logs import GunicornLogger, gunicorn_logconfig, lean_records  # noqa: E402
 from receiver.runtime import prepare_host  # noqa: E402
+from receiver.variables import RECEIVER  # noqa: E402
 from receiver.vocabulary import LogFormat  # noqa: E402
 
 try:
@@ -66,8 +67,11 @@ accesslog = None
 errorlog = "-"
 logger_class = GunicornLogger
 loglevel = _server.log_level
-_log_format = os.environ.get("RECEIVER_LOG_FORMAT", "auto").lower()
-logconfig_dict = gunicorn_logconfig(_log_format if _log_format in set(LogFormat) else "auto")
+try:
+    _log_format = RECEIVER["log_format"].read(os.environ)
+except ConfigError:
+    _log_format = LogFormat.AUTO  # until on_starting reports the bad value
+logconfig_dict = gunicorn_logconfig(_log_format)
 lean_records()  # in the master, so in every worker forked from it
 
 

@@ -32,6 +32,7 @@ from receiver.savedmodel import parse_tags
 from receiver.status import job_dict, text_report
 from receiver.sync import models_without_a_version, sync
 from receiver.terminal import ProgressBar
+from receiver.variables import RECEIVER
 
 _EXPECTED_ERRORS = (
     ReceiverError,
@@ -75,12 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     publish.add_argument(
         "--tags",
-        default=os.environ.get("RECEIVER_SAVED_MODEL_TAGS", "serve"),
-        help="the tag set TF Serving loads (default: $RECEIVER_SAVED_MODEL_TAGS or serve)",
+        default=RECEIVER["saved_model_tags"].raw(os.environ),
+        help="the tag set TF Serving loads (default: $RECEIVER_SAVED_MODEL_TAGS or "
+        f"{RECEIVER['saved_model_tags'].default})",
     )
-    publish.add_argument(
-        "--done-marker", default=os.environ.get("RECEIVER_DONE_MARKER", "_SUCCESS")
-    )
+    publish.add_argument("--done-marker", default=RECEIVER["done_marker"].raw(os.environ))
     publish.set_defaults(run=_publish)
 
     commands.add_parser(

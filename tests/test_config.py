@@ -1,11 +1,9 @@
-import re
 from pathlib import Path
 
 import pytest
 
-from receiver.config import ENV, Settings
+from receiver.config import Settings
 from receiver.errors import ConfigError
-from tests.helpers import PROJECT_ROOT
 
 MINIMAL = {
     "RECEIVER_SOURCE": "gs://my-bucket/exports/models/",
@@ -73,12 +71,6 @@ def test_bad_values_name_the_variable(overrides, variable):
 def test_auth_can_be_switched_off_only_explicitly():
     settings = Settings.from_env({"RECEIVER_SOURCE": "gs://bkt/p", "RECEIVER_AUTH": "none"})
     assert not settings.auth_enabled
-
-
-def test_readme_documents_every_variable():
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
-    assert set(ENV) <= documented
 
 
 def test_waiting_pushes_default_below_the_thread_count_and_must_stay_below(environ):

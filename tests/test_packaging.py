@@ -6,9 +6,10 @@ import sys
 from tests.helpers import PROJECT_ROOT
 
 PRODUCTION_MODULES = sorted(
-    f"receiver.{path.stem}"
-    for path in (PROJECT_ROOT / "receiver").glob("*.py")
+    ".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts)
+    for path in (PROJECT_ROOT / "receiver").rglob("*.py")
     if path.stem not in ("__init__", "__main__")
+    and "dev" not in path.relative_to(PROJECT_ROOT).parts
 )
 
 

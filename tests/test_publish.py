@@ -69,25 +69,22 @@ def test_a_concurrent_upload_of_the_same_object_loses_to_the_precondition(bucket
     assert someone_else.download_as_bytes() == b"someone else's"
 
 
-def test_the_command_line_publishes_to_the_emulator(bucket, emulator):
-    result = subprocess.run(
-        [sys.executable, "-m", "receiver", "publish", str(HALF_PLUS_TWO),
-         f"gs://{bucket.name}/models/half_plus_two/11"],
+def publish_command(destination: str, emulator_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", "publish", str(HALF_PLUS_TWO), destination],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "STORAGE_EMULATOR_HOST": emulator.url},
+        env={**os.environ, "STORAGE_EMULATOR_HOST": emulator_url},
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
-        f"published gs://{bucket.name}/models/half_plus_two/11.tar.zst"
-    )
-    bad = subprocess.run(
-        [sys.executable, "-m", "receiver", "publish", str(HALF_PLUS_TWO),
-         f"gs://{bucket.name}/models/half_plus_two/11"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "STORAGE_EMULATOR_HOST": emulator.url},
-    )  # fmt: skip
-    assert bad.returncode == 2
-    assert "half_plus_two version 11 is already published" in bad.stderr
+
+
+def test_the_command_line_publishes_to_the_emulator_once(bucket, emulator):
+    destination = f"gs://{bucket.name}/models/half_plus_two/11"
+    first = publish_command(destination, emulator.url)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"published {destination}.tar.zst"
+    again = publish_command(destination, emulator.url)
+    assert again.returncode == 2
+    assert "half_plus_two version 11 is already published" in again.stderr
 
 
 def test_a_destination_without_model_and_version_is_refused():

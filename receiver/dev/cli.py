@@ -14,9 +14,10 @@ from pathlib import Path
 import requests
 from google.cloud import storage
 
+from receiver.download import ObjectStore
 from receiver.errors import ReceiverError
 from receiver.objectref import split_gs_url
-from receiver.storage import ObjectStore
+from receiver.variables import RECEIVER, SERVER
 
 DEFAULT_DEMO_DIR = Path(".demo")
 
@@ -39,7 +40,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     push.set_defaults(run=_push)
 
     demo = commands.add_parser("demo", help="run the whole path locally (emulator, receiver, push)")
-    demo.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    # A string default goes through `type` too: a bad PORT is argparse's one-line error.
+    demo.add_argument("--port", type=int, default=SERVER["port"].raw(os.environ))
     demo.add_argument("--dir", type=Path, default=DEFAULT_DEMO_DIR, help="where demo state lives")
     demo.add_argument("--once", action="store_true", help="stop once the model is installed")
     demo.set_defaults(run=_demo)
@@ -82,7 +84,7 @@ def _push(args: argparse.Namespace) -> int:
     blob = storage.Bucket(client, bucket).get_blob(name)
     if blob is None:
         raise ReceiverError(f"{args.object} does not exist")
-    audience = args.audience or os.environ.get("RECEIVER_AUDIENCE") or args.url
+    audience = args.audience or RECEIVER["audience"].read(os.environ) or args.url
     token = DevSigner.create(args.keys).mint(audience, email=args.email)
     response = requests.post(
         args.url,
