@@ -89,7 +89,7 @@ def wait_until_up(url: str, timeout: float = 60) -> None:
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a busy machine is slow to answer
             time.sleep(0.1)
     raise SystemExit(f"nothing answered {url} within {timeout:g}s")
 
