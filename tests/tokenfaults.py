@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from google.auth import crypt, jwt
+
 from receiver.dev.keys import DevSigner
 from tests.helpers import b64, good_claims, unsigned_token
 
@@ -42,6 +44,14 @@ def _hs256_keyed_with_the_certificate(signer: DevSigner) -> str:
     signing_input = unsigned_token({"alg": "HS256", "kid": signer.kid}, good_claims())
     mac = hmac.new(certificate, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(mac)}"
+
+
+def _without_expiry(signer: DevSigner) -> str:
+    """Signed by the dev key, as Google signs, but with no `exp` claim."""
+    claims = {k: v for k, v in good_claims().items() if k != "exp"}
+    rsa = crypt.RSASigner.from_string(signer.private_key_pem, key_id=signer.kid)
+    token: bytes = jwt.encode(rsa, claims)
+    return token.decode()
 
 
 def _hours(n: int) -> int:
@@ -95,6 +105,11 @@ TOKEN_FAULTS: dict[str, TokenFault] = {
         lambda t, s: "Bearer " + t(exp="tomorrow"),
         401,
         r"invalid token: its iat and exp claims are not numbers",
+    ),
+    "no expiry": TokenFault(
+        lambda t, s: "Bearer " + _without_expiry(s),
+        401,
+        r"invalid token: Token does not contain required claim exp",
     ),
     "wrong audience": TokenFault(
         lambda t, s: "Bearer " + t(aud="https://elsewhere.example.com/"),
