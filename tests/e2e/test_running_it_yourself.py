@@ -48,18 +48,25 @@ def test_the_step_by_step_block_runs_as_written(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
     env.pop("STORAGE_EMULATOR_HOST", None)
-    shell = subprocess.Popen(
-        ["bash", "-e", "-c", script],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # whatever the block started, killed with it below
-    )
+    transcript = tmp_path / "block.log"
+    with transcript.open("w") as out:
+        shell = subprocess.Popen(
+            ["bash", "-e", "-c", script],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # whatever the block started, killed with it below
+        )
     try:
-        output, _ = shell.communicate(timeout=240)
-        _check(shell.returncode, output, tmp_path, (emulator_port, receiver_port))
+        try:
+            shell.wait(timeout=900)  # a bound for a hung block, not a speed goal
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                "the block did not finish:\n" + transcript.read_text() + _log(tmp_path)
+            ) from None
+        _check(shell.returncode, transcript.read_text(), tmp_path, (emulator_port, receiver_port))
     finally:
         # A block that failed half-way leaves its background jobs: stop them.
         with contextlib.suppress(ProcessLookupError):
