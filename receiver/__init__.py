@@ -61,5 +61,5 @@ Around them:
     publish       `receiver publish`: check, pack and upload an export
     terminal      the command line's progress bar
     cli           `receiver <command>`
-    dev           the demo and its local stand-ins (emulator, dev key, TF Serving)
+    dev           the demo, its local stand-ins (emulator, dev key, TF Serving), their commands
 """

@@ -1,7 +1,9 @@
 """Verify the OIDC token Pub/Sub signs and sends with every authenticated push.
 
-The signature, algorithm (RS256 only), `iat`/`exp` and the token's shape are checked by
-`google.auth.jwt.decode`, the same code `google.oauth2.id_token` uses. We add what it
+The signature, algorithm (RS256 only), `iat`/`exp` (allowing 60 s of clock skew either
+way) and the token's shape are checked by `google.auth.jwt.decode`, the same code
+`google.oauth2.id_token` uses; its refusals are passed on, except that a key id the certs
+do not list and a token out of its time say so in words and ISO 8601 times. We add what it
 leaves to the caller: the issuer, the audience (compared here so that a wrong audience
 is a 403, not a 401) and the sender's email, which must be verified and allow-listed,
 because any Google account can mint a token for any audience.
@@ -18,6 +20,7 @@ token costs one RSA check; issuer, audience, sender and expiry are checked every
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -80,6 +83,10 @@ class CertsCache:
         self._attempts = 0  # fetches finished, whatever their outcome
         self._attempted_at: float | None = None
         self._failure: AuthUnavailableError | None = None  # the last attempt's, if it failed
+
+    @property
+    def url(self) -> str:
+        return self._url
 
     def get(self, kid: str | None) -> Mapping[str, str]:
         """The current certs, refreshed if expired or if `kid` is unknown (rate-limited)."""
@@ -184,6 +191,12 @@ class PushVerifier:
             ) from None
         kid = header.get("kid") if isinstance(header, dict) else None
         certs = self._certs.get(kid if isinstance(kid, str) else None)
+        if isinstance(kid, str) and kid not in certs:
+            raise UnauthenticatedError(
+                f"token signed by an unknown key: key id {kid[:64]!r} is not in the certs "
+                f"at {self._certs.url}",
+                label="invalid_token",
+            )
         try:
             # audience=None: the audience is compared below, so that a mismatch is a 403.
             claims: Mapping[str, object] = jwt.decode(
@@ -191,7 +204,12 @@ class PushVerifier:
             )
         except (google_auth_errors.GoogleAuthError, ValueError) as exc:
             raise UnauthenticatedError(
-                f"invalid token: {_safe_message(exc, token)}", label="invalid_token"
+                _time_message(exc, token) or f"invalid token: {_safe_message(exc, token)}",
+                label="invalid_token",
+            ) from None
+        except TypeError:  # google-auth does arithmetic on iat and exp as they come
+            raise UnauthenticatedError(
+                "invalid token: its iat and exp claims are not numbers", label="invalid_token"
             ) from None
         return claims
 
@@ -255,6 +273,31 @@ def _bearer_token(authorization: str | None) -> str:
             "Authorization header is not 'Bearer <token>'", label="not_bearer"
         )
     return token.strip()
+
+
+def _time_message(exc: Exception, token: str) -> str | None:
+    """For a token whose signature checked out but whose time is up (or not yet come),
+    the times in ISO 8601, as people compare them with a clock; else None.
+
+    google-auth checks the signature first, so only then do these messages occur, and
+    the claims quoted come from a token that is genuinely signed.
+    """
+    message = str(exc)
+    if not message.startswith(("Token expired", "Token used too early")):
+        return None
+    claims = jwt.decode(token, verify=False)
+    allowance = f"now {_iso(time.time())}; {CLOCK_SKEW_SECONDS} s clock skew allowed"
+    if message.startswith("Token expired"):
+        return f"token expired at {_iso(claims['exp'])} ({allowance})"
+    return f"token not valid until {_iso(claims['iat'])} ({allowance})"
+
+
+def _iso(seconds: float) -> str:
+    try:
+        moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    except (OverflowError, ValueError, OSError):  # a claim far beyond any calendar
+        return f"{seconds} (Unix time)"
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _safe_message(exc: Exception, token: str) -> str:

@@ -1,7 +1,8 @@
 """`python -m receiver <command>` (or `receiver <command>` when installed as a package).
 
 Commands that act on the receiver's state (install, sync, status, retry) read the same
-environment as the server; `demo`, `token` and `push` are local development helpers.
+environment as the server; `token`, `push`, `demo` and `dev emulator` are local development
+helpers, defined in receiver/dev/cli.py.
 Errors are one line on stderr and a non-zero exit.
 """
 
@@ -17,25 +18,22 @@ from pathlib import Path
 import google.auth.exceptions
 import requests
 from google.api_core import exceptions as google_exceptions
-from google.cloud import storage
 
 from receiver import modeldir
 from receiver.config import Settings, check_model_dir
-from receiver.download import ObjectStore
 from receiver.errors import ReceiverError
 from receiver.journal import JobState
 from receiver.layout import Ignored, parse_object_name, reserved_names
 from receiver.logs import configure_logging
-from receiver.objectref import ObjectRef
+from receiver.objectref import ObjectRef, split_gs_url
 from receiver.publish import DEFAULT_FORMAT, PACK_FORMATS, publish
 from receiver.runtime import Runtime, existing_journal
 from receiver.savedmodel import parse_tags
 from receiver.status import job_dict, text_report
 from receiver.sync import models_without_a_version, sync
 from receiver.terminal import ProgressBar
-from receiver.variables import RECEIVER, SERVER
+from receiver.variables import RECEIVER
 
-DEFAULT_DEMO_DIR = Path(".demo")
 _EXPECTED_ERRORS = (
     ReceiverError,
     OSError,
@@ -97,39 +95,18 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("job", type=int)
     retry.set_defaults(run=_retry)
 
-    token = commands.add_parser("token", help="print a signed dev token for curl")
-    token.add_argument("--audience", required=True, help="must equal RECEIVER_AUDIENCE")
-    _dev_key_options(token)
-    token.add_argument("--lifetime", type=int, default=3600, help="seconds until it expires")
-    token.set_defaults(run=_token)
-
-    push = commands.add_parser("push", help="send a signed push for an object to a receiver")
-    push.add_argument(
-        "object", help="gs://BUCKET/NAME (looked up in Cloud Storage or the emulator)"
-    )
-    push.add_argument("--url", default="http://127.0.0.1:8080/push", help="the receiver's push URL")
-    push.add_argument("--audience", help="token audience (default: $RECEIVER_AUDIENCE, else --url)")
-    push.add_argument("--event", default="OBJECT_FINALIZE", help="eventType attribute")
-    _dev_key_options(push)
-    push.set_defaults(run=_push)
-
-    demo = commands.add_parser("demo", help="run the whole path locally (emulator, receiver, push)")
-    # A string default goes through `type` too: a bad PORT is argparse's one-line error.
-    demo.add_argument("--port", type=int, default=SERVER["port"].raw(os.environ))
-    demo.add_argument("--dir", type=Path, default=DEFAULT_DEMO_DIR, help="where demo state lives")
-    demo.add_argument("--once", action="store_true", help="stop once the model is installed")
-    demo.set_defaults(run=_demo)
+    _add_dev_commands(commands)
     return parser
 
 
-def _dev_key_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--email", help="sender (RECEIVER_ALLOWED_SENDERS; default: the dev key's)")
-    parser.add_argument(
-        "--keys",
-        type=Path,
-        default=DEFAULT_DEMO_DIR / "keys",
-        help="dev key directory (made if missing; its certs.json is RECEIVER_CERTS_URL)",
-    )
+def _add_dev_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """token, push, demo and dev: present in a checkout, absent from the production image
+    (which leaves receiver/dev/ out)."""
+    try:
+        from receiver.dev.cli import add_commands
+    except ImportError:
+        return
+    add_commands(commands)
 
 
 def _runtime() -> Runtime:
@@ -174,7 +151,7 @@ def _generation(runtime: Runtime, bucket: str, name: str, generation: int) -> Ob
 
 def _install(args: argparse.Namespace) -> int:
     runtime = _runtime()
-    bucket, name = _split_gs_url(args.object)
+    bucket, name = split_gs_url(args.object)
     settings = runtime.settings
     target = parse_object_name(
         name, settings.prefix, settings.done_marker, reserved_names(settings)
@@ -242,14 +219,6 @@ def _sync(args: argparse.Namespace) -> int:
     return 1 if dark else 0
 
 
-def servable_models(runtime: Runtime) -> list[str]:
-    return [
-        m
-        for m, versions in modeldir.installed_models(runtime.settings.model_dir).items()
-        if versions
-    ]
-
-
 def _final(runtime: Runtime, job_id: int) -> bool:
     job = runtime.journal.get(job_id)
     return job is None or job.state.final
@@ -284,49 +253,3 @@ def _retry(args: argparse.Namespace) -> int:
     )
     print(json.dumps(job_dict(requeued)))
     return 0
-
-
-# token, push and demo use the local stand-ins for Google in receiver/dev/, which the
-# production image leaves out: they are imported only when one of these commands runs.
-
-
-def _token(args: argparse.Namespace) -> int:
-    from receiver.dev.keys import DevSigner
-
-    signer = DevSigner.create(args.keys)
-    print(signer.mint(args.audience, email=args.email, lifetime_seconds=args.lifetime))
-    return 0
-
-
-def _push(args: argparse.Namespace) -> int:
-    from receiver.dev.keys import DevSigner
-    from receiver.dev.tools import notification_push
-
-    bucket, name = _split_gs_url(args.object)
-    client = ObjectStore.from_environment().client
-    blob = storage.Bucket(client, bucket).get_blob(name)
-    if blob is None:
-        raise ReceiverError(f"{args.object} does not exist")
-    audience = args.audience or RECEIVER["audience"].read(os.environ) or args.url
-    token = DevSigner.create(args.keys).mint(audience, email=args.email)
-    response = requests.post(
-        args.url,
-        json=notification_push(blob, event_type=args.event),
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=600,
-    )
-    print(f"{response.status_code} {response.text.strip()}")
-    return 0 if response.ok else 1
-
-
-def _split_gs_url(url: str) -> tuple[str, str]:
-    bucket, _, name = url.removeprefix("gs://").partition("/")
-    if not url.startswith("gs://") or not bucket or not name:
-        raise ReceiverError(f"{url!r} is not gs://BUCKET/OBJECT")
-    return bucket, name
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from receiver.dev.demo import run_demo
-
-    return run_demo(args.port, args.dir.resolve(), args.once)

@@ -15,11 +15,11 @@
         │       └── CorruptArchiveError  not a complete archive (as a mangled download looks)
         └── TransientError           may work later: the job is retried with backoff
 
-Delivery statuses follow the delivery contract in the README: Pub/Sub redelivers anything
-that is not a 2xx, and its push backoff is subscription-wide, so only faults that a
-retry can fix (or that never come from a healthy subscription) get a non-2xx. Job errors
-never become HTTP statuses themselves: in install-ack mode `intake.settle` maps the job's
-state to the answer.
+Delivery statuses follow the delivery contract (docs/delivery-contract.md): Pub/Sub
+redelivers anything that is not a 2xx, and its push backoff is subscription-wide, so only
+faults that a retry can fix (or that never come from a healthy subscription) get a
+non-2xx. Job errors never become HTTP statuses themselves: in install-ack mode
+`intake.settle` maps the job's state to the answer.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Parse a push delivery into one `ObjectEvent`, whatever shape Google sent it in.
 
-Shapes, detected from the request (README, "Delivery formats"):
+Shapes, detected from the request (docs/publishing.md, "Delivery formats"):
   * wrapped Pub/Sub push: {"message": {"data", "attributes", "messageId", ...}, "subscription"}
   * unwrapped Pub/Sub push: the body is the object resource; with "write metadata" the
     message metadata comes as x-goog-pubsub-* headers and the attributes as plain headers

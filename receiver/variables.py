@@ -147,8 +147,8 @@ RECEIVER: dict[str, Var[Any]] = {
     ),
     "slicing.slices": Var(
         "RECEIVER_DOWNLOAD_SLICES", "8", whole(minimum=1),
-        "ranged reads of one large object in flight at once (sliced download, see the "
-        "README's Safety); `1` reads every object as one stream",
+        "ranged reads of one large object in flight at once (sliced download, see "
+        "[safety.md](safety.md)); `1` reads every object as one stream",
     ),
     "slicing.slice_bytes": Var(
         "RECEIVER_SLICE_BYTES", str(4 * MIB), whole(minimum=64 * 1024),
@@ -171,7 +171,7 @@ RECEIVER: dict[str, Var[Any]] = {
     "ack": Var(
         "RECEIVER_ACK", "queued", choice(AckMode),
         "`queued`: answer 202 once the job is journaled; `installed`: answer when the "
-        "version is installed (README, \"Delivery contract\")",
+        "version is installed ([delivery-contract.md](delivery-contract.md))",
     ),
     "ack_timeout": Var(
         "RECEIVER_ACK_TIMEOUT", "540", number(minimum=1),
@@ -207,8 +207,8 @@ RECEIVER: dict[str, Var[Any]] = {
     ),
     "unwrapped_without_metadata": Var(
         "RECEIVER_UNWRAPPED_WITHOUT_METADATA", "reject", choice(UnwrappedMode),
-        "`finalize`: treat an unwrapped push without metadata headers as an upload (README, "
-        '"Delivery formats")',
+        "`finalize`: treat an unwrapped push without metadata headers as an upload (see "
+        "[publishing.md](publishing.md#delivery-formats))",
     ),
     "done_marker": Var(
         "RECEIVER_DONE_MARKER", "_SUCCESS", text,
@@ -216,8 +216,8 @@ RECEIVER: dict[str, Var[Any]] = {
     ),
     "model_config_file": Var(
         "RECEIVER_MODEL_CONFIG_FILE", "", optional(path),
-        "keep this TF Serving `--model_config_file` listing every model (README, \"Many "
-        'models")',
+        "keep this TF Serving `--model_config_file` listing every model (see "
+        "[publishing.md](publishing.md#many-models))",
     ),
     "expose_status": Var(
         "RECEIVER_EXPOSE_STATUS", "true", boolean,

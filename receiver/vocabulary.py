@@ -2,7 +2,7 @@
 
 Every module compares against these members rather than string literals, so mypy
 catches a misspelt state; the values are what JSON, the journal, metrics and the
-environment carry. The delivery contract in the README is checked against
+environment carry. The delivery contract (docs/delivery-contract.md) is checked against
 `PushOutcome` by a test (tests/test_vocabulary.py).
 """
 
@@ -12,7 +12,7 @@ import enum
 
 
 class PushOutcome(enum.StrEnum):
-    """The `outcome` of every answer to a push (README, "Delivery contract")."""
+    """The `outcome` of every answer to a push (docs/delivery-contract.md)."""
 
     QUEUED = "queued"  # 202: a job was recorded
     INSTALLED = "installed"  # RECEIVER_ACK=installed: the version is in place (and serving)

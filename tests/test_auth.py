@@ -1,21 +1,17 @@
 """Token verification, with real RS256 tokens and a real local certs endpoint."""
 
-import hashlib
-import hmac
 import http.server
-import json
+import re
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509 import load_pem_x509_certificate
 
 from receiver.auth import CertsCache, PushVerifier, _SignedTokens
-from receiver.dev.keys import DEV_SENDER
+from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.errors import AuthUnavailableError, ForbiddenError, UnauthenticatedError
-from tests.helpers import AUDIENCE, b64, good_claims, serve_in_thread, unsigned_token
+from tests.helpers import AUDIENCE, b64, serve_in_thread
+from tests.tokenfaults import TOKEN_FAULTS
 
 
 @pytest.fixture
@@ -31,75 +27,26 @@ def test_legacy_issuer_is_accepted(verifier, token):
     assert verifier.verify(f"Bearer {token(iss='accounts.google.com')}").email == DEV_SENDER
 
 
-def test_hs256_signed_with_the_public_key_is_refused(verifier, signer):
-    # The classic algorithm-confusion attack: HMAC keyed with the published certificate.
-    certificate = json.loads(signer.certs_path.read_text())[signer.kid]
-    public_pem = (
-        load_pem_x509_certificate(certificate.encode())
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    signing_input = unsigned_token({"alg": "HS256", "kid": signer.kid}, good_claims())
-    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
-    with pytest.raises(UnauthenticatedError):
-        verifier.verify(f"Bearer {signing_input}.{b64(mac)}")
+@pytest.mark.parametrize("fault", sorted(TOKEN_FAULTS))
+def test_each_token_fault_is_refused_with_its_reason(verifier, token, signer, fault):
+    case = TOKEN_FAULTS[fault]
+    refusal = UnauthenticatedError if case.status == 401 else ForbiddenError
+    with pytest.raises(refusal) as error:
+        verifier.verify(case.header(token, signer))
+    assert re.fullmatch(case.reason, error.value.reason), error.value.reason
 
 
-def test_alg_none_is_refused(verifier, signer):
-    forged = unsigned_token({"alg": "none", "kid": signer.kid}, good_claims()) + "."
-    with pytest.raises(UnauthenticatedError):
-        verifier.verify(f"Bearer {forged}")
+def test_an_expired_token_says_when_it_expired_and_when_it_is_now(verifier, token):
+    with pytest.raises(UnauthenticatedError) as error:
+        verifier.verify(f"Bearer {token(iat=999996400, exp=1000000000)}")
+    assert error.value.reason.startswith("token expired at 2001-09-09T01:46:40Z (now 20")
 
 
-@pytest.mark.parametrize(
-    ("header", "error"),
-    [
-        (None, "missing Authorization header"),
-        ("", "missing Authorization header"),
-        ("Basic dXNlcjpwYXNz", "not 'Bearer <token>'"),
-        ("Bearer ", "not 'Bearer <token>'"),
-        ("Bearer garbage", "malformed token"),
-        ("Bearer a.b.c", "malformed token"),
-    ],
-)
-def test_missing_or_malformed_tokens_are_401(verifier, header, error):
-    with pytest.raises(UnauthenticatedError, match=error):
-        verifier.verify(header)
-
-
-def test_tampered_claims_fail_the_signature(verifier, token):
-    header, _, signature = token().split(".")
-    forged_claims = b64(json.dumps({**good_claims(), "email": "attacker@x.com"}).encode())
-    with pytest.raises(UnauthenticatedError, match="signature"):
-        verifier.verify(f"Bearer {header}.{forged_claims}.{signature}")
-
-
-def test_unknown_kid_is_401(verifier, token, signer):
-    header, claims, signature = token().split(".")
-    other_header = b64(json.dumps({"alg": "RS256", "kid": "not-a-google-key"}).encode())
-    with pytest.raises(UnauthenticatedError, match="not-a-google-key"):
-        verifier.verify(f"Bearer {other_header}.{claims}.{signature}")
-
-
-def test_expired_token_is_401(verifier, token):
-    now = int(time.time())
-    with pytest.raises(UnauthenticatedError, match="expired"):
-        verifier.verify(f"Bearer {token(iat=now - 7200, exp=now - 3600)}")
-
-
-@pytest.mark.parametrize(
-    ("claims", "error"),
-    [
-        ({"aud": "https://someone-else.example.com/"}, "audience"),
-        ({"iss": "https://evil.example.com"}, "issuer"),
-        ({"email": "stranger@other-project.iam.gserviceaccount.com"}, "not in RECEIVER_ALLOWED"),
-        ({"email_verified": False}, "no verified email"),
-        ({"email_verified": "true"}, "no verified email"),
-    ],
-)
-def test_valid_tokens_for_someone_else_are_403(verifier, token, claims, error):
-    with pytest.raises(ForbiddenError, match=error):
-        verifier.verify(f"Bearer {token(**claims)}")
+def test_a_token_from_another_dev_key_names_its_key_id(verifier, tmp_path):
+    stranger = DevSigner.create(tmp_path / "other-keys")
+    with pytest.raises(UnauthenticatedError) as error:
+        verifier.verify(f"Bearer {stranger.mint(AUDIENCE)}")
+    assert f"unknown key: key id {stranger.kid!r}" in error.value.reason
 
 
 def test_error_messages_never_echo_the_token(verifier, token):

@@ -185,11 +185,11 @@ def test_probes_separate_startup_traffic_and_restarts(client):
         assert client.get(receiver[probe]["httpGet"]["path"]).status_code != 404
 
 
-def test_tf_serving_polls_the_config_as_the_readme_says():
+def test_tf_serving_polls_the_config_as_the_publishing_guide_says():
     pod = pod_spec(render("one-pod"))
     (serving,) = pod["containers"]
     (poll,) = [a for a in serving["args"] if a.startswith("--model_config_file_poll_wait_seconds")]
-    assert poll in (PROJECT_ROOT / "README.md").read_text()
+    assert poll in (PROJECT_ROOT / "docs" / "publishing.md").read_text()
     cloud_run = (PROJECT_ROOT / "deploy" / "cloudrun" / "service.yaml").read_text()
     assert poll in cloud_run
 

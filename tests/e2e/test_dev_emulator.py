@@ -1,0 +1,81 @@
+"""`receiver dev emulator --bucket B` as a user runs it: a real process without a
+terminal, its printed exports used by google-cloud-storage, then stopped or killed."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from receiver.dev.tools import free_port
+from tests.e2e.conftest import wait_for
+from tests.helpers import PROJECT_ROOT
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def started() -> Iterator[tuple[subprocess.Popen[str], int, dict[str, str]]]:
+    """The command on a free port, stdin closed, and the exports it printed."""
+    port = free_port()
+    with subprocess.Popen(
+        [sys.executable, "-m", "receiver", "dev", "emulator", "--bucket", "my-models",
+         "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:  # fmt: skip
+        assert process.stdout is not None
+        exports: dict[str, str] = {}
+        for line in process.stdout:
+            assert line.startswith(("# ", "export ")), line  # all of it pastes into a shell
+            if match := re.fullmatch(r"export (\w+)=(\S+)\n", line):
+                exports[match[1]] = match[2]
+            if "stops it" in line:
+                break
+        try:
+            yield process, port, exports
+        finally:
+            if process.poll() is None:
+                process.kill()
+    wait_for(lambda: not _listening(port), timeout=20, what="the emulator's port to close")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_the_printed_export_reaches_the_bucket_and_a_signal_stops_the_emulator(started, stop):
+    process, port, exports = started
+    assert exports == {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}
+    client = storage.Client(
+        project="anything",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": exports["STORAGE_EMULATOR_HOST"]},
+    )
+    client.bucket("my-models").blob("models/m/1.tar.gz").upload_from_string(b"a model")
+    assert client.bucket("my-models").blob("models/m/1.tar.gz").download_as_bytes() == b"a model"
+    assert process.poll() is None  # no terminal, stdin closed: it keeps running
+
+    process.send_signal(stop)
+    assert process.wait(timeout=30) == 0
+    assert not _listening(port)
+    assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+
+
+def test_a_killed_command_leaves_no_emulator_behind(started):
+    process, port, _ = started
+    assert _listening(port)
+    os.kill(process.pid, signal.SIGKILL)  # no finally runs: the kernel's PR_SET_PDEATHSIG
+    process.wait()
+    wait_for(lambda: not _listening(port), timeout=20, what="the orphaned emulator to stop")
