@@ -89,7 +89,7 @@ def wait_until_up(url: str, timeout: float = 60) -> None:
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up, or busy starting
             time.sleep(0.1)
     raise SystemExit(f"nothing answered {url} within {timeout:g}s")
 
@@ -156,6 +156,14 @@ class Receiver:
                 if line.startswith("VmHWM:"):
                     peaks.append(int(line.split()[1]) // 1024)
         return max(peaks)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the workers have spent so far (all their threads)."""
+        ticks = 0
+        for worker in worker_pids(self.process.pid):
+            fields = Path(f"/proc/{worker}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
