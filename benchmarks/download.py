@@ -25,8 +25,8 @@ from google.cloud import storage
 from benchmarks.common import run_times
 from receiver.config import Slicing
 from receiver.dev.tools import StorageEmulator
+from receiver.download import ObjectStore
 from receiver.objectref import ObjectRef
-from receiver.storage import ObjectStore
 
 
 def best_of(runs: int, action: Callable[[], None]) -> float:

@@ -27,11 +27,11 @@ from google.cloud import storage
 from benchmarks.models import archive_path
 from receiver.config import Settings
 from receiver.dev.tools import StorageEmulator
+from receiver.download import ObjectStore
 from receiver.installer import Installer
 from receiver.journal import Journal
 from receiver.layout import ModelVersion, parse_object_name
 from receiver.objectref import ObjectRef
-from receiver.storage import ObjectStore
 
 
 def install(size_mib: int, kind: str = "weights") -> None:
@@ -58,7 +58,7 @@ def install(size_mib: int, kind: str = "weights") -> None:
         os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
         store = ObjectStore.from_environment()
         started = time.perf_counter()
-        Installer(settings, store).install(job)
+        Installer(settings, store).install(ref, target, job.id)
         print(f"installed {size_mib} MiB in {time.perf_counter() - started:.2f} s")
     finally:
         emulator.stop()

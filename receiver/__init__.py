@@ -1,15 +1,16 @@
 """Installs model archives pushed from Cloud Storage into TensorFlow Serving, atomically.
 
 The data flow, and the module that does each step (`help('receiver')` shows this map;
-tests/test_package.py keeps it true to the tree and holds the seams between the sides):
+each subpackage's docstring maps its own modules; tests/test_package.py keeps every map
+true to the tree and holds the seams between the sides):
 
     Pub/Sub push ──POST /push──▶ web ── auth ── events ── layout ── intake
                                   │                                   │
                         status, metrics (read)                  journal (SQLite)
                                                                       │
-    worker (claims jobs) ── installer ── capacity ── storage, sliced (download)
-                                │                 ── compression, archive, unpacker,
-                                │                    entrytree, zipindex (unpack)
+    worker (claims jobs) ── installer ── capacity
+                                │                 ── fetch ── download (store, stream, sliced)
+                                │                         ── unpack (decompress, tar, zip, writer)
                                 │                 ── savedmodel, protos, tensorbundle
                                 │                 ── servable (rename into place)
                                 └── rollout ── modelconfig, tfserving, modeldir, versions
@@ -25,19 +26,16 @@ Delivery (the HTTP side):
     quarantine    authenticated but unusable bodies, kept for the operator
 Persistence:
     journal       the durable job table, claims under leases
-    schema        the journal's tables as numbered migrations
+    schema        the journal's database: connections, numbered migrations, meta values
     versions      each installed version's source, size and load state
 Install (the worker side):
-    worker        the job loop: claim, install, record; retries and leases
+    worker        the job loop: claim, install, record; retries with backoff
+    lease         a claimed job's lease kept while it installs; shutdown and takeover
     installer     one job's pipeline up to the rename
+    fetch         bytes into staging: an archive streamed and unpacked, or a directory's files
     capacity      does a version fit TF Serving's memory while it swaps, and the volume
-    storage       Cloud Storage: listing, one pinned-generation stream, checksums
-    sliced        a large object as parallel ranged reads
-    compression   gzip, bzip2, xz and zstd in bounded steps; the -Z content encoding
-    archive       tar and zip entries into the unpacker, within limits
-    zipindex      a zip's index sized up before zipfile reads it
-    unpacker      entries written under staging, nothing escaping it
-    entrytree     the archive's own tree: where links lead, without the disk
+    download      Cloud Storage: listing, one pinned generation as a checked stream, slices
+    unpack        an archive into staging, within limits, nothing escaping it
     savedmodel    what TF Serving's loader checks, checked before the rename
     protos        the TensorFlow message fields those checks read
     tensorbundle  how many shards a checkpoint index names

@@ -21,6 +21,7 @@ from google.cloud import storage
 
 from receiver import modeldir
 from receiver.config import Settings, check_model_dir
+from receiver.download import ObjectStore
 from receiver.errors import ReceiverError
 from receiver.journal import JobState
 from receiver.layout import Ignored, parse_object_name, reserved_names
@@ -30,7 +31,6 @@ from receiver.publish import DEFAULT_FORMAT, PACK_FORMATS, publish
 from receiver.runtime import Runtime, existing_journal
 from receiver.savedmodel import parse_tags
 from receiver.status import job_dict, text_report
-from receiver.storage import ObjectStore
 from receiver.sync import models_without_a_version, sync
 from receiver.terminal import ProgressBar
 

@@ -10,7 +10,9 @@
     │   └── AuthUnavailableError     Google's certs could not be fetched: 503
     └── JobError                     why an install (or a listing) did not succeed
         ├── PermanentError           retrying cannot help: the job is failed with the reason
-        │   └── SupersededError      older than every version kept: skipped, never downloaded
+        │   ├── SupersededError      older than every version kept: skipped, never downloaded
+        │   └── ArchiveError         the archive is hostile or over a limit
+        │       └── CorruptArchiveError  not a complete archive (as a mangled download looks)
         └── TransientError           may work later: the job is retried with backoff
 
 Delivery statuses follow the delivery contract in the README: Pub/Sub redelivers anything
@@ -97,6 +99,14 @@ class PermanentError(JobError):
 
 class SupersededError(PermanentError):
     """The version is older than every version kept; installing it would only prune it."""
+
+
+class ArchiveError(PermanentError):
+    """The archive is corrupt, hostile, or over a limit."""
+
+
+class CorruptArchiveError(ArchiveError):
+    """The bytes do not form a complete archive (which a download mangled in transit looks like)."""
 
 
 class TransientError(JobError):

@@ -11,28 +11,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from receiver import archive, capacity, compression, modeldir, savedmodel, servable
+from receiver import capacity, fetch, modeldir, savedmodel, servable
 from receiver.config import Limits, Settings
+from receiver.download import ObjectStore
 from receiver.errors import PermanentError, SupersededError
-from receiver.journal import Job, Journal
-from receiver.layout import DIRECTORY, directory_prefix
+from receiver.fetch import OnBytes
+from receiver.journal import Journal
+from receiver.layout import DIRECTORY, ModelVersion
 from receiver.objectref import ObjectRef
 from receiver.rollout import Rollout
-from receiver.storage import CHUNK_SIZE, ObjectStore, ObjectStream
-from receiver.unpacker import Readable
 from receiver.versions import LoadState, Versions
 
 log = logging.getLogger(__name__)
-
-OnBytes = Callable[[int], None]  # called with the bytes downloaded so far
-_PARALLEL_DOWNLOADS = 8  # objects of a directory upload fetched at once
 
 
 @dataclass(frozen=True)
@@ -44,6 +39,23 @@ class InstallResult:
     download_seconds: float = 0.0
     load_state: LoadState = LoadState.UNCONFIRMED
     note: str | None = None  # why the job ended without a confirmed load
+
+
+@dataclass(frozen=True)
+class _Order:
+    """What one install is for: an object generation, the version it becomes, the order."""
+
+    ref: ObjectRef
+    release: ModelVersion
+    job_id: int
+
+    @property
+    def model(self) -> str:
+        return self.release.model
+
+    @property
+    def version(self) -> int:
+        return self.release.version
 
 
 class Installer:
@@ -63,35 +75,39 @@ class Installer:
 
     def install(
         self,
-        job: Job,
+        ref: ObjectRef,
+        release: ModelVersion,
+        job_id: int,
         on_progress: OnBytes = lambda _: None,
         still_ours: Callable[[], None] = lambda: None,
     ) -> InstallResult:
-        """Install one job's version. `still_ours` is called just before the version appears
+        """Install object generation `ref` as `release`, for job `job_id` (whose id names
+        its staging and debris). `still_ours` is called just before the version appears
         and raises if the job was taken over meanwhile (then nothing is installed)."""
-        target = self.settings.model_dir / job.model / str(job.version)
+        order = _Order(ref, release, job_id)
+        target = self.settings.model_dir / order.model / str(order.version)
         # The version under any name TF Serving reads as it (`00000123` is 123): never a twin.
         target = next(
-            (path for v, path in modeldir.version_dirs(target.parent) if v == job.version), target
+            (path for v, path in modeldir.version_dirs(target.parent) if v == order.version), target
         )
-        progress = _ByteCounter(on_progress)
+        progress = fetch.ByteCounter(on_progress)
         started = time.monotonic()
         placed = not target.exists()
         if placed:
-            self._place(job, target, progress, still_ours)
+            self._place(order, target, progress, still_ours)
             log.info(
                 "job %s: installed %s version %s from %s",
-                job.id,
-                job.model,
-                job.version,
-                job.source,
+                order.job_id,
+                order.model,
+                order.version,
+                order.ref.url,
             )
         else:
-            self._check_ours(job, target)  # a redelivery, or a resume after a crash
+            self._check_ours(order, target)  # a redelivery, or a resume after a crash
         download_seconds = time.monotonic() - started
         # The rest runs again on a resume: a crash after the rename must not leave the
         # models.config, the load verdict or the prune undone.
-        rollout = self.rollout.finish(job.model, job.version, progress.tick)
+        rollout = self.rollout.finish(order.model, order.version, progress.tick)
         log.info("models now: %s", modeldir.installed_models(self.settings.model_dir))
         return InstallResult(
             target,
@@ -104,43 +120,59 @@ class Installer:
         )
 
     def _place(
-        self, job: Job, target: Path, progress: _ByteCounter, still_ours: Callable[[], None]
+        self,
+        order: _Order,
+        target: Path,
+        progress: fetch.ByteCounter,
+        still_ours: Callable[[], None],
     ) -> None:
         """Download, unpack and check into staging, then rename staging to `target`."""
         model_root = target.parent
-        for debris in servable.remove_job_debris(model_root, job.id):
-            log.warning("job %s: removed what an interrupted attempt left: %s", job.id, debris)
-        skip = modeldir.superseded(model_root, job.version, self.settings.keep_versions)
+        for debris in servable.remove_job_debris(model_root, order.job_id):
+            log.warning(
+                "job %s: removed what an interrupted attempt left: %s", order.job_id, debris
+            )
+        skip = modeldir.superseded(model_root, order.version, self.settings.keep_versions)
         if skip:
             raise SupersededError(skip)
-        self._check_room(job.model, job.size or 0, zip_spool=job.archive_format == "zip")
-        staging = servable.new_staging_dir(model_root, job.version, job.id)
+        self._check_room(
+            order.model, order.ref.size or 0, zip_spool=order.release.archive_format == "zip"
+        )
+        staging = servable.new_staging_dir(model_root, order.version, order.job_id)
         try:
-            if job.archive_format == DIRECTORY:
-                self._fetch_directory(job, staging, progress)
+            limits = self._unpack_limits()
+            if order.release.archive_format == DIRECTORY:
+                objects = fetch.directory_objects(self.store, order.ref)
+                self._check_room(order.model, sum(obj.size or 0 for obj in objects), False)
+                fetch.fetch_directory(self.store, order.ref, objects, staging, limits, progress)
             else:
-                with self.store.open(job.ref) as download:
-                    self._unpack(job, download, staging, progress)
+                fetch.fetch_archive(
+                    self.store, order.ref, order.release.archive_format, staging, limits, progress
+                )
             root = servable.find_saved_model(staging)
             report = savedmodel.check(
                 root, self.settings.saved_model_tags, self.settings.max_graph_bytes
             )
             size = capacity.tree_bytes(root)
             capacity.check_swap(
-                self.settings.model_dir, job.model, size, self.settings.serving_memory_limit
+                self.settings.model_dir, order.model, size, self.settings.serving_memory_limit
             )
             servable.install(
-                root, target, _provenance(job), on_progress=progress.tick, before_rename=still_ours
+                root,
+                target,
+                _provenance(order),
+                on_progress=progress.tick,
+                before_rename=still_ours,
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             servable.remove_if_empty(model_root)  # TF Serving logs errors for an empty model
         if self.versions is not None:
             self.versions.installed(
-                job.model,
-                job.version,
-                job_id=job.id,
-                source=f"{job.source}",
+                order.model,
+                order.version,
+                job_id=order.job_id,
+                source=order.ref.url,
                 size=size,
                 state=self.rollout.first_state(),
                 notes="; ".join(report.notes) or None,
@@ -168,129 +200,33 @@ class Installer:
             self.settings.volume_size_limit,
         )
 
-    def _fetch_directory(self, job: Job, staging: Path, progress: _ByteCounter) -> None:
-        """A directory upload: every object beside the marker, as listed, in parallel."""
-        folder = directory_prefix(job.object_name)
-        objects = [
-            obj
-            for obj in self.store.list_objects(job.bucket, folder)
-            if obj.name != job.object_name and not obj.name.endswith("/")
-        ]
-        if not objects:
-            raise PermanentError(f"gs://{job.bucket}/{folder} holds nothing but its done marker")
-        self._check_room(job.model, sum(obj.size or 0 for obj in objects), zip_spool=False)
-        limits = self._unpack_limits()
-        unpacker = archive.Unpacker(
-            staging, limits, compressed_bytes=lambda: unpacker.unpacked_bytes
-        )
-
-        def fetch(obj: ObjectRef) -> None:
-            # Pinned to the generation listed: a later overwrite cannot mix into this version.
-            with self.store.open(obj) as download:
-                decoded = _decoded(download, progress, limits)
-                unpacker.file(obj.name[len(folder) :], decoded)
-                download.verify()
-
-        with ThreadPoolExecutor(max_workers=_PARALLEL_DOWNLOADS) as pool:
-            futures = [pool.submit(fetch, obj) for obj in objects]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-            finally:
-                for future in futures:
-                    future.cancel()
-        unpacker.finish()
-
-    def _unpack(
-        self, job: Job, download: ObjectStream, staging: Path, progress: _ByteCounter
-    ) -> None:
-        limits = self._unpack_limits()
-        reporting = _decoded(download, progress, limits)
-        if job.archive_format == "zip":
-            # Zip keeps its index at the end: spool to a hidden file beside staging first.
-            spool = staging.with_name(staging.name.replace(".staging-", ".download-", 1))
-            try:
-                with spool.open("wb") as out:
-                    shutil.copyfileobj(reporting, out, CHUNK_SIZE)
-                download.verify()
-                archive.unpack_zip(spool, staging, limits)
-            finally:
-                spool.unlink(missing_ok=True)
-        else:
-            try:
-                archive.unpack_tar(reporting, staging, limits, lambda: download.bytes_read)
-            except archive.CorruptArchiveError:
-                # Bytes damaged on the way look like a corrupt archive: a checksum mismatch
-                # (raised by verify) makes that a retry instead of a permanent failure.
-                download.verify()
-                raise
-            download.verify()
-
-    def _check_ours(self, job: Job, target: Path) -> None:
+    def _check_ours(self, order: _Order, target: Path) -> None:
         """A version already there must be this job's own install; versions are immutable."""
         provenance = modeldir.read_provenance(target)
         ours = (provenance.get("bucket"), provenance.get("object"), provenance.get("generation"))
-        if ours == (job.bucket, job.object_name, job.generation):
-            if self.versions is not None and self.versions.get(job.model, job.version) is None:
+        if ours == (order.ref.bucket, order.ref.name, order.ref.generation):
+            if self.versions is not None and self.versions.get(order.model, order.version) is None:
                 self.versions.installed(
-                    job.model,
-                    job.version,
-                    job_id=job.id,
-                    source=job.source,
+                    order.model,
+                    order.version,
+                    job_id=order.job_id,
+                    source=order.ref.url,
                     size=capacity.tree_bytes(target),
                     state=self.rollout.first_state(),
                 )
             return
         source = f"gs://{provenance.get('bucket')}/{provenance.get('object')}#{provenance.get('generation')}"
         raise PermanentError(
-            f"{job.model} version {job.version} is already installed"
+            f"{order.model} version {order.version} is already installed"
             f"{' from ' + source if provenance else ''}; versions are immutable, "
             "publish a new version number"
         )
 
 
-class _ByteCounter:
-    """Adds up bytes downloaded (by one stream or several at once) and reports the total."""
-
-    def __init__(self, on_progress: OnBytes) -> None:
-        self._on_progress = on_progress
-        self._lock = threading.Lock()
-        self.bytes = 0
-
-    def add(self, amount: int) -> None:
-        with self._lock:
-            self.bytes += amount
-        self._on_progress(self.bytes)
-
-    def tick(self) -> None:
-        self._on_progress(self.bytes)
-
-
-class _ReportingStream:
-    """Passes reads through, adding what arrives to the job's progress."""
-
-    def __init__(self, download: ObjectStream, progress: _ByteCounter) -> None:
-        self._download = download
-        self._progress = progress
-
-    def read(self, size: int = -1, /) -> bytes:
-        chunk = self._download.read(size)
-        self._progress.add(len(chunk))
-        return chunk
-
-
-def _decoded(download: ObjectStream, progress: _ByteCounter, limits: Limits) -> Readable:
-    """The download's bytes, counted as they arrive, its stored gzip layer (if any) removed."""
-    reporting = _ReportingStream(download, progress)
-    return compression.content_decoded(
-        reporting, download.content_encoding, limits, lambda: download.bytes_read
-    )
-
-
-def _provenance(job: Job) -> dict[str, object]:
+def _provenance(order: _Order) -> dict[str, object]:
     return {
-        "bucket": job.bucket,
-        "object": job.object_name,
-        "generation": job.generation,
-        "job": job.id,
+        "bucket": order.ref.bucket,
+        "object": order.ref.name,
+        "generation": order.ref.generation,
+        "job": order.job_id,
     }

@@ -17,15 +17,10 @@ job, so a worker that lost its lease can never overwrite its successor's outcome
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from receiver import schema
 from receiver.layout import ModelVersion
@@ -33,9 +28,6 @@ from receiver.objectref import ObjectRef
 from receiver.vocabulary import JobState
 
 __all__ = ["Job", "JobState", "Journal"]
-
-_BUSY_TIMEOUT_SECONDS = 30.0
-
 
 _UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
 
@@ -71,51 +63,17 @@ class Job:
         )
 
     @property
+    def release(self) -> ModelVersion:
+        """The version this job installs."""
+        return ModelVersion(self.model, self.version, self.archive_format)
+
+    @property
     def source(self) -> str:
         return self.ref.url
 
 
-class Journal:
+class Journal(schema.Database):
     """Jobs on disk. Safe to share between threads; each thread gets its own connection."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-
-    def initialize(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        schema.migrate(self._connection())
-
-    def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None
-            )
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            self._local.connection = connection
-        return connection
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken before any read so concurrent claims cannot interleave."""
-        connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-
-    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        """One write transaction, for the other tables kept in the journal (`versions`)."""
-        return self._tx()
-
-    def query(self, sql: str, parameters: tuple[object, ...]) -> list[sqlite3.Row]:
-        return self._connection().execute(sql, parameters).fetchall()
 
     def enqueue(self, obj: ObjectRef, target: ModelVersion) -> tuple[Job, bool]:
         """Record a job for this object generation; returns (job, created)."""
@@ -273,20 +231,6 @@ class Journal:
                 f"UPDATE jobs SET {columns}, updated_at = ? WHERE id = ?",
                 (*fields.values(), time.time(), job_id),
             )
-
-    def set_meta(self, key: str, value: str | None, only_if_unset: bool = False) -> bool:
-        """Write (or with None, delete) a small shared value; False if `only_if_unset` lost."""
-        with self._tx() as db:
-            if value is None:
-                db.execute("DELETE FROM meta WHERE key = ?", (key,))
-                return True
-            verb = "INSERT OR IGNORE" if only_if_unset else "INSERT OR REPLACE"
-            cursor = db.execute(f"{verb} INTO meta (key, value) VALUES (?, ?)", (key, value))
-        return cursor.rowcount == 1
-
-    def get_meta(self, key: str) -> str | None:
-        row = self._connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
 
     def get(self, job_id: int) -> Job | None:
         row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -19,13 +19,13 @@ from typing import IO
 from receiver import servable
 from receiver.auth import CertsCache, PushVerifier
 from receiver.config import Settings
+from receiver.download import ObjectStore
 from receiver.errors import ConfigError
 from receiver.installer import Installer
 from receiver.journal import Journal
 from receiver.modelconfig import update_model_config
 from receiver.quarantine import Quarantine
 from receiver.status import AUTH_OFF_WARNING
-from receiver.storage import ObjectStore
 from receiver.sync import FIRST_SYNC_KEY, Syncer
 from receiver.versions import Versions
 from receiver.worker import RetryPolicy, Worker

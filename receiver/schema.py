@@ -1,6 +1,6 @@
-"""The journal's tables, as numbered migrations applied in order (`PRAGMA user_version`).
+"""The journal's database: its connections, and its tables as numbered migrations.
 
-A journal on a volume outlives the release that wrote it, so the schema is never edited in
+Migrations are applied in order and counted in `PRAGMA user_version`. A journal on a volume outlives the release that wrote it, so the schema is never edited in
 place: a change is a new migration at the end of `MIGRATIONS`. `migrate` applies the ones
 a journal lacks, each in one transaction with its version bump, so a crash halfway leaves
 the journal at the last whole step. Migration 1 is the schema of the releases before
@@ -10,7 +10,14 @@ it to such a journal changes nothing but the version.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_BUSY_TIMEOUT_SECONDS = 30.0
 
 _JOBS = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -135,3 +142,61 @@ def _statements(script: str) -> list[str]:
             statements.append(pending.strip())
             pending = ""
     return statements
+
+
+class Database:
+    """The journal's SQLite file: one connection per thread, WAL, every write durable
+    before it returns (synchronous=FULL), and the small shared values of `meta`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    def initialize(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        migrate(self._connection())
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None
+            )
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken before any read so concurrent claims cannot interleave."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction, for the other tables kept in the journal (`versions`)."""
+        return self._tx()
+
+    def query(self, sql: str, parameters: tuple[object, ...]) -> list[sqlite3.Row]:
+        return self._connection().execute(sql, parameters).fetchall()
+
+    def set_meta(self, key: str, value: str | None, only_if_unset: bool = False) -> bool:
+        """Write (or with None, delete) a small shared value; False if `only_if_unset` lost."""
+        with self._tx() as db:
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                return True
+            verb = "INSERT OR IGNORE" if only_if_unset else "INSERT OR REPLACE"
+            cursor = db.execute(f"{verb} INTO meta (key, value) VALUES (?, ?)", (key, value))
+        return cursor.rowcount == 1
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])

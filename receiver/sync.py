@@ -24,11 +24,11 @@ from collections.abc import Mapping
 
 from receiver import intake, modeldir
 from receiver.config import Settings
+from receiver.download import ObjectStore
 from receiver.errors import ReceiverError
 from receiver.journal import Job, JobState, Journal
 from receiver.layout import ModelVersion, parse_object_name, reserved_names
 from receiver.objectref import ObjectRef
-from receiver.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -8,43 +8,30 @@ RECEIVER_MAX_ATTEMPTS; permanent ones fail the job at once with their reason.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import logging
 import os
 import random
 import socket
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from receiver import metrics, modeldir, servable
 from receiver.errors import PermanentError, SupersededError, TransientError
 from receiver.installer import Installer, InstallResult
 from receiver.journal import Job, JobState, Journal
+from receiver.lease import LEASE_SECONDS, Cancelled, Heartbeat, LeaseLost
 from receiver.logs import log_context
-from receiver.status import download_progress
 from receiver.sync import Syncer
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 120.0  # a running job whose worker is silent this long is taken over
-_HEARTBEAT_SECONDS = 2.0
-_PROGRESS_LOG_SECONDS = 5.0
 _IDLE_POLL_SECONDS = 0.5
 _FORGET_EVERY_SECONDS = 3600.0  # how often old finished jobs are deleted
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
-
-
-class _Cancelled(Exception):
-    """Raised inside an install when the process is shutting down and out of grace time."""
-
-
-class _LeaseLost(Exception):
-    """Raised inside an install whose job another worker has taken over (its lease ran out)."""
 
 
 @dataclass(frozen=True)
@@ -175,11 +162,13 @@ class Worker:
         heartbeat = self._heartbeat(job, on_progress)
         try:
             with heartbeat.kept_alive():
-                result = self.installer.install(job, heartbeat, still_ours=heartbeat.confirm)
-        except _Cancelled:
+                result = self.installer.install(
+                    job.ref, job.release, job.id, heartbeat, still_ours=heartbeat.confirm
+                )
+        except Cancelled:
             log.warning("job %s: interrupted by shutdown; it resumes after restart", job.id)
             self._record(job, self.journal.release(job.id, self.owner))
-        except _LeaseLost:
+        except LeaseLost:
             _log_taken_over(job)
         except SupersededError as exc:
             self._finish(job, JobState.SKIPPED, exc.reason)
@@ -247,8 +236,8 @@ class Worker:
             )
         return recorded
 
-    def _heartbeat(self, job: Job, also: Callable[[int], None] | None) -> _Heartbeat:
-        return _Heartbeat(self.journal, job, self.owner, self.lease_seconds, self._cancel, also)
+    def _heartbeat(self, job: Job, also: Callable[[int], None] | None) -> Heartbeat:
+        return Heartbeat(self.journal, job, self.owner, self.lease_seconds, self._cancel, also)
 
 
 def _log_taken_over(job: Job) -> None:
@@ -277,84 +266,3 @@ def _record_install(result: InstallResult, seconds: float) -> None:
     metrics.INSTALL_BYTES.observe(result.bytes_downloaded)
     if result.download_seconds > 0:
         metrics.DOWNLOAD_THROUGHPUT.observe(result.bytes_downloaded / result.download_seconds)
-
-
-class _Heartbeat:
-    """Progress callback: keeps the bytes done for the lease keeper (`kept_alive`) to
-    record, stops the install on shutdown or takeover, and logs the download's progress."""
-
-    def __init__(
-        self,
-        journal: Journal,
-        job: Job,
-        owner: str,
-        lease_seconds: float,
-        cancel: threading.Event,
-        also: Callable[[int], None] | None = None,
-    ) -> None:
-        self._journal = journal
-        self._job = job
-        self._owner = owner
-        self._lease_seconds = lease_seconds
-        self._bytes_done = 0
-        self._cancel = cancel
-        self._also = also
-        self._lost = threading.Event()  # set by the lease keeper when another worker took over
-        self._last_log = time.monotonic()
-
-    def __call__(self, bytes_done: int) -> None:
-        if self._cancel.is_set():
-            raise _Cancelled()
-        if self._lost.is_set():
-            raise _LeaseLost()
-        if self._also is not None:
-            self._also(bytes_done)
-        self._bytes_done = bytes_done
-        now = time.monotonic()
-        if now - self._last_log >= _PROGRESS_LOG_SECONDS:
-            self._last_log = now
-            progress = download_progress(replace(self._job, bytes_done=bytes_done))
-            if progress is not None:
-                log.info("job %s: downloaded %s", self._job.id, progress.describe())
-
-    @contextlib.contextmanager
-    def kept_alive(self) -> Iterator[None]:
-        """Renew the lease from a thread of its own for as long as the install runs, so no
-        phase that reports no progress (unpacking a spooled zip, checking links, fsyncing,
-        waiting for TF Serving) lets another worker take the job over. A process that dies
-        stops renewing: its job is taken over once the lease runs out."""
-        done = threading.Event()
-
-        every = min(_HEARTBEAT_SECONDS, self._lease_seconds / 4)
-
-        def renew() -> None:
-            while not done.wait(every):
-                try:
-                    held = self._renew()
-                except sqlite3.Error as exc:  # locked past its busy timeout, disk full
-                    log.warning("job %s: lease not renewed (%s); trying again", self._job.id, exc)
-                    continue
-                if not held:
-                    self._lost.set()
-                    return
-
-        keeper = threading.Thread(target=renew, name=f"lease-{self._job.id}", daemon=True)
-        keeper.start()
-        try:
-            yield
-        finally:
-            done.set()
-            keeper.join()
-
-    def confirm(self) -> None:
-        """Renew the lease now; raise `_LeaseLost` if the job is no longer this worker's."""
-        if not self._renew():
-            raise _LeaseLost()
-
-    def still_held(self) -> bool:
-        return not self._lost.is_set() and self._renew()
-
-    def _renew(self) -> bool:
-        return self._journal.heartbeat(
-            self._job.id, self._owner, self._bytes_done, self._lease_seconds
-        )

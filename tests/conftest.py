@@ -205,3 +205,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "fixturenames", ())
         if "e2e" in item.path.parts or "tf_exports" in fixtures or "tfserving" in fixtures:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def proxied(proxied_app: Flask) -> tuple[Runtime, FlaskClient]:
+    """The fault-proxied app's runtime and a test client for it."""
+    return proxied_app.extensions["receiver"], proxied_app.test_client()

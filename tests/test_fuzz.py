@@ -19,11 +19,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from receiver.archive import ArchiveError, unpack_tar, unpack_zip
 from receiver.config import Limits
 from receiver.dev.tools import archive_directory
-from receiver.errors import RejectedDeliveryError
+from receiver.errors import ArchiveError, RejectedDeliveryError
 from receiver.events import ObjectEvent, parse_delivery
+from receiver.unpack import unpack_tar, unpack_zip
 from tests.helpers import FIXTURES, HALF_PLUS_TWO
 
 LIMITS = Limits(max_unpacked_bytes=256 * 1024 * 1024, max_files=1000, max_ratio=200)

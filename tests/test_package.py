@@ -1,43 +1,65 @@
-"""The package's map (its docstring) names every module, and the seams between the
-delivery side and the install side hold: checked on the import statements themselves."""
+"""The package's map (its docstring, and each subpackage's) names every module, and the
+seams between the delivery side and the install side hold: checked on the import
+statements themselves."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import re
+from pathlib import Path
+
+import pytest
 
 import receiver
 from tests.helpers import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "receiver"
+SUBPACKAGES = ("download", "unpack")
 DELIVERY = {"web", "auth", "events", "intake"}
-INSTALL_ONLY = {"storage", "sliced", "compression", "archive", "zipindex", "unpacker",
-                "entrytree", "installer", "servable"}  # fmt: skip
-DOWNLOAD_AND_UNPACK = {"storage", "sliced", "compression", "archive", "zipindex", "unpacker",
-                       "entrytree"}  # fmt: skip
+INSTALL_ONLY = {"download", "unpack", "fetch", "installer", "servable"}
 WEB_SIDE = {"web", "auth", "events", "intake", "journal", "probelane", "runtime"}
 
 
-def modules() -> list[str]:
-    return sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+def modules(package: Path = PACKAGE) -> list[str]:
+    """The modules and subpackages directly in `package`."""
+    names = [p.stem for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")]
+    names += [p.parent.name for p in package.glob("*/__init__.py")]
+    return sorted(names)
 
 
-def imports_of(module: str) -> set[str]:
-    """The receiver modules `module` imports directly."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+def imports_of(name: str) -> set[str]:
+    """The receiver's top-level modules and subpackages `name` imports (a subpackage: any
+    of its modules), itself left out."""
+    path = PACKAGE / name
+    files = sorted(path.glob("*.py")) if path.is_dir() else [PACKAGE / f"{name}.py"]
     found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("receiver"):
-            if node.module == "receiver":
-                found |= {alias.name for alias in node.names}
-            else:
-                found.add(node.module.split(".")[1])
-    return found
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("receiver")
+            ):
+                if node.module == "receiver":
+                    found |= {alias.name for alias in node.names}
+                else:
+                    found.add(node.module.split(".")[1])
+    return found - {name}
+
+
+def listed_in(docstring: str | None) -> list[str]:
+    return re.findall(r"^ *(\w+) {2,}\S", docstring or "", re.MULTILINE)
 
 
 def test_the_map_names_every_module_once():
-    listed = re.findall(r"^    (\w+) {2,}", receiver.__doc__ or "", re.MULTILINE)
-    assert sorted(listed) == sorted([*modules(), "dev"])
+    assert sorted(listed_in(receiver.__doc__)) == modules()
+
+
+@pytest.mark.parametrize("subpackage", SUBPACKAGES)
+def test_each_subpackage_maps_its_own_modules(subpackage):
+    docstring = importlib.import_module(f"receiver.{subpackage}").__doc__
+    assert sorted(listed_in(docstring)) == modules(PACKAGE / subpackage)
 
 
 def test_the_delivery_side_never_imports_the_install_side():
@@ -46,5 +68,13 @@ def test_the_delivery_side_never_imports_the_install_side():
 
 
 def test_download_and_unpack_never_import_the_journal_or_the_web_side():
-    crossings = {m: sorted(imports_of(m) & WEB_SIDE) for m in DOWNLOAD_AND_UNPACK}
+    crossings = {m: sorted(imports_of(m) & WEB_SIDE) for m in SUBPACKAGES}
     assert {m: c for m, c in crossings.items() if c} == {}
+
+
+def test_download_never_imports_unpack_nor_unpack_download():
+    """The data flows from one to the other through the installer, never directly."""
+    assert ("unpack" in imports_of("download"), "download" in imports_of("unpack")) == (
+        False,
+        False,
+    )

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from receiver.config import Settings
+from receiver.download import ObjectStore
 from receiver.journal import Journal
 from receiver.quarantine import Quarantine
 from receiver.status import document, text_report
-from receiver.storage import ObjectStore
 from receiver.sync import FIRST_SYNC_KEY, Syncer, readiness, startup, sync, versions_by_model
 from tests.helpers import FIXTURES, upload_model
 

@@ -1,19 +1,11 @@
-"""Read tar and zip archives entry by entry into an `Unpacker`, within limits.
+"""Zip, read from a local file (its index is at the end), entry by entry into a `SafeWriter`.
 
-Tar is read as a stream, straight off the network: `compression.decompressed` inflates it
-in bounded steps and tarfile only ever sees plain tar (`r|`). tarfile itself is held to
-three more rules than it keeps on its own: a header that carries data (pax, GNU long
-names) may not claim more than `MAX_HEADER_BYTES`, which tarfile would read into memory
-whole; sparse members are refused; and the archive must end with tar's end-of-archive
-block, so a tar cut short between two members is not taken for a complete one.
-
-Zip keeps its index at the end, so it is read from a local file. `zipindex` sizes that
-index up first (zipfile would hold all of it, a `ZipInfo` per record), then zipfile
-reads it; its entries are checked for overlap (the "better zip bomb" reuses one
-compressed kernel for every entry), and only store and deflate are accepted. Each
-entry's data is then read by `_ZipMember`, which inflates with ISA-L in bounded steps
-(zipfile would use zlib, half the speed) and checks what zipfile checks: the local
-header's signature and name, no encryption, the CRC-32 and the size.
+`zipindex` sizes the index up first (zipfile would hold all of it, a `ZipInfo` per
+record), then zipfile reads it; its entries are checked for overlap (the "better zip
+bomb" reuses one compressed kernel for every entry), and only store and deflate are
+accepted. Each entry's data is then read by `_ZipMember`, which inflates with ISA-L in
+bounded steps (zipfile would use zlib, half the speed) and checks what zipfile checks:
+the local header's signature and name, no encryption, the CRC-32 and the size.
 """
 
 from __future__ import annotations
@@ -21,122 +13,26 @@ from __future__ import annotations
 import errno
 import stat
 import struct
-import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Self, cast
+from typing import IO
 
 from isal import isal_zlib
 
-from receiver import compression, zipindex
 from receiver.config import Limits
-from receiver.unpacker import (
-    CHUNK_SIZE,
-    MAX_SYMLINK_TARGET,
-    ArchiveError,
-    ByteBudget,
-    CorruptArchiveError,
-    Readable,
-    Unpacker,
-)
+from receiver.errors import ArchiveError, CorruptArchiveError
+from receiver.unpack import decompress, zipindex
+from receiver.unpack.base import CHUNK_SIZE, MAX_SYMLINK_TARGET
+from receiver.unpack.writer import SafeWriter
 
-__all__ = ["ArchiveError", "CorruptArchiveError", "Unpacker", "unpack_tar", "unpack_zip"]
-
-MAX_HEADER_BYTES = 1024 * 1024
-# Headers that describe the next one (pax, GNU long name and link) in a row before a
-# member: real tools write at most three (global pax, pax, or long name then long link).
-# tarfile reads each by recursing into the next, so a long run overflows the stack.
-MAX_CHAINED_HEADERS = 8
-_HEADER_TYPES = (
-    tarfile.XHDTYPE,
-    tarfile.XGLTYPE,
-    tarfile.SOLARIS_XHDTYPE,
-    tarfile.GNUTYPE_LONGNAME,
-    tarfile.GNUTYPE_LONGLINK,
-)
 _ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
-
-
-def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callable[[], int]) -> None:
-    """Unpack a tar stream (plain, gzip, bzip2, xz or zstd) read front to back."""
-    unpacker = Unpacker(root, limits, compressed)
-    # The decompressed stream has a budget of its own: it also counts headers and padding.
-    plain = compression.decompressed(stream, ByteBudget(limits, compressed))
-    try:
-        with _TarReader.open(fileobj=cast(IO[bytes], plain), mode="r|", bufsize=CHUNK_SIZE) as tar:
-            while (member := tar.next()) is not None:
-                _unpack_tar_member(tar, member, unpacker)
-                # Stream mode keeps every header it has read; 100,000 of them cost 100 MB.
-                tar.members.clear()  # type: ignore[attr-defined]
-            if not tar.ended_properly:
-                raise CorruptArchiveError(
-                    "the tar archive is truncated: it stops without its end-of-archive block"
-                )
-    except (tarfile.TarError, EOFError) as exc:
-        raise CorruptArchiveError(f"corrupt tar archive: {exc}") from exc
-    except RecursionError as exc:  # tarfile recurses per chained header: a hostile archive
-        raise ArchiveError(f"the tar archive nests headers too deeply to read: {exc}") from exc
-    # Read what follows the end-of-archive block (padding), so that a compressed stream
-    # is checked to its end marker and checksum.
-    while plain.read(CHUNK_SIZE):
-        pass
-    unpacker.finish()
-
-
-class _CheckedTarInfo(tarfile.TarInfo):
-    @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
-        # As TarInfo.fromtarfile, with two checks before tarfile acts on the header.
-        assert tarfile_.fileobj is not None
-        block = tarfile_.fileobj.read(tarfile.BLOCKSIZE)
-        if block == bytes(tarfile.BLOCKSIZE) and isinstance(tarfile_, _TarReader):
-            tarfile_.ended_properly = True  # frombuf raises the end-of-archive error
-        info = cls.frombuf(block, tarfile_.encoding or "utf-8", tarfile_.errors or "strict")
-        if info.type in _HEADER_TYPES and info.size > MAX_HEADER_BYTES:
-            raise ArchiveError(
-                f"a tar extended header claims {info.size} bytes "
-                f"(more than {MAX_HEADER_BYTES}); refusing it"
-            )
-        if isinstance(tarfile_, _TarReader):
-            tarfile_.chained = tarfile_.chained + 1 if info.type in _HEADER_TYPES else 0
-            if tarfile_.chained > MAX_CHAINED_HEADERS:
-                raise ArchiveError(
-                    f"more than {MAX_CHAINED_HEADERS} tar extended headers in a row; "
-                    "refusing a hostile archive"
-                )
-        info.offset = tarfile_.fileobj.tell() - tarfile.BLOCKSIZE
-        return cast(Self, info._proc_member(tarfile_))  # type: ignore[attr-defined]
-
-
-class _TarReader(tarfile.TarFile):
-    tarinfo = _CheckedTarInfo
-    ended_properly = False  # set on the instance when the end-of-archive block is read
-    chained = 0  # extended headers read since the last member
-
-
-def _unpack_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, unpacker: Unpacker) -> None:
-    if member.issparse():
-        raise ArchiveError(f"entry {member.name!r} is a sparse file; a SavedModel has none")
-    if member.isdir():
-        unpacker.directory(member.name)
-    elif member.isreg():
-        source = tar.extractfile(member)
-        assert source is not None  # a regular member always has data
-        unpacker.file(member.name, source, executable=bool(member.mode & stat.S_IXUSR))
-    elif member.issym():
-        unpacker.symlink(member.name, member.linkname)
-    elif member.islnk():
-        unpacker.hardlink(member.name, member.linkname)
-    else:
-        raise ArchiveError(f"entry {member.name!r} is a device, fifo or other special file")
 
 
 def unpack_zip(path: Path, root: Path, limits: Limits) -> None:
     """Unpack a zip file that is already on local disk."""
     compressed_size = path.stat().st_size
-    unpacker = Unpacker(root, limits, lambda: compressed_size)
+    unpacker = SafeWriter(root, limits, lambda: compressed_size)
     try:
         with path.open("rb") as raw:
             zipindex.check_index(raw, limits)  # before zipfile holds the whole index
@@ -151,7 +47,7 @@ def unpack_zip(path: Path, root: Path, limits: Limits) -> None:
         EOFError,
         ValueError,
         zlib.error,
-        compression.ISAL_ERROR,
+        decompress.ISAL_ERROR,
     ) as exc:
         raise CorruptArchiveError(f"corrupt zip archive: {exc}") from exc
     except OSError as exc:
@@ -172,7 +68,7 @@ def _check_no_overlap(entries: list[zipfile.ZipInfo]) -> None:
             )
 
 
-def _unpack_zip_member(raw: IO[bytes], info: zipfile.ZipInfo, unpacker: Unpacker) -> None:
+def _unpack_zip_member(raw: IO[bytes], info: zipfile.ZipInfo, unpacker: SafeWriter) -> None:
     # Only Unix-made zips carry a file type; zipfile.writestr leaves the type bits at zero,
     # and other systems store DOS attributes there. No type bits means a regular file.
     file_type = stat.S_IFMT(info.external_attr >> 16)

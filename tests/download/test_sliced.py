@@ -15,9 +15,10 @@ import tracemalloc
 import pytest
 
 from receiver.config import Slicing
+from receiver.download.sliced import worth_slicing
+from receiver.download.store import ObjectStore
 from receiver.errors import PermanentError, TransientError
 from receiver.objectref import ObjectRef
-from receiver.storage import ObjectStore, worth_slicing
 
 SLICE = 256 * 1024
 

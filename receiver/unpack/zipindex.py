@@ -17,7 +17,7 @@ import zipfile
 from typing import IO, Any
 
 from receiver.config import Limits
-from receiver.unpacker import ArchiveError
+from receiver.errors import ArchiveError
 
 # A central record is 46 bytes plus its name, extra fields and comment; 176 bytes each
 # on average leaves 130 for name and extras (real zips: a path plus 20-40 bytes of

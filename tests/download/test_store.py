@@ -6,9 +6,10 @@ import os
 import pytest
 import requests
 
+from receiver.download.store import ObjectStore
+from receiver.download.stream import Download
 from receiver.errors import PermanentError, TransientError
 from receiver.objectref import ObjectRef
-from receiver.storage import Download, ObjectStore
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from backports import zstd
 from isal import isal_zlib
 
 from receiver.config import Limits
-from receiver.unpacker import CHUNK_SIZE, ArchiveError, ByteBudget, CorruptArchiveError, Readable
+from receiver.errors import ArchiveError, CorruptArchiveError
+from receiver.unpack.base import CHUNK_SIZE, ByteBudget, Readable
 
 # Empty members in a row that a stream may hold: they unpack to nothing (so no budget
 # stops them) but each costs a decompressor; real tools write one at most (BGZF's end).

@@ -8,9 +8,9 @@ import zipfile
 
 import pytest
 
-from receiver.archive import ArchiveError
 from receiver.config import Limits
-from receiver.zipindex import INDEX_BYTES_PER_FILE, check_index
+from receiver.errors import ArchiveError
+from receiver.unpack.zipindex import INDEX_BYTES_PER_FILE, check_index
 from tests import hostile
 from tests.helpers import PROJECT_ROOT
 
@@ -26,7 +26,8 @@ def test_a_million_entry_zip_is_refused_before_zipfile_holds_its_index(tmp_path)
     (tmp_path / "out").mkdir()
     script = f"""
 from pathlib import Path
-from receiver.archive import ArchiveError, unpack_zip
+from receiver.errors import ArchiveError
+from receiver.unpack import unpack_zip
 from receiver.config import Limits
 from tests.helpers import peak_rss_mib
 try:

@@ -14,7 +14,9 @@ times); anything else ends the whole download with the same errors as one stream
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,9 +24,17 @@ from dataclasses import dataclass, field
 import requests
 import urllib3.exceptions
 
+from receiver.download.stream import READ_SIZE, Download
 from receiver.errors import TransientError
 
-READ_SIZE = 512 * 1024
+log = logging.getLogger(__name__)
+
+PROBE_SLICES = 2  # slices' worth read as one stream and timed before slicing is decided
+SLICE_WHEN_WAITING = 0.5  # share of that time spent waiting for bytes that calls for slices
+# Bytes arriving this fast while the reader waits are held back by this machine, not by
+# their connection: on loopback (0.8-3 GB/s) slices made installs slower. One Cloud
+# Storage stream gives less.
+FAST_STREAM = 512 * 1024 * 1024  # bytes/s
 SLICE_ATTEMPTS = 3  # tries of one slice's bytes before the download (and the job) fails
 # (start, end exclusive) -> a streaming 206 response for exactly those bytes, or it raises
 RangedGet = Callable[[int, int], requests.Response]
@@ -175,3 +185,83 @@ class SliceFetcher:
             part.response = None
             raise TransientError("the response ended early")
         return chunk[: part.end - part.start - part.received]
+
+
+def worth_slicing(waited: float, elapsed: float, received: int) -> bool:
+    """Whether a stream that delivered `received` bytes in `elapsed` seconds, `waited` of
+    them spent by the reader waiting for bytes, would go faster as parallel ranged reads.
+
+    Only if the reader waits on the network for most of the time (slices can make it at
+    most 1 / (1 - waited share) faster), and the bytes it waited for came slowly enough
+    that their connection, not this machine, is the limit."""
+    return waited >= SLICE_WHEN_WAITING * elapsed and received < FAST_STREAM * waited
+
+
+class AdaptiveDownload(Download):
+    """A large object: one stream, going on in slices if the network is what holds it up.
+
+    The reads of the first `probe_bytes` are timed; if `worth_slicing` says the
+    connection is what holds the reader up, the rest is fetched as parallel ranged reads,
+    the open response becoming the first. Otherwise the one stream goes on, with no
+    threads and no read-ahead: slices would only take CPU and memory from the unpacker.
+    `probe_bytes` 0 slices from the first byte."""
+
+    def __init__(
+        self,
+        response: requests.Response,
+        where: str,
+        size: int,
+        crc32c: str | None,
+        md5: str | None,
+        probe_bytes: int,
+        slices_from: Callable[[int, requests.Response], SliceFetcher],
+    ) -> None:
+        super().__init__(response, where, crc32c, md5)
+        self.size = size
+        self._probe_bytes = probe_bytes
+        self._slices_from = slices_from
+        self._fetcher: SliceFetcher | None = None
+        self._probe_started: float | None = None
+        self._waited = 0.0
+        self.waiting_share: float | None = None  # of the probe's time; None until measured
+        if probe_bytes == 0:
+            self._fetcher = slices_from(0, response)
+
+    @property
+    def sliced(self) -> bool:
+        return self._fetcher is not None
+
+    def _next(self, amount: int) -> bytes:
+        if self._fetcher is not None:
+            return self._fetcher.read(amount)
+        started = time.perf_counter()
+        chunk = super()._next(amount)
+        if self.waiting_share is None:
+            self._probe_started = self._probe_started or started
+            self._waited += time.perf_counter() - started
+            reached = self.bytes_read + len(chunk)
+            if reached >= self._probe_bytes and chunk:
+                self._decide(reached)
+        return chunk
+
+    def _decide(self, reached: int) -> None:
+        elapsed = max(time.perf_counter() - (self._probe_started or 0.0), 1e-9)
+        self.waiting_share = self._waited / elapsed
+        slicing = worth_slicing(self._waited, elapsed, reached) and reached < (self.size or 0)
+        log.info(
+            "%s: its first %d bytes took %.3f s, %.0f%% of it waiting for them (%d MB/s "
+            "while waited for): %s",
+            self.where,
+            reached,
+            elapsed,
+            100 * self.waiting_share,
+            reached / max(self._waited, 1e-9) / 1e6,
+            "slices for the rest" if slicing else "one stream for the rest",
+        )
+        if slicing:
+            self._fetcher = self._slices_from(reached, self._response)
+
+    def close(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.close()
+        super().close()

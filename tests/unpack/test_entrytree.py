@@ -5,9 +5,9 @@ import tarfile
 
 import pytest
 
-from receiver.archive import ArchiveError
 from receiver.config import Limits
-from tests.test_archive import entry, tar_of, unpack
+from receiver.errors import ArchiveError
+from tests.unpack.archives import entry, tar_of, unpack
 
 
 @pytest.fixture

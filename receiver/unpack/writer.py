@@ -1,11 +1,11 @@
 """Write an archive's entries under a staging directory, refusing anything that could escape it.
 
-Every entry, whatever archive format it came from, goes through `Unpacker`, which
+Every entry, whatever archive format it came from, goes through `SafeWriter`, which
 - only ever writes into directories it created itself, so no write passes through a link;
 - opens files with O_EXCL|O_NOFOLLOW, so a duplicate or a planted link is an error;
 - takes a symlink only if, once every entry is written, it resolves inside the directory
   that becomes the version (followed through other links as the kernel will follow
-  them, in the archive's own tree: `receiver.entrytree`), a hard link only to a file it
+  them, in the archive's own tree: `entrytree`), a hard link only to a file it
   wrote itself, and nothing else (devices, fifos, sparse files);
 - takes names only if they are plain relative UTF-8 paths a Linux filesystem can hold,
   at most `MAX_DEPTH` levels deep;
@@ -25,103 +25,23 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from receiver.config import Limits
-from receiver.entrytree import FILE, EntryTree, Link, Node
-from receiver.errors import PermanentError, TransientError
-from receiver.modeldir import PROVENANCE_FILE
-
-CHUNK_SIZE = 512 * 1024
-# Below this many unpacked bytes the ratio is not checked: small archives of text
-# (a SavedModel's graph) compress well and are harmless whatever their ratio.
-RATIO_FLOOR_BYTES = 16 * 1024 * 1024
-MAX_NAME_BYTES = 1024  # a whole entry name
-MAX_COMPONENT_BYTES = 255  # one path component (NAME_MAX on Linux filesystems)
-MAX_SYMLINK_TARGET = 1024
-MAX_LINK_TARGET_BYTES = 1024 * 1024  # all symlink targets together
-# A SavedModel is a few levels deep (version/variables/…, assets/ of a few more); 64 leaves
-# room for any real assets tree, and keeps each entry's cost (a dict step and a kernel
-# path lookup per level) small: 500 levels times tens of thousands of entries is minutes.
-MAX_DEPTH = 64
-_MACOS_JUNK = ("__MACOSX", ".DS_Store")
+from receiver.errors import ArchiveError, TransientError
+from receiver.unpack.base import (
+    CHUNK_SIZE,
+    MAX_LINK_TARGET_BYTES,
+    MAX_SYMLINK_TARGET,
+    ByteBudget,
+    Readable,
+    check_name,
+    is_macos_junk,
+)
+from receiver.unpack.entrytree import FILE, EntryTree, Link, Node
 
 
-class Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-class ArchiveError(PermanentError):
-    """The archive is corrupt, hostile, or over a limit."""
-
-
-class CorruptArchiveError(ArchiveError):
-    """The bytes do not form a complete archive (which a download mangled in transit looks like)."""
-
-
-class ByteBudget:
-    """Counts unpacked bytes against RECEIVER_MAX_UNPACKED_BYTES and RECEIVER_MAX_RATIO."""
-
-    def __init__(self, limits: Limits, compressed_bytes: Callable[[], int]) -> None:
-        self.limits = limits
-        self._compressed_bytes = compressed_bytes
-        self._lock = threading.Lock()  # directory uploads write several files at once
-        self.spent = 0
-
-    def spend(self, amount: int) -> None:
-        with self._lock:
-            self.spent += amount
-            spent = self.spent
-        if spent > self.limits.max_unpacked_bytes:
-            raise ArchiveError(
-                f"archive unpacks to more than {self.limits.max_unpacked_bytes} bytes "
-                f"({self.limits.unpacked_setting})"
-            )
-        if spent > RATIO_FLOOR_BYTES and spent > self.limits.max_ratio * max(
-            self._compressed_bytes(), 1
-        ):
-            raise ArchiveError(
-                f"archive expands more than {self.limits.max_ratio}x (RECEIVER_MAX_RATIO); "
-                "refusing a likely decompression bomb"
-            )
-
-
-def check_name(name: str) -> tuple[str, ...]:
-    """The path components of an entry name, or ArchiveError saying why it is unsafe."""
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        raise ArchiveError(f"entry name {name[:64]!r}… is longer than {MAX_NAME_BYTES} bytes")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
-        raise ArchiveError(f"entry name {name!r} contains a control character")
-    if any(0xDC80 <= ord(char) <= 0xDCFF for char in name):  # undecodable bytes
-        raise ArchiveError(f"entry name {name!r} is not valid UTF-8")
-    if "\\" in name:
-        raise ArchiveError(
-            f"entry name {name!r} contains a backslash; archives must use '/' between "
-            "directories (re-create it with tar, zip or Python's zipfile)"
-        )
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":" and name[0].isalpha()):
-        raise ArchiveError(f"entry {name!r} has an absolute path")
-    parts = tuple(part for part in name.split("/") if part not in ("", "."))
-    if ".." in parts:
-        raise ArchiveError(f"entry {name!r} climbs out of the archive with '..'")
-    if parts and parts[-1] == PROVENANCE_FILE and len(parts) <= 2:
-        raise ArchiveError(
-            f"entry {name!r}: the archive has its own {PROVENANCE_FILE}, the name of the "
-            "receiver's record of where a version came from; leave it out"
-        )
-    if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in parts):
-        raise ArchiveError(f"entry {name[:64]!r}… has a name part over {MAX_COMPONENT_BYTES} bytes")
-    if len(parts) > MAX_DEPTH:
-        raise ArchiveError(f"entry {name[:64]!r}… is more than {MAX_DEPTH} levels deep")
-    return parts
-
-
-def is_macos_junk(parts: tuple[str, ...]) -> bool:
-    """Resource forks and Finder files that macOS puts into archives; never part of a model."""
-    return any(part in _MACOS_JUNK or part.startswith("._") for part in parts)
-
-
-class Unpacker:
+class SafeWriter:
     """Creates entries under `root`; call `finish()` once every entry is written."""
 
     def __init__(self, root: Path, limits: Limits, compressed_bytes: Callable[[], int]) -> None:

@@ -1,0 +1,138 @@
+"""Bytes into staging: one archive streamed and unpacked, or a directory upload's objects.
+
+Every object is read pinned to its generation and checksummed (`receiver.download`);
+what arrives is counted for the job's progress; a stored gzip layer (`gcloud storage cp
+-Z`) is removed before unpacking (`receiver.unpack`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from receiver.config import Limits
+from receiver.download import ObjectStore, ObjectStream
+from receiver.errors import CorruptArchiveError, PermanentError
+from receiver.layout import directory_prefix
+from receiver.objectref import ObjectRef
+from receiver.unpack import content_decoded, unpack_tar, unpack_zip
+from receiver.unpack.base import CHUNK_SIZE, Readable
+from receiver.unpack.writer import SafeWriter
+
+OnBytes = Callable[[int], None]  # called with the bytes downloaded so far
+_PARALLEL_DOWNLOADS = 8  # objects of a directory upload fetched at once
+
+
+def fetch_archive(
+    store: ObjectStore,
+    ref: ObjectRef,
+    archive_format: str,
+    staging: Path,
+    limits: Limits,
+    progress: ByteCounter,
+) -> None:
+    """Stream archive `ref` and unpack it under `staging`, its checksum checked."""
+    with store.open(ref) as download:
+        reporting = _decoded(download, progress, limits)
+        if archive_format == "zip":
+            # Zip keeps its index at the end: spool to a hidden file beside staging first.
+            spool = staging.with_name(staging.name.replace(".staging-", ".download-", 1))
+            try:
+                with spool.open("wb") as out:
+                    shutil.copyfileobj(reporting, out, CHUNK_SIZE)
+                download.verify()
+                unpack_zip(spool, staging, limits)
+            finally:
+                spool.unlink(missing_ok=True)
+            return
+        try:
+            unpack_tar(reporting, staging, limits, lambda: download.bytes_read)
+        except CorruptArchiveError:
+            # Bytes damaged on the way look like a corrupt archive: a checksum mismatch
+            # (raised by verify) makes that a retry instead of a permanent failure.
+            download.verify()
+            raise
+        download.verify()
+
+
+def directory_objects(store: ObjectStore, marker: ObjectRef) -> list[ObjectRef]:
+    """The objects of a directory upload: everything listed beside its done marker."""
+    folder = directory_prefix(marker.name)
+    objects = [
+        obj
+        for obj in store.list_objects(marker.bucket, folder)
+        if obj.name != marker.name and not obj.name.endswith("/")
+    ]
+    if not objects:
+        raise PermanentError(f"gs://{marker.bucket}/{folder} holds nothing but its done marker")
+    return objects
+
+
+def fetch_directory(
+    store: ObjectStore,
+    marker: ObjectRef,
+    objects: list[ObjectRef],
+    staging: Path,
+    limits: Limits,
+    progress: ByteCounter,
+) -> None:
+    """A directory upload's `objects`, as listed, written under `staging` in parallel."""
+    folder = directory_prefix(marker.name)
+    writer = SafeWriter(staging, limits, compressed_bytes=lambda: writer.unpacked_bytes)
+
+    def fetch(obj: ObjectRef) -> None:
+        # Pinned to the generation listed: a later overwrite cannot mix into this version.
+        with store.open(obj) as download:
+            writer.file(obj.name[len(folder) :], _decoded(download, progress, limits))
+            download.verify()
+
+    with ThreadPoolExecutor(max_workers=_PARALLEL_DOWNLOADS) as pool:
+        futures = [pool.submit(fetch, obj) for obj in objects]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+    writer.finish()
+
+
+class ByteCounter:
+    """Adds up bytes downloaded (by one stream or several at once) and reports the total."""
+
+    def __init__(self, on_progress: OnBytes) -> None:
+        self._on_progress = on_progress
+        self._lock = threading.Lock()
+        self.bytes = 0
+
+    def add(self, amount: int) -> None:
+        with self._lock:
+            self.bytes += amount
+        self._on_progress(self.bytes)
+
+    def tick(self) -> None:
+        self._on_progress(self.bytes)
+
+
+class _ReportingStream:
+    """Passes reads through, adding what arrives to the job's progress."""
+
+    def __init__(self, download: ObjectStream, progress: ByteCounter) -> None:
+        self._download = download
+        self._progress = progress
+
+    def read(self, size: int = -1, /) -> bytes:
+        chunk = self._download.read(size)
+        self._progress.add(len(chunk))
+        return chunk
+
+
+def _decoded(download: ObjectStream, progress: ByteCounter, limits: Limits) -> Readable:
+    """The download's bytes, counted as they arrive, its stored gzip layer (if any) removed."""
+    reporting = _ReportingStream(download, progress)
+    return content_decoded(
+        reporting, download.content_encoding, limits, lambda: download.bytes_read
+    )

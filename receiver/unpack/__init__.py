@@ -1,0 +1,20 @@
+"""Unpack: an archive's bytes into a staging directory, safely, within limits.
+
+    base        the one chunk size, `Readable`, the byte budget, the rules for names
+    decompress  gzip, bzip2, xz and zstd in bounded steps; the -Z content encoding
+    tar         a tar stream read front to back
+    zip         a zip file on local disk, its index sized up first (`zipindex`)
+    zipindex    a zip's index sized up before zipfile reads it
+    writer      the safe writer: entries under staging, nothing escaping it
+    entrytree   the archive's own tree: where links lead, without the disk
+
+Every refusal is an `ArchiveError` (`receiver.errors`) that names the entry and the
+rule; `CorruptArchiveError` when the bytes are not a whole archive, as a download cut
+short or mangled in transit looks, and the checksum then tells a retry from a failure.
+"""
+
+from receiver.unpack.decompress import content_decoded, decompressed
+from receiver.unpack.tar import unpack_tar
+from receiver.unpack.zip import unpack_zip
+
+__all__ = ["content_decoded", "decompressed", "unpack_tar", "unpack_zip"]

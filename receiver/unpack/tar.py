@@ -1,0 +1,110 @@
+"""Tar, read as a stream straight off the network, entry by entry into a `SafeWriter`.
+
+`decompress.decompressed` inflates it in bounded steps and tarfile only ever sees plain
+tar (`r|`). tarfile itself is held to three more rules than it keeps on its own: a header
+that carries data (pax, GNU long names) may not claim more than `MAX_HEADER_BYTES`, which
+tarfile would read into memory whole; sparse members are refused; and the archive must
+end with tar's end-of-archive block, so a tar cut short between two members is not taken
+for a complete one.
+"""
+
+from __future__ import annotations
+
+import stat
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Self, cast
+
+from receiver.config import Limits
+from receiver.errors import ArchiveError, CorruptArchiveError
+from receiver.unpack import decompress
+from receiver.unpack.base import CHUNK_SIZE, ByteBudget, Readable
+from receiver.unpack.writer import SafeWriter
+
+MAX_HEADER_BYTES = 1024 * 1024
+# Headers that describe the next one (pax, GNU long name and link) in a row before a
+# member: real tools write at most three (global pax, pax, or long name then long link).
+# tarfile reads each by recursing into the next, so a long run overflows the stack.
+MAX_CHAINED_HEADERS = 8
+_HEADER_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callable[[], int]) -> None:
+    """Unpack a tar stream (plain, gzip, bzip2, xz or zstd) read front to back."""
+    unpacker = SafeWriter(root, limits, compressed)
+    # The decompressed stream has a budget of its own: it also counts headers and padding.
+    plain = decompress.decompressed(stream, ByteBudget(limits, compressed))
+    try:
+        with _TarReader.open(fileobj=cast(IO[bytes], plain), mode="r|", bufsize=CHUNK_SIZE) as tar:
+            while (member := tar.next()) is not None:
+                _unpack_tar_member(tar, member, unpacker)
+                # Stream mode keeps every header it has read; 100,000 of them cost 100 MB.
+                tar.members.clear()  # type: ignore[attr-defined]
+            if not tar.ended_properly:
+                raise CorruptArchiveError(
+                    "the tar archive is truncated: it stops without its end-of-archive block"
+                )
+    except (tarfile.TarError, EOFError) as exc:
+        raise CorruptArchiveError(f"corrupt tar archive: {exc}") from exc
+    except RecursionError as exc:  # tarfile recurses per chained header: a hostile archive
+        raise ArchiveError(f"the tar archive nests headers too deeply to read: {exc}") from exc
+    # Read what follows the end-of-archive block (padding), so that a compressed stream
+    # is checked to its end marker and checksum.
+    while plain.read(CHUNK_SIZE):
+        pass
+    unpacker.finish()
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
+        # As TarInfo.fromtarfile, with two checks before tarfile acts on the header.
+        assert tarfile_.fileobj is not None
+        block = tarfile_.fileobj.read(tarfile.BLOCKSIZE)
+        if block == bytes(tarfile.BLOCKSIZE) and isinstance(tarfile_, _TarReader):
+            tarfile_.ended_properly = True  # frombuf raises the end-of-archive error
+        info = cls.frombuf(block, tarfile_.encoding or "utf-8", tarfile_.errors or "strict")
+        if info.type in _HEADER_TYPES and info.size > MAX_HEADER_BYTES:
+            raise ArchiveError(
+                f"a tar extended header claims {info.size} bytes "
+                f"(more than {MAX_HEADER_BYTES}); refusing it"
+            )
+        if isinstance(tarfile_, _TarReader):
+            tarfile_.chained = tarfile_.chained + 1 if info.type in _HEADER_TYPES else 0
+            if tarfile_.chained > MAX_CHAINED_HEADERS:
+                raise ArchiveError(
+                    f"more than {MAX_CHAINED_HEADERS} tar extended headers in a row; "
+                    "refusing a hostile archive"
+                )
+        info.offset = tarfile_.fileobj.tell() - tarfile.BLOCKSIZE
+        return cast(Self, info._proc_member(tarfile_))  # type: ignore[attr-defined]
+
+
+class _TarReader(tarfile.TarFile):
+    tarinfo = _CheckedTarInfo
+    ended_properly = False  # set on the instance when the end-of-archive block is read
+    chained = 0  # extended headers read since the last member
+
+
+def _unpack_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, unpacker: SafeWriter) -> None:
+    if member.issparse():
+        raise ArchiveError(f"entry {member.name!r} is a sparse file; a SavedModel has none")
+    if member.isdir():
+        unpacker.directory(member.name)
+    elif member.isreg():
+        source = tar.extractfile(member)
+        assert source is not None  # a regular member always has data
+        unpacker.file(member.name, source, executable=bool(member.mode & stat.S_IXUSR))
+    elif member.issym():
+        unpacker.symlink(member.name, member.linkname)
+    elif member.islnk():
+        unpacker.hardlink(member.name, member.linkname)
+    else:
+        raise ArchiveError(f"entry {member.name!r} is a device, fifo or other special file")

@@ -1,0 +1,70 @@
+"""Directory uploads: every object beside the done marker, installed on the marker."""
+
+from receiver.journal import JobState
+from receiver.sync import sync
+from tests.helpers import HALF_PLUS_TWO, same_files
+from tests.installs import only_job, visible
+
+
+def upload_directory(bucket, version, model="half_plus_two", source=HALF_PLUS_TWO, marker=True):
+    """Publish a SavedModel as a folder of objects, the way TFX Pusher or gsutil cp -r do."""
+    blobs = []
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        blob = bucket.blob(f"models/{model}/{version}/{path.relative_to(source)}")
+        blob.upload_from_filename(str(path))
+        blobs.append(blob)
+    if marker:
+        done = bucket.blob(f"models/{model}/{version}/_SUCCESS")
+        done.upload_from_string(b"")
+        blobs.append(done)
+    return blobs
+
+
+def test_a_directory_upload_installs_on_its_marker(runtime, bucket, push, settings):
+    blobs = upload_directory(bucket, 42)
+    answers = [push(blob) for blob in blobs]
+    assert [a.get_json()["outcome"] for a in answers[:-1]] == ["ignored"] * (len(blobs) - 1)
+    assert "installed when" in answers[0].get_json()["reason"]
+    assert answers[-1].status_code == 202
+    runtime.worker.run_once()
+    assert only_job(runtime).state is JobState.INSTALLED
+    assert same_files(settings.model_dir / "half_plus_two" / "42")
+    assert not (settings.model_dir / "half_plus_two" / "42" / "_SUCCESS").exists()
+
+
+def test_a_directory_without_its_marker_is_not_installed(runtime, bucket, push, settings):
+    for blob in upload_directory(bucket, 42, marker=False):
+        assert push(blob).get_json()["outcome"] == "ignored"
+    assert not runtime.worker.run_once()
+    assert not (settings.model_dir / "half_plus_two").exists()
+
+
+def test_a_marker_alone_fails_with_a_reason(runtime, bucket, push):
+    marker = bucket.blob("models/half_plus_two/42/_SUCCESS")
+    marker.upload_from_string(b"")
+    push(marker)
+    runtime.worker.run_once()
+    assert "nothing but its done marker" in only_job(runtime).reason
+
+
+def test_a_directory_with_a_hostile_object_name_fails(runtime, bucket, push, settings, tmp_path):
+    upload_directory(bucket, 42, marker=False)
+    bucket.blob("models/half_plus_two/42/../../../escaped.txt").upload_from_string(b"x")
+    marker = bucket.blob("models/half_plus_two/42/_SUCCESS")
+    marker.upload_from_string(b"")
+    push(marker)
+    runtime.worker.run_once()
+    job = only_job(runtime)
+    assert job.state is JobState.FAILED
+    assert "climbs out of the archive with '..'" in job.reason
+    assert visible(settings.model_dir) == []  # not even an empty model dir
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_sync_installs_a_completed_directory(runtime, bucket, settings):
+    upload_directory(bucket, 42)
+    upload_directory(bucket, 43, marker=False)  # newer, but not finished
+    jobs = sync(settings, runtime.store, runtime.journal)
+    assert [(job.model, job.version) for job in jobs] == [("half_plus_two", 42)]
+    runtime.worker.run_once()
+    assert same_files(settings.model_dir / "half_plus_two" / "42")

@@ -1,0 +1,142 @@
+"""Decompression: read from the bytes, bounded, ended properly; the -Z content encoding."""
+
+import bz2
+import io
+import lzma
+import subprocess
+import sys
+import tarfile
+
+import pytest
+from backports import zstd
+
+from receiver.config import Limits
+from receiver.dev.tools import archive_directory
+from receiver.errors import ArchiveError
+from receiver.unpack import decompressed
+from receiver.unpack.base import ByteBudget
+from tests import hostile
+from tests.helpers import HALF_PLUS_TWO, PROJECT_ROOT, same_files
+from tests.unpack.archives import model_tar, unpack
+
+
+@pytest.mark.parametrize(
+    "compress",
+    [
+        hostile.gzip,
+        bz2.compress,
+        lzma.compress,
+        zstd.compress,
+        lambda data: data,
+        # `cat a.gz b.gz`: a gzip of several members is one stream
+        lambda data: hostile.gzip(data[:1000]) + hostile.gzip(data[1000:]),
+    ],
+    ids=["gzip", "bzip2", "xz", "zstd", "plain", "multi-member-gzip"],
+)
+def test_every_compression_is_read_from_the_bytes_not_the_name(staging, compress):
+    unpack(compress(model_tar()), staging, "tar")
+    assert same_files(staging / "m")
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda gz: gz[:-200], "truncated"),
+        (lambda gz: gz[:-8], "truncated"),  # the trailer alone: CRC and length missing
+        (lambda gz: gz[:-8] + b"\0\0\0\0" + gz[-4:], "corrupt gzip data"),  # wrong CRC
+        (lambda gz: gz[:-4] + b"\0\0\0\0", "corrupt gzip data"),  # wrong length
+        (lambda gz: gz + b"trailing garbage", "not another complete gzip member"),
+        (lambda gz: gz + gz[:100], "truncated"),  # a second member cut short
+    ],
+    ids=["cut-200", "no-trailer", "bad-crc", "bad-length", "garbage-after", "cut-member"],
+)
+def test_a_gzip_stream_must_end_properly(staging, mangle, reason):
+    with pytest.raises(ArchiveError, match=reason):
+        unpack(mangle(hostile.gzip(model_tar())), staging, "tar")
+
+
+def test_a_plain_tar_cut_between_members_is_truncated(staging):
+    data = model_tar()
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        last = archive.getmembers()[-1]
+    end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    with pytest.raises(ArchiveError, match="end-of-archive block"):
+        unpack(data[:end], staging, "tar")
+
+
+def test_decompressed_reads_are_bounded_whatever_the_ratio():
+    bomb = hostile.gzip(bytes(256 * 1024 * 1024))
+    source = io.BytesIO(bomb)
+    budget = ByteBudget(Limits(10**12, 10, 10**9), source.tell)
+    stream = decompressed(source, budget)
+    sizes = {len(stream.read(65536)) for _ in range(100)}
+    assert max(sizes) <= 65536
+
+
+def test_memory_stays_flat_while_unpacking_a_gigabyte_of_zeros(tmp_path):
+    """Run in a fresh process so its peak RSS is the unpacker's alone (VmHWM: ru_maxrss
+    would include the forking pytest's)."""
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(hostile.gzip_bomb(gib=1))
+    script = f"""
+from pathlib import Path
+from receiver.unpack import unpack_tar
+from receiver.config import Limits
+from tests.helpers import peak_rss_mib
+source = open({str(bomb)!r}, "rb")
+unpack_tar(source, Path({str(tmp_path)!r}) / "out", Limits(10**12, 10, 10**9), source.tell)
+print(peak_rss_mib())
+"""
+    (tmp_path / "out").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 150, f"peak RSS {result.stdout.strip()} MiB"
+    assert (
+        tmp_path / "out" / "m/variables/variables.data-00000-of-00001"
+    ).stat().st_size == 1024**3
+
+
+@pytest.mark.parametrize("archive_format", ["tar.gz", "tar", "zip"])
+def test_a_gzip_encoded_archive_unpacks_as_the_archive(staging, archive_format):
+    data = archive_directory(HALF_PLUS_TWO, archive_format, top="m")
+    unpack(hostile.gzip(data), staging, archive_format, content_encoding="gzip")
+    assert same_files(staging / "m")
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda gz: gz[:-100], "Content-Encoding: gzip .*truncated"),
+        (lambda gz: gz[:-8] + b"\0\0\0\0" + gz[-4:], "corrupt Content-Encoding: gzip"),
+        (lambda gz: gz[2:], "cp -Z.* not gzip"),
+    ],
+    ids=["truncated", "bad-crc", "not-gzip"],
+)
+def test_a_gzip_encoding_must_be_whole_gzip(staging, mangle, reason):
+    encoded = hostile.gzip(archive_directory(HALF_PLUS_TWO, "tar.gz", top="m"))
+    with pytest.raises(ArchiveError, match=reason):
+        unpack(mangle(encoded), staging, "tar", content_encoding="gzip")
+
+
+def test_no_encoding_and_identity_pass_the_bytes_through(staging):
+    data = archive_directory(HALF_PLUS_TWO, "tar.gz", top="m")
+    unpack(data, staging, "tar", content_encoding="identity")
+    assert same_files(staging / "m")
+
+
+@pytest.mark.parametrize(("empty", "refused"), [(16, False), (17, True)])
+def test_a_run_of_empty_gzip_members_is_refused_past_sixteen(staging, empty, refused):
+    """Each costs a decompressor and unpacks to nothing: a million of them cost minutes."""
+    data = hostile.gzip(b"") * empty + hostile.gzip(model_tar())
+    if refused:
+        with pytest.raises(ArchiveError, match="more than 16 empty gzip members"):
+            unpack(data, staging, "tar")
+    else:
+        unpack(data, staging, "tar")
+        assert same_files(staging / "m")
