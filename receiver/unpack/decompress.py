@@ -152,11 +152,16 @@ class DecompressedStream:
 
     def read(self, size: int = -1, /) -> bytes:
         size = CHUNK_SIZE if size is None or size < 0 else size
+        starved = False  # the last call, given nothing new, gave nothing
         while not self._done and size:
             if self._member.eof and not self._next_member():
                 break
             data = b""
-            if self._member.needs_input:
+            # zstd can fill a read exactly, say it needs no input, then give nothing
+            # without more: feed it then, and call the stream truncated only once the
+            # source itself has run dry.
+            asked = self._member.needs_input or starved
+            if asked:
                 data = self._input or self._source.read(CHUNK_SIZE)
                 self._input = b""
             try:
@@ -172,10 +177,11 @@ class DecompressedStream:
                 self._budget.spend(len(chunk))
                 self._member_output = True
                 return chunk
-            if not data and self._member.needs_input and not self._member.eof:
+            if asked and not data and not self._member.eof:
                 raise CorruptArchiveError(
                     f"the {self.name} stream is truncated: it stops before its end marker"
                 )
+            starved = not asked
         return b""
 
     def _next_member(self) -> bool:
