@@ -20,7 +20,9 @@ COLUMNS = (
 )
 
 
-def write_report(rows: list[Row], runs: int, dropped: bool, out: Path) -> None:
+def write_report(
+    rows: list[Row], runs: int, dropped: bool, out: Path, table: str = "benchmarks-install"
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cache = (
         "the page cache dropped and memory recycled before each run"
@@ -48,8 +50,8 @@ def write_report(rows: list[Row], runs: int, dropped: bool, out: Path) -> None:
             f"| {_ratio(receiver, seconds.get('inflate alone'))} | {_ratio(receiver, floor)} "
             f"| {row.receiver_cpu:.2f} s | {row.peak_rss_mib} MiB |"
         )
-    (out / "benchmarks-install.md").write_text("\n".join(lines) + "\n")
-    chart(rows, out / "benchmarks-install.png")
+    (out / f"{table}.md").write_text("\n".join(lines) + "\n")
+    chart(rows, out / f"{table}.png")
 
 
 def _seconds(value: float | None) -> str:

@@ -45,9 +45,9 @@ _SYNC_RANGE = _sync_file_range()
 class Flusher:
     """Starts writeback and fsyncs files on one thread, in the order they were handed over.
 
-    `track(fd)` takes a duplicate of a file being written; `written(flushed, size)` from
-    the file's writer starts writeback of each full stretch; `done(file)` queues its
-    fsync. `wait()` returns once every fsync is done, raising the first failure."""
+    `track(fd)` follows a file being written: its writer reports each size, which starts
+    writeback of each full stretch, and `done()` queues its fsync. `wait()` returns once
+    every fsync is done, raising the first failure."""
 
     def __init__(self) -> None:
         self._work: queue.Queue[Callable[[], None]] = queue.Queue()
@@ -59,8 +59,7 @@ class Flusher:
         self._error: BaseException | None = None
 
     def track(self, fd: int) -> TrackedFile:
-        self._slots.acquire()
-        return TrackedFile(self, os.dup(fd))
+        return TrackedFile(self, fd)
 
     def wait(self) -> None:
         with self._idle:
@@ -101,37 +100,49 @@ class Flusher:
 
 
 class TrackedFile:
-    """One file's duplicate descriptor, owned by the flusher until its fsync is done."""
+    """One file being written. Only a file that grows past `WRITEBACK_BYTES` is flushed
+    early: it gets a duplicate descriptor, owned by the flusher until its fsync is done.
+    Small files are left to the final fsyncs, which the kernel serves in a batch (an
+    archive of 100,000 tiny entries would otherwise wait for 100,000 fsyncs in a row)."""
 
     def __init__(self, flusher: Flusher, fd: int) -> None:
         self._flusher = flusher
         self._fd = fd
+        self._own: int | None = None  # the duplicate, once the file is large
         self._started = 0  # bytes whose writeback has been asked for
 
     def written(self, size: int) -> None:
         """The file now holds `size` bytes: start writing out each full stretch."""
-        if _SYNC_RANGE is None or size - self._started < WRITEBACK_BYTES:
+        if size - self._started < WRITEBACK_BYTES:
             return
+        if self._own is None:
+            self._flusher._slots.acquire()
+            self._own = os.dup(self._fd)
         start, self._started = self._started, size
-        fd = self._fd
-        self._flusher._submit(lambda: _start_writeback(fd, start, size - start))
+        if _SYNC_RANGE is not None:
+            fd = self._own
+            self._flusher._submit(lambda: _start_writeback(fd, start, size - start))
 
     def done(self) -> None:
-        """No more writes: fsync the file on the flusher's thread, then close it."""
-        self._flusher._submit(self._fsync_and_close)
+        """No more writes: fsync a large file on the flusher's thread, then close it."""
+        if self._own is not None:
+            self._flusher._submit(self._fsync_and_close)
 
     def abandon(self) -> None:
         """The write failed: close without flushing (the staging directory goes away)."""
-        self._flusher._submit(self._close)
+        if self._own is not None:
+            self._flusher._submit(self._close)
 
     def _fsync_and_close(self) -> None:
         try:
-            os.fsync(self._fd)
+            assert self._own is not None
+            os.fsync(self._own)
         finally:
             self._close()
 
     def _close(self) -> None:
-        os.close(self._fd)
+        assert self._own is not None
+        os.close(self._own)
         self._flusher._slots.release()
 
 

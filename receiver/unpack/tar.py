@@ -41,10 +41,12 @@ def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callabl
     """Unpack a tar stream (plain, gzip, bzip2, xz or zstd) read front to back."""
     unpacker = SafeWriter(root, limits, compressed)
     # The decompressed stream has a budget of its own: it also counts headers and padding.
-    # Read ahead on a thread, it inflates on one core while tarfile and the writes use the
-    # other (`readahead`).
-    with ReadAhead(decompress.decompressed(stream, ByteBudget(limits, compressed))) as plain:
-        _read_tar(plain, unpacker)
+    # The download and the inflate are each read ahead on a thread of their own, so one
+    # core inflates while the socket, tarfile and the writes use the other (`readahead`).
+    with ReadAhead(stream) as download:
+        budget = ByteBudget(limits, compressed)
+        with ReadAhead(decompress.decompressed(download, budget)) as plain:
+            _read_tar(plain, unpacker)
     unpacker.finish()
 
 
