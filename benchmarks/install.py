@@ -48,6 +48,7 @@ from receiver.dev.tools import StorageEmulator
 
 RECEIVER, IGZIP_PIPE, TAR_PIPE, INFLATE, DISK, WIRE = COLUMNS
 HAS_IGZIP = shutil.which("igzip") is not None
+_SCRATCH: str | None = None
 
 
 @dataclass
@@ -211,9 +212,11 @@ def inflate_zip(path: Path) -> None:
 
 
 def _scratch() -> str:
-    path = Path(tempfile.gettempdir()) / "bench-scratch"
-    path.mkdir(exist_ok=True)
-    return str(path)
+    """This run's own scratch directory (another run, or the smoke test, may run at once)."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = tempfile.mkdtemp(prefix="bench-scratch-")
+    return _SCRATCH
 
 
 if __name__ == "__main__":
