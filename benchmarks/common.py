@@ -157,6 +157,14 @@ class Receiver:
                     peaks.append(int(line.split()[1]) // 1024)
         return max(peaks)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the workers have spent so far (all their threads)."""
+        ticks = 0
+        for worker in worker_pids(self.process.pid):
+            fields = Path(f"/proc/{worker}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=60)

@@ -1,96 +1,85 @@
-"""Install path, side by side: push accepted -> version directory in place.
+"""Install path, side by side with the machine's limits: push accepted -> version in place.
 
     make bench    (or: PYTHONPATH=. .venv/bin/python benchmarks/install.py --sizes 100 1024)
 
-For each size (MiB of model-like weights: half random bytes, like trained float32
-values, half zeros, so partly compressible) and each format (tar.gz, tar.zst, zip), the
-same archive is uploaded to the storage emulator and installed by every method, each run
-into a fresh directory:
+For each model (benchmarks/models.py: float32 weights, and the half-zeros model of earlier
+rounds), size and format, the same archive is uploaded to the storage emulator and every
+method runs in turns, one run of each per round, median of --runs rounds, each into a
+fresh directory and each after the page cache is dropped (root only) and memory recycled
+(`common.recycle_memory`):
 
 * receiver: a real push (curl, signed token) to a real gunicorn receiver with
-  RECEIVER_ACK=installed, timed from the push to its answer `installed` (the version is
-  renamed into place and fsynced by then);
-* curl | tar: `curl -s URL | tar -x[z|--zstd]f - -C DIR && sync` (zip: `curl -o` then
-  `unzip`, then `sync`), the limit for one stream;
-* download-then-extract: google-cloud-storage `download_to_filename`, then tarfile /
-  zipfile `extractall`, then `sync` (what the earlier pull-based poller did);
-* KServe storage initializer: `kserve_storage.Storage.download("gs://…", DIR)` in its
-  own virtualenv (`make kserve`; benchmarks/kserve_download.py), then `sync`. Left out,
-  with a note, when .venv-kserve is missing; KServe's library cannot read .tar.zst.
+  RECEIVER_ACK=installed, timed to its answer `installed` (renamed into place, fsynced);
+  a fresh gunicorn per row, so its peak RSS (worker VmHWM) is that row's; its CPU is the
+  user + system time its workers spent on the install;
+* by hand: `curl -s URL | igzip -dc | tar -xf - -C DIR && sync` (tar.gz, Debian `isal`),
+  `curl -s URL | tar -x[z|--zstd]f - -C DIR && sync`, and for zip `curl -o`, `unzip`,
+  `sync`;
+* the limits: inflate alone for the format (`igzip -dc` / `zstd -dc` of a copy in
+  /dev/shm to /dev/null; zip: its entries inflated with ISA-L in process), the disk
+  (`dd if=/dev/zero bs=1M conv=fdatasync` of the model's size) and the wire
+  (`curl -s -o /dev/null URL`).
 
-Medians of --runs runs, and ratios to curl | tar from the same run. The receiver's peak
-RSS (VmHWM of its worker processes) is read after each size from a fresh gunicorn.
 Writes a Markdown table and a PNG chart to --out (default docs/).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
+import statistics
 import subprocess
-import tarfile
 import tempfile
+import time
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from backports import zstd
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from isal import isal_zlib
 
-from benchmarks.common import ROOT, Receiver, interleaved_medians, recycle_memory
+from benchmarks.common import ROOT, Receiver, recycle_memory
+from benchmarks.install_report import COLUMNS, write_report
+from benchmarks.models import FORMATS, KINDS, MIB, archive_path
 from receiver.dev.tools import StorageEmulator
 
-SAMPLE = ROOT / "receiver" / "dev" / "sample" / "half_plus_two" / "00000123"
-MIB = 2**20
-FORMATS = ("tar.gz", "tar.zst", "zip")
-KSERVE_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"  # `make kserve`
-KSERVE = "KServe storage initializer"
-METHODS = ("receiver", "curl | tar", "download-then-extract") + (
-    (KSERVE,) if KSERVE_PYTHON.exists() else ()
-)
+RECEIVER, IGZIP_PIPE, TAR_PIPE, INFLATE, DISK, WIRE = COLUMNS
+HAS_IGZIP = shutil.which("igzip") is not None
+_SCRATCH: str | None = None
 
 
 @dataclass
-class Result:
+class Row:
+    kind: str
     size_mib: int
     archive_format: str
     archive_bytes: int
-    seconds: dict[str, float]  # method -> median
-    receiver_peak_rss_mib: int
+    seconds: dict[str, float] = field(default_factory=dict)  # method -> median
+    receiver_cpu: float = 0.0  # median seconds of CPU, the receiver's workers
+    peak_rss_mib: int = 0
 
 
-def model_archive(size_mib: int, archive_format: str) -> bytes:
-    """half_plus_two's graph with `size_mib` MiB of weights: half random bytes, half zeros."""
-    half = size_mib * MIB // 2
-    weights = os.urandom(half) + bytes(size_mib * MIB - half)
-    files = {
-        "m/saved_model.pb": (SAMPLE / "saved_model.pb").read_bytes(),
-        "m/variables/variables.index": (SAMPLE / "variables" / "variables.index").read_bytes(),
-        "m/variables/variables.data-00000-of-00001": weights,
-    }
-    buffer = io.BytesIO()
-    if archive_format == "zip":
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-            for name, data in files.items():
-                archive.writestr(name, data)
-        return buffer.getvalue()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    plain = buffer.getvalue()
-    if archive_format == "tar.zst":
-        return zstd.compress(plain, level=3)
-    return subprocess.run(["gzip", "-6", "-c"], input=plain, capture_output=True, check=True).stdout
+def drop_caches() -> bool:
+    """Flush and drop the page cache, so no method reads what another left; needs root."""
+    subprocess.run(["sync"], check=True)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
 
 
 def run(
-    sizes: list[int], runs: int, out: Path, formats: tuple[str, ...] = FORMATS, cold: bool = False
-) -> list[Result]:
+    sizes: list[int],
+    runs: int,
+    out: Path,
+    formats: tuple[str, ...],
+    kinds: tuple[str, ...],
+    table: str = "benchmarks-install",
+) -> list[Row]:
     emulator = StorageEmulator().start()
     os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
     client = storage.Client(
@@ -99,165 +88,135 @@ def run(
         client_options={"api_endpoint": emulator.url},
     )
     bucket = client.create_bucket("bench")
-    results = []
-    version = 0
+    rows = []
+    dropped = True
     try:
-        for size in sizes:
-            workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-            receiver = Receiver(emulator.url, bucket.name, workdir)
-            try:
-                for archive_format in formats:
-                    data = model_archive(size, archive_format)
-                    blobs = []
-                    for _ in range(runs):  # the receiver installs each version once
-                        version += 1
-                        blob = bucket.blob(f"models/m/{version}.{archive_format}")
-                        blob.upload_from_string(data, timeout=600)
-                        blobs.append(blob)
-                    # Room for the archive and the unpacked model, whichever method runs.
-                    recycle = None if cold else 2 * size * MIB + len(data)
-                    seconds = measure(receiver, blobs, archive_format, emulator.url, recycle)
-                    results.append(
-                        Result(size, archive_format, len(data), seconds, receiver.peak_rss_mib())
+        for kind in kinds:
+            for size in sizes:
+                # The half-zeros model is the comparison with earlier rounds: tar.gz only.
+                for archive_format in formats if kind == "weights" else formats[:1]:
+                    row, dropped_here = measure(
+                        bucket, emulator.url, kind, size, archive_format, runs
                     )
-                    print(f"{size} MiB {archive_format}: {seconds}", flush=True)
-            finally:
-                receiver.stop()
-                shutil.rmtree(workdir, ignore_errors=True)  # the receiver keeps its newest
+                    dropped = dropped and dropped_here
+                    rows.append(row)
+                    print(f"{kind} {size} MiB {archive_format}: {row.seconds}", flush=True)
     finally:
         emulator.stop()
-    write_report(results, runs, out)
-    return results
+    write_report(rows, runs, dropped, out, table)
+    return rows
 
 
 def measure(
-    receiver: Receiver,
-    blobs: list[storage.Blob],
-    archive_format: str,
-    emulator_url: str,
-    recycle: int | None,
-) -> dict[str, float]:
-    """Median seconds of each method on the same archive (one object per receiver run),
-    the methods taking turns. With `recycle`, that many bytes of memory are written and
-    freed before every run."""
-    pending = iter(blobs)
-    first = blobs[0]
-    url = (
-        f"{emulator_url}/download/storage/v1/b/{first.bucket.name}/o/"
-        f"{first.name.replace('/', '%2F')}?alt=media"
+    bucket: storage.Bucket, emulator_url: str, kind: str, size: int, archive_format: str, runs: int
+) -> tuple[Row, bool]:
+    path = archive_path(kind, size, archive_format)
+    shared = bucket.blob(f"by-hand/{path.name}")
+    shared.upload_from_filename(str(path), timeout=1800)
+    url = f"{emulator_url}/download/storage/v1/b/{bucket.name}/o/by-hand%2F{path.name}?alt=media"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    in_memory = Path("/dev/shm") / f"bench-{path.name}"
+    shutil.copy(path, in_memory)
+    receiver = Receiver(emulator_url, bucket.name, workdir)
+    row = Row(kind, size, archive_format, path.stat().st_size)
+    versions = iter(range(1, runs + 1))
+    cpu: list[float] = []
+
+    def install() -> None:
+        blob = bucket.blob(f"models/m/{next(versions)}.{archive_format}")
+        blob.upload_from_filename(str(path), timeout=1800)
+        drop_caches()
+        recycle_memory(2 * size * MIB + row.archive_bytes, Path(_scratch()))
+        before, started = receiver.cpu_seconds(), time.perf_counter()
+        receiver.install(blob)
+        times[RECEIVER].append(time.perf_counter() - started)
+        cpu.append(receiver.cpu_seconds() - before)
+        blob.delete()
+
+    actions = by_hand(url, archive_format, in_memory, size)
+    times: dict[str, list[float]] = {RECEIVER: [], **{name: [] for name in actions}}
+    dropped = True
+    try:
+        for _ in range(runs):
+            install()
+            for name, action in actions.items():
+                dropped = drop_caches() and dropped
+                recycle_memory(2 * size * MIB + row.archive_bytes, Path(_scratch()))
+                started = time.perf_counter()
+                action()
+                times[name].append(time.perf_counter() - started)
+        row.peak_rss_mib = receiver.peak_rss_mib()
+    finally:
+        receiver.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        in_memory.unlink()
+        shared.delete()
+    row.seconds = {name: statistics.median(taken) for name, taken in times.items()}
+    row.receiver_cpu = statistics.median(cpu)
+    return row, dropped
+
+
+def by_hand(url: str, archive_format: str, local: Path, size: int) -> dict[str, Callable[[], None]]:
+    """The other methods for this format: unpacking by hand, then the machine's limits."""
+    actions: dict[str, Callable[[], None]] = {}
+    flag = {"tar.gz": "-z", "tar.zst": "--zstd", "tar": ""}.get(archive_format)
+    if archive_format == "tar.gz" and HAS_IGZIP:
+        actions[IGZIP_PIPE] = lambda: _unpack(f"curl -sS {url!r} | igzip -dc | tar -xf - -C {{}}")
+    if flag is not None:
+        actions[TAR_PIPE] = lambda: _unpack(f"curl -sS {url!r} | tar -x {flag} -f - -C {{}}")
+    else:  # zip keeps its index at the end: download, then unzip
+        actions[TAR_PIPE] = lambda: _unpack(
+            f"curl -sS -o {{}}/m.zip {url!r} && unzip -q {{}}/m.zip -d {{}}"
+        )
+    inflate = {"tar.gz": "igzip -dc" if HAS_IGZIP else "gzip -dc", "tar.zst": "zstd -dc"}
+    if archive_format in inflate:
+        command = f"{inflate[archive_format]} {str(local)!r} > /dev/null"
+        actions[INFLATE] = lambda: _shell(command)
+    elif archive_format == "zip":
+        actions[INFLATE] = lambda: inflate_zip(local)
+    actions[DISK] = lambda: _unpack(
+        f"dd if=/dev/zero of={{}}/dd bs=1M count={size} conv=fdatasync status=none"
     )
-    actions = {
-        "receiver": lambda: receiver.install(next(pending)),
-        "curl | tar": lambda: curl_then_unpack(url, archive_format),
-        "download-then-extract": lambda: download_then_extract(first, archive_format),
-    }
-    if KSERVE in METHODS and archive_format != "tar.zst":
-        actions[KSERVE] = lambda: kserve_download(first, emulator_url)
-
-    def before() -> None:
-        if recycle:
-            recycle_memory(recycle, Path(_scratch()))
-
-    return interleaved_medians(len(blobs), actions, before)
+    actions[WIRE] = lambda: _shell(f"curl -sS -o /dev/null {url!r}")
+    return actions
 
 
-def curl_then_unpack(url: str, archive_format: str) -> None:
+def _shell(command: str) -> None:
+    subprocess.run(command, shell=True, check=True)
+
+
+def _unpack(command: str) -> None:
+    """`command` with `{}` as a fresh directory, then `sync` (what the receiver's fsyncs cost)."""
     with tempfile.TemporaryDirectory(dir=_scratch()) as target:
-        if archive_format == "zip":
-            archive = Path(target) / "m.zip"
-            subprocess.run(["curl", "-sS", "-o", str(archive), url], check=True)
-            subprocess.run(["unzip", "-q", str(archive), "-d", target], check=True)
-        else:
-            flag = "--zstd" if archive_format == "tar.zst" else "-z"
-            subprocess.run(
-                f"curl -sS {url!r} | tar -x {flag} -f - -C {target!r}", shell=True, check=True
+        subprocess.run(command.replace("{}", target), shell=True, check=True)
+        subprocess.run(["sync"], check=True)
+
+
+def inflate_zip(path: Path) -> None:
+    """Every deflated entry of `path` inflated with ISA-L in 512 KiB reads, output dropped."""
+    with zipfile.ZipFile(path) as archive, path.open("rb") as file:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_DEFLATED:
+                continue
+            file.seek(info.header_offset)
+            header = file.read(30)
+            file.seek(
+                int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little"), 1
             )
-        subprocess.run(["sync"], check=True)
-
-
-def download_then_extract(blob: storage.Blob, archive_format: str) -> None:
-    with tempfile.TemporaryDirectory(dir=_scratch()) as target:
-        archive = Path(target) / f"m.{archive_format}"
-        blob.download_to_filename(str(archive), checksum="crc32c")
-        if archive_format == "zip":
-            with zipfile.ZipFile(archive) as opened:
-                opened.extractall(target)
-        elif archive_format == "tar.zst":
-            with zstd.open(archive) as raw, tarfile.open(fileobj=raw, mode="r|") as opened:
-                opened.extractall(target, filter="data")
-        else:
-            with tarfile.open(archive) as opened:
-                opened.extractall(target, filter="data")
-        subprocess.run(["sync"], check=True)
-
-
-def kserve_download(blob: storage.Blob, emulator_url: str) -> None:
-    with tempfile.TemporaryDirectory(dir=_scratch()) as target:
-        subprocess.run(
-            [str(KSERVE_PYTHON), str(ROOT / "benchmarks" / "kserve_download.py"),
-             f"gs://{blob.bucket.name}/{blob.name}", target],
-            env={**os.environ, "STORAGE_EMULATOR_HOST": emulator_url},
-            check=True, capture_output=True,
-        )  # fmt: skip
-        subprocess.run(["sync"], check=True)
+            inflater = isal_zlib.decompressobj(-15)
+            left = info.compress_size
+            while left:
+                data = file.read(min(left, 512 * 1024))
+                left -= len(data)
+                inflater.decompress(data)
 
 
 def _scratch() -> str:
-    path = Path(tempfile.gettempdir()) / "bench-scratch"
-    path.mkdir(exist_ok=True)
-    return str(path)
-
-
-def write_report(results: list[Result], runs: int, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    methods = " | ".join(method.replace("|", "\\|") for method in METHODS)
-    lines = [
-        f"| model | format | archive | {methods} | receiver vs curl \\| tar | receiver peak RSS |",
-        "|---|---|---:|" + "---:|" * len(METHODS) + "---:|---:|",
-    ]
-    for r in results:
-        limit = r.seconds["curl | tar"]
-        cells = " | ".join(_cell(r.seconds.get(m)) for m in METHODS)
-        lines.append(
-            f"| {r.size_mib} MiB | {r.archive_format} | {r.archive_bytes / MIB:.0f} MiB | {cells} "
-            f"| {r.seconds['receiver'] / limit:.2f}x | {r.receiver_peak_rss_mib} MiB |"
-        )
-    note = "" if KSERVE in METHODS else " KServe's library was not installed (`make kserve`)."
-    (out / "benchmarks-install.md").write_text(
-        f"Medians of {runs} runs each.{note}\n\n" + "\n".join(lines) + "\n"
-    )
-    chart(results, out / "benchmarks-install.png")
-
-
-def _cell(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.2f} s"
-
-
-def chart(results: list[Result], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(1, len(FORMATS), figsize=(12, 4), sharey=True)
-    for axis, archive_format in zip(axes, FORMATS, strict=True):
-        rows = [r for r in results if r.archive_format == archive_format]
-        for method in METHODS:
-            measured = [r for r in rows if method in r.seconds]
-            if measured:
-                axis.plot(
-                    [r.size_mib for r in measured],
-                    [r.seconds[method] for r in measured],
-                    "o-",
-                    label=method,
-                )
-        axis.set_title(archive_format)
-        axis.set_xlabel("model size (MiB)")
-    axes[0].set_ylabel("install time (s)")
-    axes[0].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    """This run's own scratch directory (another run, or the smoke test, may run at once)."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = tempfile.mkdtemp(prefix="bench-scratch-")
+    return _SCRATCH
 
 
 if __name__ == "__main__":
@@ -266,7 +225,15 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
-    parser.add_argument("--cold", action="store_true", help="do not recycle memory before each run")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--table", default="benchmarks-install", help="file names in --out")
     arguments = parser.parse_args()
-    run(arguments.sizes, arguments.runs, arguments.out, tuple(arguments.formats), arguments.cold)
+    run(
+        arguments.sizes,
+        arguments.runs,
+        arguments.out,
+        tuple(arguments.formats),
+        tuple(arguments.kinds),
+        arguments.table,
+    )
     shutil.rmtree(_scratch(), ignore_errors=True)

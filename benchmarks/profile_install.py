@@ -4,7 +4,8 @@
         .venv/bin/python benchmarks/profile_install.py install 1024
     PYTHONPATH=. .venv/bin/python benchmarks/profile_install.py summarize /tmp/install.raw
 
-`install SIZE` uploads a SIZE MiB tar.gz (benchmarks/install.py's model) to the storage
+`install SIZE [KIND]` uploads a SIZE MiB tar.gz (benchmarks/models.py: float32 weights
+unless KIND says half-zeros) to the storage
 emulator and runs `Installer.install` on it once, as the worker would. `summarize` reads
 py-spy's collapsed stacks and prints the share of samples by the innermost frame that
 is not the standard library's glue, counting only samples inside `Installer.install`
@@ -23,7 +24,7 @@ from pathlib import Path
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from benchmarks.install import model_archive
+from benchmarks.models import archive_path
 from receiver.config import Settings
 from receiver.dev.tools import StorageEmulator
 from receiver.download import ObjectStore
@@ -33,7 +34,7 @@ from receiver.layout import ModelVersion, parse_object_name
 from receiver.objectref import ObjectRef
 
 
-def install(size_mib: int) -> None:
+def install(size_mib: int, kind: str = "weights") -> None:
     emulator = StorageEmulator().start()
     try:
         client = storage.Client(
@@ -42,7 +43,7 @@ def install(size_mib: int) -> None:
             client_options={"api_endpoint": emulator.url},
         )
         blob = client.create_bucket("profile").blob("models/m/1.tar.gz")
-        blob.upload_from_string(model_archive(size_mib, "tar.gz"), timeout=600)
+        blob.upload_from_filename(str(archive_path(kind, size_mib, "tar.gz")), timeout=1800)
         workdir = Path(tempfile.mkdtemp(prefix="profile-"))
         settings = Settings.from_env(
             {"RECEIVER_SOURCE": "gs://profile/models", "RECEIVER_MODEL_DIR": str(workdir)},
@@ -87,6 +88,6 @@ def _innermost(frames: list[str]) -> str:
 
 if __name__ == "__main__":
     if sys.argv[1] == "install":
-        install(int(sys.argv[2]))
+        install(int(sys.argv[2]), *sys.argv[3:4])
     else:
         summarize(Path(sys.argv[2]))

@@ -5,7 +5,9 @@
     tar         a tar stream read front to back
     zip         a zip file on local disk, its index sized up first (`zipindex`)
     zipindex    a zip's index sized up before zipfile reads it
+    readahead   a stream read a few chunks ahead on its own thread (inflate beside the rest)
     writer      the safe writer: entries under staging, nothing escaping it
+    flush       writeback started as files grow, finished files fsynced on a thread
     entrytree   the archive's own tree: where links lead, without the disk
 
 Every refusal is an `ArchiveError` (`receiver.errors`) that names the entry and the

@@ -20,6 +20,7 @@ from receiver.config import Limits
 from receiver.errors import ArchiveError, CorruptArchiveError
 from receiver.unpack import decompress
 from receiver.unpack.base import CHUNK_SIZE, ByteBudget, Readable
+from receiver.unpack.readahead import ReadAhead
 from receiver.unpack.writer import SafeWriter
 
 MAX_HEADER_BYTES = 1024 * 1024
@@ -40,7 +41,17 @@ def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callabl
     """Unpack a tar stream (plain, gzip, bzip2, xz or zstd) read front to back."""
     unpacker = SafeWriter(root, limits, compressed)
     # The decompressed stream has a budget of its own: it also counts headers and padding.
-    plain = decompress.decompressed(stream, ByteBudget(limits, compressed))
+    # The download and the inflate are each read ahead on a thread of their own, so one
+    # core inflates while the socket, tarfile and the writes use the other (`readahead`).
+    with ReadAhead(stream) as download:
+        budget = ByteBudget(limits, compressed)
+        with ReadAhead(decompress.decompressed(download, budget)) as plain:
+            _read_tar(plain, unpacker)
+    unpacker.finish()
+
+
+def _read_tar(plain: Readable, unpacker: SafeWriter) -> None:
+    """Every member of the plain tar stream `plain` into `unpacker`, then the stream's end."""
     try:
         with _TarReader.open(fileobj=cast(IO[bytes], plain), mode="r|", bufsize=CHUNK_SIZE) as tar:
             while (member := tar.next()) is not None:
@@ -59,7 +70,6 @@ def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callabl
     # is checked to its end marker and checksum.
     while plain.read(CHUNK_SIZE):
         pass
-    unpacker.finish()
 
 
 class _CheckedTarInfo(tarfile.TarInfo):

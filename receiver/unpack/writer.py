@@ -39,6 +39,7 @@ from receiver.unpack.base import (
     is_macos_junk,
 )
 from receiver.unpack.entrytree import FILE, EntryTree, Link, Node
+from receiver.unpack.flush import Flusher
 
 
 class SafeWriter:
@@ -53,6 +54,7 @@ class SafeWriter:
         self._lock = threading.Lock()
         self.entries = 0
         self.skipped = 0
+        self._flusher = Flusher()  # writes and fsyncs files while the next ones inflate
 
     @property
     def unpacked_bytes(self) -> int:
@@ -77,8 +79,14 @@ class SafeWriter:
             fd = os.open(self._path(parts), flags, 0o755 if executable else 0o644)
         except FileExistsError:
             raise ArchiveError(f"entry {name!r} appears twice or clashes with a link") from None
-        with os.fdopen(fd, "wb") as out:
-            _copy(source, out, self.budget.spend)
+        tracked = self._flusher.track(fd)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _copy(source, out, self.budget.spend, tracked.written)
+        except BaseException:
+            tracked.abandon()
+            raise
+        tracked.done()
 
     def symlink(self, name: str, target: str) -> None:
         parts = check_name(name)
@@ -129,7 +137,9 @@ class SafeWriter:
     def finish(self) -> None:
         """Check what only the whole tree shows: links that leave the version, whether by
         `..` or through other links. The version is the tree's single top-level directory
-        if it has one (`servable.find_saved_model` installs only that), else the tree."""
+        if it has one (`servable.find_saved_model` installs only that), else the tree.
+        Returns once every file is fsynced."""
+        self._flusher.wait()
         version = self._tree.version_root()
         for parts in self._tree.links:
             reason = self._tree.escapes(parts, version)
@@ -184,8 +194,11 @@ class SafeWriter:
             )
 
 
-def _copy(source: Readable, out: IO[bytes], spend: Callable[[int], None]) -> None:
-    """Copy `source` to `out`, each chunk counted before it is written.
+def _copy(
+    source: Readable, out: IO[bytes], spend: Callable[[int], None], written: Callable[[int], None]
+) -> None:
+    """Copy `source` to `out`, each chunk counted before it is written, `written` told
+    the file's size after each write.
 
     A file of more than one chunk is written by a second thread while the next chunk is
     read: the `write` system call releases the GIL, so inflating and tar's copying on
@@ -196,13 +209,21 @@ def _copy(source: Readable, out: IO[bytes], spend: Callable[[int], None]) -> Non
         spend(len(chunk))
         _write(out, chunk)
         return
+    size = 0
+
+    def write(data: bytes) -> None:
+        nonlocal size
+        _write(out, data)
+        size += len(data)
+        written(size)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unpack-write") as writer:
         spend(len(chunk))
-        pending = writer.submit(_write, out, chunk)
+        pending = writer.submit(write, chunk)
         while following:
             spend(len(following))
             pending.result()  # one write in flight: memory stays at two chunks
-            pending = writer.submit(_write, out, following)
+            pending = writer.submit(write, following)
             following = source.read(CHUNK_SIZE)
         pending.result()
 

@@ -24,6 +24,7 @@ from receiver.config import Limits
 from receiver.errors import ArchiveError, CorruptArchiveError
 from receiver.unpack import decompress, zipindex
 from receiver.unpack.base import CHUNK_SIZE, MAX_SYMLINK_TARGET
+from receiver.unpack.readahead import ReadAhead
 from receiver.unpack.writer import SafeWriter
 
 _ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
@@ -86,7 +87,9 @@ def _unpack_zip_member(raw: IO[bytes], info: zipfile.ZipInfo, unpacker: SafeWrit
         target = source.read(MAX_SYMLINK_TARGET + 1).decode("utf-8", "replace")
         unpacker.symlink(info.filename, target)
     elif file_type in (0, stat.S_IFREG):
-        unpacker.file(info.filename, _ZipMember(raw, info), executable=executable)
+        # Inflated ahead on a thread while the writer copies (as tar's stream, `readahead`).
+        with ReadAhead(_ZipMember(raw, info)) as member:
+            unpacker.file(info.filename, member, executable=executable)
     else:
         raise ArchiveError(f"entry {info.filename!r} is a device, fifo or other special file")
 
