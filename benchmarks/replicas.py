@@ -35,7 +35,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from benchmarks.common import ROOT
-from benchmarks.install import model_archive
+from benchmarks.models import archive_path
 from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import StorageEmulator, free_port, notification_push
 
@@ -137,7 +137,7 @@ class Bench:
             client_options={"api_endpoint": self.emulator.url},
         )
         self.bucket = client.create_bucket("replicas")
-        self.archive = model_archive(size_mib, "tar.gz")
+        self.archive = archive_path("weights", size_mib, "tar.gz").read_bytes()
         self.signer = DevSigner.create(workdir / "keys")
         self.version = 0
         self.timeout = 60 + size_mib  # generous: a second per MiB on a slow machine

@@ -31,6 +31,9 @@ class Outcome:
     outcome: PushOutcome
     reason: str
     job: Job | None = None
+    # A delete of a version this replica never installed from that object: a peer may
+    # have (this one was restarting, or its install failed), so the peers hear of it.
+    for_peers: bool = False
 
     def to_dict(self) -> dict[str, object]:
         body: dict[str, object] = {"outcome": self.outcome, "reason": self.reason}
@@ -101,7 +104,12 @@ def _withdraw(event: ObjectEvent, settings: Settings, journal: Journal) -> Outco
             f"{target.model} version {target.version} is {pending.state.value} (job "
             f"{pending.id}); it is withdrawn as soon as its install ends",
         )
-    return _ignored(f"{target.model} version {target.version} was not installed from this object")
+    return Outcome(
+        200,
+        PushOutcome.IGNORED,
+        f"{target.model} version {target.version} was not installed from this object",
+        for_peers=True,
+    )
 
 
 def _installed_from(settings: Settings, target: ModelVersion, obj: ObjectRef) -> bool:

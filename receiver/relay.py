@@ -1,7 +1,8 @@
 """Forward a push this replica acted on to every peer (RECEIVER_PEERS), in the background.
 
 A push subscription has one endpoint, so a notification reaches one replica. When that
-replica queues a job for it (or withdraws a version for a delete), it sends the same
+replica queues a job for it, already knows it (its sync may have beaten the push), or
+gets a delete of a version (withdrawn here or not: a peer may have it), it sends the same
 body with the headers that carry the event and the token to every peer's push endpoint,
 marked `X-Receiver-Relayed: 1`. The peer verifies the original token exactly as for a
 direct push: the marker only stops it relaying again (and waiting for the install in
@@ -22,6 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,14 +32,19 @@ from dataclasses import dataclass, field
 import requests
 
 from receiver import metrics
+from receiver.intake import Outcome
 from receiver.peers import Peers
 from receiver.vocabulary import PushOutcome
 
 log = logging.getLogger(__name__)
 
 RELAYED_HEADER = "X-Receiver-Relayed"
-# What a push did that the peers should do too: a job queued, a version withdrawn.
-RELAYED_OUTCOMES = frozenset({PushOutcome.QUEUED, PushOutcome.REMOVED, PushOutcome.WITHDRAWING})
+# What a push did that the peers should do too: a job queued (or one already known here:
+# this replica's sync may have beaten the push, and its peers have not synced yet), a
+# version withdrawn (or a delete of one this replica never had, see `Outcome.for_peers`).
+RELAYED_OUTCOMES = frozenset(
+    {PushOutcome.QUEUED, PushOutcome.DUPLICATE, PushOutcome.REMOVED, PushOutcome.WITHDRAWING}
+)
 
 # Headers that carry the event (every delivery format events.py reads) and the token.
 _FORWARDED = frozenset(
@@ -61,7 +68,8 @@ _FORWARDED_PREFIXES = ("ce-", "x-goog-pubsub-")
 ATTEMPTS = 4
 FIRST_RETRY_SECONDS = 0.5  # then 1, 2: a token lives an hour, the relay goes out at once
 QUEUE_LIMIT = 256  # (push, peer) deliveries one process holds; more are dropped to sync
-SENDERS = 4  # threads per process: one slow peer does not hold up the others
+SENDERS = 8  # threads per process; a peer has at most one send in flight (`_send`)
+BUSY_PEER_DELAY = 0.5  # seconds before a delivery to a peer with a send in flight is looked at
 CONNECT_TIMEOUT, READ_TIMEOUT = 2.0, 10.0  # a peer answers once journaled: milliseconds
 
 
@@ -70,6 +78,11 @@ class RelayOutcome:
     REFUSED = "refused"  # the peer answered 4xx: its own checks said no (a bad token...)
     FAILED = "failed"  # no 2xx after every attempt: left to the peer's sync
     DROPPED = "dropped"  # the schedule was full: left to the peer's sync
+
+
+def concerns_peers(outcome: Outcome) -> bool:
+    """Whether the peers should hear of a push that ended here with `outcome`."""
+    return outcome.outcome in RELAYED_OUTCOMES or outcome.for_peers
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -150,12 +163,14 @@ class Relay:
         self._schedule = _Schedule(limit)
         self._started = False
         self._lock = threading.Lock()
+        self._in_flight: set[str] = set()  # peers a sender is waiting on
 
     def forward(self, body: bytes, headers: Mapping[str, str]) -> None:
         """Schedule the push for every peer; returns at once (peers are looked up later)."""
         self._start()
         if not self._schedule.put(_Delivery(body, forwarded_headers(headers))):
-            self._count(RelayOutcome.DROPPED, "every peer", "the relay queue is full")
+            # Counted once, not per peer: the peers are looked up only when a push is sent.
+            self._count(RelayOutcome.DROPPED, "the peers", "the relay queue is full")
 
     def pending(self) -> int:
         """Deliveries waiting or being sent."""
@@ -195,13 +210,24 @@ class Relay:
         urls = self.peers.resolve(self.own_port)
         if not urls:
             log.info("relay: no peers found for %s", self.peers)
+        random.shuffle(urls)  # no peer is always first in line behind a hung one
         for url in urls:
             if not self._schedule.put(_Delivery(delivery.body, delivery.headers, url)):
                 self._count(RelayOutcome.DROPPED, url, "the relay queue is full")
 
     def _send(self, session: requests.Session, delivery: _Delivery) -> None:
         assert delivery.url is not None
+        with self._lock:
+            busy = delivery.url in self._in_flight
+            self._in_flight.add(delivery.url)
+        if busy:
+            # A peer that hangs holds one sender, not all of them: the healthy peers'
+            # deliveries go on while this one waits its turn (not counted as an attempt).
+            if not self._schedule.put(delivery, BUSY_PEER_DELAY):
+                self._count(RelayOutcome.DROPPED, delivery.url, "the relay queue is full")
+            return
         delivery.attempt += 1
+        response: requests.Response | None = None
         try:
             response = session.post(
                 delivery.url,
@@ -211,7 +237,10 @@ class Relay:
             )
         except requests.RequestException as exc:
             problem = f"{type(exc).__name__}"
-        else:
+        finally:
+            with self._lock:
+                self._in_flight.discard(delivery.url)
+        if response is not None:
             status = response.status_code
             response.close()
             if 200 <= status < 300:

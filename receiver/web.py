@@ -103,7 +103,7 @@ def push() -> tuple[Response, int]:
     outcome = intake.accept(event, rt.settings, rt.journal)
     # The marker only stops a second relay (and a relay's wait): the token was checked above.
     relayed = relay.RELAYED_HEADER in request.headers
-    relaying = rt.relay is not None and not relayed and outcome.outcome in relay.RELAYED_OUTCOMES
+    relaying = rt.relay is not None and not relayed and relay.concerns_peers(outcome)
     if relaying and rt.relay is not None:
         rt.relay.forward(request.get_data(), dict(request.headers.items()))
     if outcome.job is not None and not outcome.job.state.final:

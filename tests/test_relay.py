@@ -137,18 +137,51 @@ def test_a_relayed_push_is_verified_and_acted_on_but_never_relayed_again(
     assert relays(relaying).get("delivered", 0) - before.get("delivered", 0) == 2
 
 
-def test_a_duplicate_or_an_ignored_push_is_not_relayed(relaying, peers, bucket, token):
+def test_a_duplicate_is_relayed_and_an_ignored_push_is_not(relaying, peers, bucket, token):
+    """This replica's sync may have installed a version before its push came: a duplicate
+    here is news to peers that have not synced yet (they dedupe it if it is not)."""
     body = push_body(upload_model(bucket, 7))
     post(relaying, body, token())
     wait_for(lambda: all(p.requests for p in peers), what="the first relay")
     assert post(relaying, body, token()).get_json()["outcome"] == "duplicate"
+    wait_for(lambda: all(len(p.requests) == 2 for p in peers), what="the duplicate's relay")
     other = bucket.blob("elsewhere/readme.txt")
     other.upload_from_string(b"not a model")
     assert post(relaying, push_body(other), token()).get_json()["outcome"] == "ignored"
-    # Sent after those two: had either been relayed, it would have arrived first.
+    # Sent after the ignored one: had it been relayed, it would have arrived first.
     post(relaying, push_body(upload_model(bucket, 8)), token())
-    wait_for(lambda: all(len(p.requests) == 2 for p in peers), what="the second relay")
-    assert all(b"half_plus_two/8" in p.requests[1][2] for p in peers)
+    wait_for(lambda: all(len(p.requests) == 3 for p in peers), what="the third relay")
+    assert all(b"half_plus_two/8" in p.requests[2][2] for p in peers)
+
+
+def test_a_delete_of_a_version_never_installed_here_is_relayed(environ, peers, bucket, token):
+    """The replica that gets the delete may have missed the install (restarting, or its
+    install failed) while its peers serve the version: they must hear of the delete."""
+    app = create_app(
+        Settings.from_env(
+            {**environ, "RECEIVER_PEERS": peers[0].url, "RECEIVER_ON_DELETE": "remove"}
+        )
+    )
+    client = app.test_client()
+    blob = upload_model(bucket, 7)  # never pushed here, so never installed here
+    deleted = post(client, push_body(blob, event_type="OBJECT_DELETE"), token())
+    assert deleted.get_json()["outcome"] == "ignored"
+    wait_for(lambda: len(peers[0].requests) == 1, what="the relay of the delete")
+    assert b"OBJECT_DELETE" in peers[0].requests[0][2]
+
+
+def test_a_hung_peer_holds_one_sender_and_the_healthy_peer_gets_every_push(bucket, token):
+    hung, healthy = Peer(), Peer()
+    hung.hold.clear()  # takes each request and answers nothing until released
+    try:
+        sender = Relay(Peers(urls=(f"{hung.url}/push", f"{healthy.url}/push")), 8080, senders=2)
+        for n in range(5):
+            sender.forward(f"push {n}".encode(), {"Authorization": "Bearer x"})
+        wait_for(lambda: len(healthy.requests) == 5, what="every push at the healthy peer")
+        assert not hung.requests  # still holding the first one, the others wait their turn
+    finally:
+        hung.close()
+        healthy.close()
 
 
 def test_a_failing_peer_is_retried_then_left_to_sync_and_a_refusal_is_final(
