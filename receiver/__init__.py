@@ -19,7 +19,8 @@ true to the tree and holds the seams between the sides):
 Delivery (the HTTP side):
     web           create_app and the routes; every error mapped to JSON in one place
     probelane     gunicorn's gthread worker with a lane for probes and a silence limit
-    auth          push-token verification; Google's certs cached and refreshed sparingly
+    auth          push-token verification: signature, times, issuer, audience, sender
+    certs         Google's signing certs, cached and refreshed sparingly
     events        a delivery body (push, CloudEvent) ──▶ ObjectEvent
     layout        object names ⇄ (model, version); reserved names
     intake        what an event means: queue a job, withdraw a version, or why not

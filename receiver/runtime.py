@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import IO
 
 from receiver import servable
-from receiver.auth import CertsCache, PushVerifier
+from receiver.auth import PushVerifier
+from receiver.certs import CertsCache
 from receiver.config import ServerSettings, Settings
 from receiver.download import ObjectStore
 from receiver.errors import ConfigError

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from receiver.auth import CertsCache, PushVerifier, _SignedTokens
+from receiver.auth import PushVerifier, _SignedTokens
+from receiver.certs import CertsCache
 from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.errors import AuthUnavailableError, ForbiddenError, UnauthenticatedError
 from tests.helpers import AUDIENCE, b64, serve_in_thread

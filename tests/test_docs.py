@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from receiver.auth import CertsCache, PushVerifier
+from receiver.auth import PushVerifier
+from receiver.certs import CertsCache
 from receiver.dev.keys import DEV_SENDER
 from receiver.dev.tools import free_port
 from receiver.errors import DeliveryError

@@ -17,7 +17,7 @@ from tests.helpers import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "receiver"
 SUBPACKAGES = ("download", "unpack")
-DELIVERY = {"web", "auth", "events", "intake"}
+DELIVERY = {"web", "auth", "certs", "events", "intake", "relay", "peers"}
 INSTALL_ONLY = {"download", "unpack", "fetch", "installer", "servable"}
 WEB_SIDE = {"web", "auth", "events", "intake", "journal", "probelane", "runtime"}
 
