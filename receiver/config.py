@@ -46,7 +46,7 @@ class Slicing:
     slices: int = _default("slicing.slices")
     slice_bytes: int = _default("slicing.slice_bytes")
     threshold: int = _default("slicing.threshold")  # 0: never sliced
-    # True: begin as one stream, slice only if the reader waits on it (`storage.open`)
+    # True: begin as one stream, slice only if the reader waits on it (`ObjectStore.open`)
     adaptive: bool = _default("slicing.adaptive")
 
     @property

@@ -23,6 +23,7 @@ from typing import Any
 
 from receiver.errors import RejectedDeliveryError
 from receiver.objectref import ObjectRef
+from receiver.vocabulary import UnwrappedMode
 
 
 class EventKind(enum.StrEnum):
@@ -76,7 +77,9 @@ class ObjectEvent:
 
 
 def parse_delivery(
-    body: bytes, headers: Mapping[str, str], unwrapped_without_metadata: str = "reject"
+    body: bytes,
+    headers: Mapping[str, str],
+    unwrapped_without_metadata: UnwrappedMode = UnwrappedMode.REJECT,
 ) -> ObjectEvent:
     """Turn a push request into an `ObjectEvent`, or raise `RejectedDeliveryError`.
 
@@ -98,7 +101,7 @@ def parse_delivery(
     if "specversion" in document and "type" in document:
         return _parse_structured_cloudevent(document)
     if document.get("kind") == "storage#object" or {"bucket", "name"} <= document.keys():
-        if unwrapped_without_metadata == "finalize":
+        if unwrapped_without_metadata is UnwrappedMode.FINALIZE:
             return _from_resource(
                 document, EventKind.FINALIZE, "OBJECT_FINALIZE", "pubsub-unwrapped"
             )

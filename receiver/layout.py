@@ -31,6 +31,8 @@ ARCHIVE_FORMATS = (
     "tar",
     "zip",
 )
+# Where each installed version records where it came from (never taken from an archive).
+PROVENANCE_FILE = ".receiver.json"
 DIRECTORY = "directory"  # the "archive format" of a directory upload
 MAX_VERSION = 2**63 - 1  # TF Serving parses version directories as int64
 MAX_MODEL_NAME = 128

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 from gunicorn import glogging
 
+from receiver.vocabulary import LogFormat
+
 # Cloud Logging field names (https://cloud.google.com/logging/docs/structured-logging).
 TRACE_FIELD = "logging.googleapis.com/trace"
 SPAN_FIELD = "logging.googleapis.com/spanId"
@@ -112,15 +114,16 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def resolve_format(log_format: str) -> str:
+def resolve_format(log_format: LogFormat) -> LogFormat:
     """`auto` means text on a terminal, JSON otherwise (containers, log collectors)."""
-    if log_format == "auto":
-        return "text" if sys.stderr.isatty() else "json"
+    if log_format is LogFormat.AUTO:
+        return LogFormat.TEXT if sys.stderr.isatty() else LogFormat.JSON
     return log_format
 
 
-def formatter_for(log_format: str) -> logging.Formatter:
-    return TextFormatter() if resolve_format(log_format) == "text" else JsonFormatter()
+def formatter_for(log_format: LogFormat) -> logging.Formatter:
+    text = resolve_format(log_format) is LogFormat.TEXT
+    return TextFormatter() if text else JsonFormatter()
 
 
 def lean_records() -> None:
@@ -133,7 +136,7 @@ def lean_records() -> None:
     logging.logMultiprocessing = False
 
 
-def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> None:
+def configure_logging(log_format: LogFormat = LogFormat.AUTO, level: int = logging.INFO) -> None:
     """Send records to stderr in the chosen format, unless the host set up logging already."""
     lean_records()
     root = logging.getLogger()
@@ -156,7 +159,7 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn has no 
         return bool(self.cfg.accesslog)
 
 
-def gunicorn_logconfig(log_format: str) -> dict[str, Any]:
+def gunicorn_logconfig(log_format: LogFormat) -> dict[str, Any]:
     """gunicorn's `logconfig_dict`: its logs and ours through one stderr handler."""
     return {
         "version": 1,

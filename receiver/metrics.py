@@ -22,7 +22,7 @@ from receiver import modeldir
 from receiver.journal import Journal
 from receiver.sync import LAST_SYNC_KEY
 from receiver.versions import Versions
-from receiver.vocabulary import LoadState
+from receiver.vocabulary import JobState, LoadState
 
 PUSHES = Counter(
     "receiver_pushes_total",
@@ -110,7 +110,7 @@ class _StateCollector:
         yield GaugeMetricFamily(
             "receiver_journal_depth",
             "Jobs waiting or running (queued + running).",
-            value=counts["queued"] + counts["running"],
+            value=counts[JobState.QUEUED] + counts[JobState.RUNNING],
         )
         installed = GaugeMetricFamily(
             "receiver_installed_version",

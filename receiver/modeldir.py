@@ -19,9 +19,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from receiver.layout import is_model_name, parse_version
-
-PROVENANCE_FILE = ".receiver.json"
+from receiver.layout import PROVENANCE_FILE, is_model_name, parse_version
 
 
 def read_provenance(version_dir: Path) -> dict[str, object]:

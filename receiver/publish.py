@@ -30,9 +30,9 @@ from google.api_core import exceptions as google_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from receiver import modeldir, savedmodel, servable
+from receiver import savedmodel, servable
 from receiver.errors import ReceiverError
-from receiver.layout import ARCHIVE_FORMATS, is_model_name, parse_version
+from receiver.layout import ARCHIVE_FORMATS, PROVENANCE_FILE, is_model_name, parse_version
 
 PACK_FORMATS = ("tar.zst", "tar.gz", "tar")
 DEFAULT_FORMAT = "tar.zst"
@@ -130,7 +130,7 @@ def _files(root: Path) -> list[Path]:
     return sorted(
         path
         for path in root.rglob("*")
-        if path.name != modeldir.PROVENANCE_FILE and (path.is_file() or path.is_symlink())
+        if path.name != PROVENANCE_FILE and (path.is_file() or path.is_symlink())
     )
 
 

@@ -34,7 +34,7 @@ import requests
 from receiver import metrics
 from receiver.intake import Outcome
 from receiver.peers import Peers
-from receiver.vocabulary import PushOutcome
+from receiver.vocabulary import PushOutcome, RelayOutcome
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,6 @@ QUEUE_LIMIT = 256  # (push, peer) deliveries one process holds; more are dropped
 SENDERS = 8  # threads per process; a peer has at most one send in flight (`_send`)
 BUSY_PEER_DELAY = 0.5  # seconds before a delivery to a peer with a send in flight is looked at
 CONNECT_TIMEOUT, READ_TIMEOUT = 2.0, 10.0  # a peer answers once journaled: milliseconds
-
-
-class RelayOutcome:
-    DELIVERED = "delivered"  # the peer answered 2xx (queued, duplicate, ignored, ...)
-    REFUSED = "refused"  # the peer answered 4xx: its own checks said no (a bad token...)
-    FAILED = "failed"  # no 2xx after every attempt: left to the peer's sync
-    DROPPED = "dropped"  # the schedule was full: left to the peer's sync
 
 
 def concerns_peers(outcome: Outcome) -> bool:
@@ -258,7 +251,7 @@ class Relay:
             self._count(RelayOutcome.DROPPED, delivery.url, f"{problem}; the relay queue is full")
 
     @staticmethod
-    def _count(outcome: str, peer: str, reason: str = "") -> None:
+    def _count(outcome: RelayOutcome, peer: str, reason: str = "") -> None:
         metrics.RELAYS.labels(outcome=outcome).inc()
         if outcome == RelayOutcome.DELIVERED:
             log.debug("relayed to %s", peer)

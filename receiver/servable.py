@@ -22,8 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from receiver.errors import PermanentError
-from receiver.layout import is_model_name
-from receiver.modeldir import PROVENANCE_FILE
+from receiver.layout import PROVENANCE_FILE, is_model_name
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _DEBRIS_PREFIXES = (".staging-", ".trash-", ".download-")

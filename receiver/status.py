@@ -209,7 +209,7 @@ def _view(model: str, version: int, on_disk: bool, record: VersionRecord | None)
 def document(settings: Settings, journal: Journal, quarantine: Quarantine) -> dict[str, object]:
     """What /status shows: models and their versions, recent jobs, quarantine, modes."""
     body: dict[str, object] = {
-        "auth": "google" if settings.auth_enabled else "none",
+        "auth": settings.auth,
         "source": settings.source,
         "ack": settings.ack,
         "last_sync": _epoch(journal.get_meta(LAST_SYNC_KEY)),

@@ -104,3 +104,12 @@ class LogLevel(enum.StrEnum):
     WARNING = "warning"
     ERROR = "error"
     CRITICAL = "critical"
+
+
+class RelayOutcome(enum.StrEnum):
+    """How a relay of one push to one peer ended (`receiver_relays_total{outcome}`)."""
+
+    DELIVERED = "delivered"  # the peer answered 2xx (queued, duplicate, ignored, ...)
+    REFUSED = "refused"  # the peer answered 4xx: its own checks said no (a bad token...)
+    FAILED = "failed"  # no 2xx after every attempt: left to the peer's sync
+    DROPPED = "dropped"  # the schedule was full: left to the peer's sync

@@ -6,6 +6,7 @@ import pytest
 
 from receiver.errors import RejectedDeliveryError
 from receiver.events import EventKind, parse_delivery
+from receiver.vocabulary import UnwrappedMode
 from tests.helpers import FIXTURES
 
 FINALIZE = FIXTURES / "pubsub" / "gcs-notification-OBJECT_FINALIZE-push-envelope.json"
@@ -290,7 +291,7 @@ def test_unwrapped_push_without_metadata_is_rejected_with_advice():
 
 def test_unwrapped_push_without_metadata_can_be_taken_as_an_upload():
     body = (CLOUDEVENTS / "StorageObjectData-simple.json").read_bytes()
-    event = parse_delivery(body, {}, unwrapped_without_metadata="finalize")
+    event = parse_delivery(body, {}, unwrapped_without_metadata=UnwrappedMode.FINALIZE)
     assert (event.kind, event.ref.name, event.ref.generation) == (
         EventKind.FINALIZE,
         "folder/Test.cs",

@@ -19,7 +19,8 @@ PACKAGE = PROJECT_ROOT / "receiver"
 SUBPACKAGES = ("download", "unpack")
 DELIVERY = {"web", "auth", "certs", "events", "intake", "relay", "peers"}
 INSTALL_ONLY = {"download", "unpack", "fetch", "installer", "servable"}
-WEB_SIDE = {"web", "auth", "events", "intake", "journal", "probelane", "runtime"}
+# The journal and what serves HTTP: download and unpack know of neither.
+WEB_SIDE = DELIVERY | {"journal", "schema", "versions", "quarantine", "probelane", "runtime"}
 
 
 def modules(package: Path = PACKAGE) -> list[str]:
@@ -31,22 +32,28 @@ def modules(package: Path = PACKAGE) -> list[str]:
 
 def imports_of(name: str) -> set[str]:
     """The receiver's top-level modules and subpackages `name` imports (a subpackage: any
-    of its modules), itself left out."""
+    of its modules), itself left out; absolute, relative and plain `import` statements."""
     path = PACKAGE / name
     files = sorted(path.glob("*.py")) if path.is_dir() else [PACKAGE / f"{name}.py"]
-    found = set()
+    found: set[str] = set()
     for file in files:
+        package = ["receiver", *file.relative_to(PACKAGE).parent.parts]
         for node in ast.walk(ast.parse(file.read_text())):
-            if (
-                isinstance(node, ast.ImportFrom)
-                and node.module
-                and node.module.startswith("receiver")
-            ):
-                if node.module == "receiver":
-                    found |= {alias.name for alias in node.names}
-                else:
-                    found.add(node.module.split(".")[1])
-    return found - {name}
+            if isinstance(node, ast.Import):
+                found |= {_top(alias.name.split(".")) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                parts = [*base, *(node.module or "").split(".")] if node.module else base
+                if parts[1:]:
+                    found.add(_top(parts))
+                else:  # `from receiver import x` or `from . import x`
+                    found |= {_top([*parts, alias.name]) for alias in node.names}
+    return found - {name, ""}
+
+
+def _top(parts: list[str]) -> str:
+    """`receiver.download.store` -> `download`; anything outside the package -> ""."""
+    return parts[1] if parts[0] == "receiver" and len(parts) > 1 else ""
 
 
 def listed_in(docstring: str | None) -> list[str]:

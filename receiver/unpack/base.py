@@ -9,7 +9,7 @@ from typing import Protocol
 
 from receiver.config import Limits
 from receiver.errors import ArchiveError
-from receiver.modeldir import PROVENANCE_FILE
+from receiver.layout import PROVENANCE_FILE
 
 CHUNK_SIZE = 512 * 1024
 # Below this many unpacked bytes the ratio is not checked: small archives of text
