@@ -199,12 +199,21 @@ def proxied_app(
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Real-process tests (tests/e2e/) and those that run TensorFlow are `slow`:
-    `pytest -m "not slow"` is the inner loop; `make test` runs everything."""
+    """Real-process tests (tests/e2e/, the benchmarks' smoke tests, the image, Makefile and
+    set-up script checks) and those that run TensorFlow are `slow`: `pytest -m "not slow"`
+    is the inner loop; `make test` runs everything."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        if "e2e" in item.path.parts or "tf_exports" in fixtures or "tfserving" in fixtures:
+        if (
+            "e2e" in item.path.parts
+            or item.path.name in SLOW_FILES
+            or "tf_exports" in fixtures
+            or "tfserving" in fixtures
+        ):
             item.add_marker(pytest.mark.slow)
+
+
+SLOW_FILES = {"test_benchmarks.py", "test_deploy.py", "test_packaging.py", "test_makefile.py"}
 
 
 @pytest.fixture
