@@ -29,6 +29,15 @@ def test_one_job_per_object_generation(tmp_path):
     assert again.id == first.id != newer.id
 
 
+def test_a_duplicate_uses_up_no_job_number(tmp_path):
+    # Two workers' syncs at start both offer version 1: the next push is still job 2.
+    journal = journal_at(tmp_path)
+    journal.enqueue(stored(), TARGET)
+    journal.enqueue(stored(), TARGET)
+    following, _ = journal.enqueue(stored(name="p/m/2.tar.gz"), ModelVersion("m", 2, "tar.gz"))
+    assert following.id == 2
+
+
 def test_jobs_survive_a_restart(tmp_path):
     job, _ = journal_at(tmp_path).enqueue(stored(), TARGET)
     reopened = journal_at(tmp_path)
