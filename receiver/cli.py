@@ -22,7 +22,6 @@ from google.api_core import exceptions as google_exceptions
 from receiver.config import Settings, check_model_dir
 from receiver.download import ObjectStore
 from receiver.errors import ReceiverError
-from receiver.journal import JobState
 from receiver.layout import Ignored, parse_object_name, reserved_names
 from receiver.logs import configure_logging
 from receiver.objectref import ObjectRef, split_gs_url
@@ -33,6 +32,7 @@ from receiver.status import job_dict, text_report
 from receiver.sync import models_without_a_version, sync, versions_by_model
 from receiver.terminal import ProgressBar
 from receiver.variables import RECEIVER
+from receiver.vocabulary import JobState
 
 _EXPECTED_ERRORS = (
     ReceiverError,

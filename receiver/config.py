@@ -90,8 +90,9 @@ class Settings:
     expose_status: bool
     log_format: LogFormat
     # Pushes a worker process lets wait for their installs (RECEIVER_ACK=installed); more
-    # get a 503 at once, so waits never hold every request thread.
-    max_waiting_pushes: int = 6
+    # get a 503 at once, so waits never hold every request thread. Its default follows
+    # GUNICORN_THREADS (`_max_waiting_pushes`).
+    max_waiting_pushes: int
     peers: Peers | None = None  # RECEIVER_PEERS: relay pushes to these (receiver.relay)
 
     @property

@@ -25,7 +25,8 @@ from receiver.journal import Journal
 from receiver.layout import DIRECTORY, ModelVersion
 from receiver.objectref import ObjectRef
 from receiver.rollout import Rollout
-from receiver.versions import LoadState, Versions
+from receiver.versions import Versions
+from receiver.vocabulary import LoadState
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from receiver import modeldir
 from receiver.journal import Journal
-from receiver.sync import LAST_SYNC_KEY
+from receiver.sync import last_success
 from receiver.versions import Versions
 from receiver.vocabulary import JobState, LoadState
 
@@ -154,12 +154,12 @@ class _StateCollector:
             available.add_metric([model], version)
         yield serving
         yield available
-        last_sync = self._journal.get_meta(LAST_SYNC_KEY)
+        last_sync = last_success(self._journal)
         if last_sync is not None:
             yield GaugeMetricFamily(
                 "receiver_last_sync_timestamp_seconds",
                 "When the last successful sync with the bucket finished (Unix time).",
-                value=float(last_sync),
+                value=last_sync,
             )
 
 

@@ -30,8 +30,8 @@ from receiver.config import Settings
 from receiver.errors import PermanentError
 from receiver.journal import Journal
 from receiver.tfserving import POLL_SECONDS, ServingState, TFServing, VersionStatus
-from receiver.versions import LoadState, VersionRecord, Versions
-from receiver.vocabulary import JobState
+from receiver.versions import VersionRecord, Versions
+from receiver.vocabulary import JobState, LoadState
 
 log = logging.getLogger(__name__)
 

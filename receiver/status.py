@@ -9,16 +9,16 @@ withdrawn, stays visible with TF Serving's own message.
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from dataclasses import dataclass
 
 from receiver import capacity, modelconfig, modeldir
 from receiver.config import Settings
-from receiver.journal import Job, JobState, Journal
+from receiver.journal import Job, Journal
 from receiver.quarantine import Quarantine
-from receiver.sync import LAST_SYNC_KEY, NOTES_KEY, sync_error
-from receiver.versions import LoadState, VersionRecord, Versions
+from receiver.sync import last_success, readiness, sync_error, sync_notes
+from receiver.versions import VersionRecord, Versions
+from receiver.vocabulary import JobState, LoadState
 
 AUTH_OFF_WARNING = (
     "authentication is OFF (RECEIVER_AUTH=none): anyone who can reach this endpoint "
@@ -95,7 +95,7 @@ def text_report(settings: Settings, journal: Journal, jobs: int) -> str:
     rows: list[list[str]] = []
     for model, views in versions_view(settings, journal).items():
         rows += [
-            [model, str(view.version), view.load_state + " (withdrawn)" * (not view.on_disk),
+            [model, str(view.version), view.load_state.value + " (withdrawn)" * (not view.on_disk),
              view.error or view.notes or ""]
             for view in views
         ] or [[model, "(none)", "", ""]]  # fmt: skip
@@ -137,10 +137,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     )
 
 
-def _epoch(value: str | None) -> float | None:
-    return None if value is None else float(value)
-
-
 def iso_time(seconds: float) -> str:
     """A time as people read it: ISO 8601, UTC (JSON carries Unix times)."""
     moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
@@ -158,7 +154,7 @@ class VersionView:
     model: str
     version: int
     on_disk: bool
-    load_state: str  # a LoadState, or "unrecorded" for a version placed by hand
+    load_state: LoadState
     error: str | None
     notes: str | None
     source: str | None
@@ -167,7 +163,7 @@ class VersionView:
         return {
             "version": self.version,
             "on_disk": self.on_disk,
-            "load_state": self.load_state,
+            "load_state": self.load_state.value,
             "error": self.error,
             "notes": self.notes,
             "source": self.source,
@@ -194,12 +190,12 @@ def versions_view(settings: Settings, journal: Journal) -> dict[str, list[Versio
 
 def _view(model: str, version: int, on_disk: bool, record: VersionRecord | None) -> VersionView:
     if record is None:
-        return VersionView(model, version, on_disk, "unrecorded", None, None, None)
+        return VersionView(model, version, on_disk, LoadState.UNRECORDED, None, None, None)
     return VersionView(
         model,
         version,
         on_disk,
-        record.load_state.value,
+        record.load_state,
         record.error,
         record.notes,
         record.source,
@@ -212,12 +208,11 @@ def document(settings: Settings, journal: Journal, quarantine: Quarantine) -> di
         "auth": settings.auth,
         "source": settings.source,
         "ack": settings.ack,
-        "last_sync": _epoch(journal.get_meta(LAST_SYNC_KEY)),
+        "last_sync": last_success(journal),
         # Until a sync succeeds: when the last one failed and why (a missing bucket, no
         # permission to list it).
         "last_sync_error": sync_error(journal),
-        # model -> why it is not on the bucket's newest version (a broken upload fell back)
-        "sync_notes": json.loads(journal.get_meta(NOTES_KEY) or "{}"),
+        "sync_notes": sync_notes(journal),
         "model_dir": str(settings.model_dir),
         "models": modeldir.installed_models(settings.model_dir),
         "versions": {
@@ -241,3 +236,28 @@ def document(settings: Settings, journal: Journal, quarantine: Quarantine) -> di
     if not settings.auth_enabled:
         body["warning"] = AUTH_OFF_WARNING
     return body
+
+
+def page(settings: Settings, journal: Journal, quarantine: Quarantine) -> dict[str, object]:
+    """What the status page (templates/status.html) shows: the document, for people."""
+    ready, ready_reason = readiness(settings, journal)
+    body = document(settings, journal, quarantine)
+    last_sync = body["last_sync"]
+    recent = journal.recent(50)
+    return {
+        "settings": settings,
+        "versions": versions_view(settings, journal),
+        "serving": body["serving"],
+        "jobs": recent[:20],
+        "running": [
+            (job, download_progress(job)) for job in recent if job.state is JobState.RUNNING
+        ],
+        "quarantine": body["quarantine"],
+        "model_config": body.get("model_config"),
+        "warning": body.get("warning"),
+        "ready": ready,
+        "ready_reason": ready_reason,
+        "last_sync": iso_time(last_sync) if isinstance(last_sync, float) else None,
+        "sync_error": body["last_sync_error"],
+        "iso_time": iso_time,
+    }

@@ -27,9 +27,10 @@ from receiver import intake, modeldir
 from receiver.config import Settings
 from receiver.download import ObjectStore
 from receiver.errors import ReceiverError
-from receiver.journal import Job, JobState, Journal
+from receiver.journal import Job, Journal
 from receiver.layout import ModelVersion, parse_object_name, reserved_names
 from receiver.objectref import ObjectRef
+from receiver.vocabulary import JobState
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ def models_without_a_version(settings: Settings, journal: Journal) -> str | None
     ]
     if not dark:
         return None
-    notes = json.loads(journal.get_meta(NOTES_KEY) or "{}")
+    notes = sync_notes(journal)
     reasons = [f"{model}: {notes.get(model) or _latest(journal, model)}" for model in dark]
     return f"no version installed for {', '.join(dark)} ({'; '.join(reasons)})"
 
@@ -260,6 +261,18 @@ def _latest(journal: Journal, model: str) -> str:
     if job is None:
         return "nothing queued yet"
     return f"version {job.version} is {job.state.value}" + (f": {job.reason}" if job.reason else "")
+
+
+def last_success(journal: Journal) -> float | None:
+    """When the last sync succeeded (Unix time), if one has."""
+    value = journal.get_meta(LAST_SYNC_KEY)
+    return None if value is None else float(value)
+
+
+def sync_notes(journal: Journal) -> dict[str, str]:
+    """model -> why it is not on the bucket's newest version (a broken upload fell back)."""
+    notes = json.loads(journal.get_meta(NOTES_KEY) or "{}")
+    return notes if isinstance(notes, dict) else {}
 
 
 def sync_error(journal: Journal) -> dict[str, object] | None:

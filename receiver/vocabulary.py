@@ -51,6 +51,9 @@ class LoadState(enum.StrEnum):
     TIMED_OUT = "timed_out"  # no verdict within RECEIVER_LOAD_TIMEOUT; TF Serving may retry
     FAILED = "failed"  # TF Serving's load failed (END with an error): withdrawn
     RETIRED = "retired"  # TF Serving unloaded it without error (a newer version serves)
+    # Only shown, never stored: a version on disk that no install of the receiver recorded
+    # (placed by hand, or installed before the journal's volume existed).
+    UNRECORDED = "unrecorded"
 
 
 class AuthMode(enum.StrEnum):

@@ -34,11 +34,11 @@ from receiver.errors import (
     RejectedDeliveryError,
     UnauthenticatedError,
 )
-from receiver.journal import Job, JobState
+from receiver.journal import Job
 from receiver.runtime import Runtime
-from receiver.status import document, download_progress, iso_time, versions_view
-from receiver.sync import LAST_SYNC_KEY, readiness, startup
-from receiver.vocabulary import AckMode, PushOutcome
+from receiver.status import document, page
+from receiver.sync import readiness, startup
+from receiver.vocabulary import AckMode, JobState, PushOutcome
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["receiver"] = runtime or Runtime.create(settings)
     app.extensions["receiver.waiting"] = threading.Semaphore(settings.max_waiting_pushes)
+    # The page compares states and modes by the enums, not by their spelling.
+    app.jinja_env.globals.update(AckMode=AckMode, JobState=JobState)
     app.register_blueprint(bp)
     app.register_error_handler(DeliveryError, _error_response)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
@@ -145,30 +147,7 @@ def _wait_for_install(rt: Runtime, job: Job) -> intake.Outcome:
 def status_page() -> str:
     _require_exposed()
     rt = runtime()
-    ready, ready_reason = readiness(rt.settings, rt.journal)
-    body = document(rt.settings, rt.journal, rt.quarantine)
-    last_sync = rt.journal.get_meta(LAST_SYNC_KEY)
-    return render_template(
-        "status.html",
-        settings=rt.settings,
-        models=body["models"],
-        versions=versions_view(rt.settings, rt.journal),
-        serving=body["serving"],
-        jobs=rt.journal.recent(),
-        running=[
-            (job, download_progress(job))
-            for job in rt.journal.recent(50)
-            if job.state is JobState.RUNNING
-        ],
-        quarantine=body["quarantine"],
-        model_config=body.get("model_config"),
-        warning=body.get("warning"),
-        ready=ready,
-        ready_reason=ready_reason,
-        last_sync=iso_time(float(last_sync)) if last_sync else None,
-        sync_error=body["last_sync_error"],
-        iso_time=iso_time,
-    )
+    return render_template("status.html", **page(rt.settings, rt.journal, rt.quarantine))
 
 
 @bp.get("/healthz")

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from receiver import metrics, modeldir, servable
 from receiver.errors import PermanentError, SupersededError, TransientError
 from receiver.installer import Installer, InstallResult
-from receiver.journal import Job, JobState, Journal
+from receiver.journal import Job, Journal
 from receiver.lease import LEASE_SECONDS, Cancelled, Heartbeat, LeaseLost
 from receiver.logs import log_context
 from receiver.sync import Syncer
+from receiver.vocabulary import JobState
 
 log = logging.getLogger(__name__)
 

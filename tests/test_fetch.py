@@ -1,7 +1,7 @@
 """Directory uploads: every object beside the done marker, installed on the marker."""
 
-from receiver.journal import JobState
 from receiver.sync import sync
+from receiver.vocabulary import JobState
 from tests.helpers import HALF_PLUS_TWO, same_files
 from tests.installs import only_job, visible
 

@@ -11,7 +11,7 @@ import pytest
 
 from receiver.config import Settings
 from receiver.dev.tools import archive_directory
-from receiver.journal import JobState
+from receiver.vocabulary import JobState
 from receiver.web import create_app
 from tests.helpers import FIXTURES, HALF_PLUS_TWO, same_files, upload_model
 from tests.installs import only_job, push_with, servable_versions, visible, visible_of_one_version

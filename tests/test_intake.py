@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from receiver.config import Settings
-from receiver.journal import JobState
+from receiver.vocabulary import JobState
 from receiver.web import create_app
 from tests.helpers import push_body, same_files, upload_model
 

@@ -2,9 +2,10 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from receiver.journal import JobState, Journal
+from receiver.journal import Journal
 from receiver.layout import ModelVersion
 from receiver.objectref import ObjectRef
+from receiver.vocabulary import JobState
 
 
 def stored(generation: int = 1, name: str = "p/m/1.tar.gz") -> ObjectRef:

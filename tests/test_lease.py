@@ -4,7 +4,7 @@ import contextlib
 import threading
 import time
 
-from receiver.journal import JobState
+from receiver.vocabulary import JobState
 from receiver.worker import RetryPolicy, Worker
 from tests.helpers import upload_model
 from tests.installs import push_with, servable_versions, visible, visible_of_one_version

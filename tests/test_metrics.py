@@ -3,7 +3,8 @@
 from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.config import Settings
-from receiver.versions import LoadState, Versions
+from receiver.versions import Versions
+from receiver.vocabulary import LoadState
 from receiver.web import create_app
 from tests.helpers import push_body, upload_model
 

@@ -93,3 +93,27 @@ def test_download_never_imports_unpack_nor_unpack_download():
         False,
         False,
     )
+
+
+def test_the_vocabulary_is_imported_from_where_it_is_declared():
+    """An enum taken from a module that merely imports it ties the two together for no
+    reason, and hides where the words are defined."""
+    import receiver.vocabulary as vocabulary
+
+    words = {name for name in dir(vocabulary) if not name.startswith("_") and name[0].isupper()}
+    borrowed = []
+    files = [
+        f for d in ("receiver", "tests", "benchmarks") for f in (PROJECT_ROOT / d).rglob("*.py")
+    ]
+    for file in sorted(files):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module not in (
+                None,
+                "receiver.vocabulary",
+            ):
+                borrowed += [
+                    f"{file.relative_to(PROJECT_ROOT)}: {alias.name} from {node.module}"
+                    for alias in node.names
+                    if alias.name in words and (node.module or "").startswith("receiver")
+                ]
+    assert borrowed == []

@@ -12,7 +12,7 @@ import pytest
 
 from receiver import modelconfig
 from receiver.config import Settings
-from receiver.journal import JobState
+from receiver.vocabulary import JobState
 from receiver.web import create_app
 from receiver.worker import RetryPolicy, Worker
 from tests.helpers import HALF_PLUS_TWO, push_body, serve_in_thread, upload_model

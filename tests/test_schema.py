@@ -7,8 +7,9 @@ import sqlite3
 import pytest
 
 from receiver import schema
-from receiver.journal import JobState, Journal
-from receiver.versions import LoadState, Versions
+from receiver.journal import Journal
+from receiver.versions import Versions
+from receiver.vocabulary import JobState, LoadState
 from tests.helpers import FIXTURES
 
 RELEASE_0_1 = FIXTURES / "journal" / "release-0.1.sql"

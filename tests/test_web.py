@@ -193,7 +193,8 @@ def test_status_page_shows_models_jobs_and_failures(client, bucket, push, runtim
     html = page.get_data(as_text=True)
     assert '<tr data-model="half_plus_two" data-version="123"><td>half_plus_two</td>' in html
     assert "loads are not confirmed" in html
-    assert "corrupt tar archive" in html
+    # A failure's reason wraps in its own cell (the reasons are what an operator came for).
+    assert re.search(r'<td class="reason">[^<]*corrupt tar archive', html), html
     assert "Authentication is off" not in html
 
 

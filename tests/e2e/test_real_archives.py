@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from backports import zstd
 
-from receiver.journal import JobState
+from receiver.vocabulary import JobState
 from tests import tfcheck
 from tests.helpers import HALF_PLUS_TWO
 
