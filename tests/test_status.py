@@ -1,0 +1,99 @@
+"""What people and programs read of the receiver (receiver/status.py), on local parts only:
+a journal and a model dir in a temporary directory, no storage and no server."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from receiver import status
+from receiver.config import Settings
+from receiver.journal import Journal
+from receiver.quarantine import Quarantine
+from receiver.sync import LAST_SYNC_KEY, SYNC_ERROR_KEY
+from receiver.versions import Versions
+from receiver.vocabulary import LoadState
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {"RECEIVER_SOURCE": "gs://my-models/prod", "RECEIVER_MODEL_DIR": str(tmp_path / "m")},
+        verifies_pushes=False,
+    )
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    journal = Journal(tmp_path / "journal.sqlite3")
+    journal.initialize()
+    return journal
+
+
+def on_disk(settings: Settings, model: str, version: int) -> None:
+    (settings.model_dir / model / str(version)).mkdir(parents=True)
+    (settings.model_dir / model / str(version) / "saved_model.pb").write_bytes(b"graph")
+
+
+def test_a_version_nobody_recorded_is_shown_as_unrecorded(settings, journal):
+    on_disk(settings, "m", 3)  # placed by hand
+    (view,) = status.versions_view(settings, journal)["m"]
+    assert (view.version, view.on_disk, view.load_state) == (3, True, LoadState.UNRECORDED)
+    assert view.to_dict()["load_state"] == "unrecorded"
+
+
+def test_a_withdrawn_failure_stays_listed_with_tf_servings_reason(settings, journal):
+    on_disk(settings, "m", 1)
+    versions = Versions(journal)
+    for version in (1, 2):
+        versions.installed(
+            "m", version, job_id=version, source=f"gs://b/m/{version}", size=5,
+            state=LoadState.AVAILABLE,
+        )  # fmt: skip
+    versions.set_state("m", 2, LoadState.FAILED, "Op type not registered 'Foo'")
+    views = status.versions_view(settings, journal)["m"]
+    assert [(v.version, v.on_disk, v.load_state) for v in views] == [
+        (2, False, LoadState.FAILED),
+        (1, True, LoadState.AVAILABLE),
+    ]
+    assert views[0].error == "Op type not registered 'Foo'"
+    assert "failed (withdrawn)  Op type not registered 'Foo'" in status.text_report(
+        settings, journal, jobs=5
+    )
+
+
+def test_a_failed_sync_is_reported_with_its_time_until_one_succeeds(settings, journal):
+    failed_at = 1_796_000_000.0
+    journal.set_meta(SYNC_ERROR_KEY, json.dumps({"at": failed_at, "error": "bucket gone"}))
+    document = status.document(settings, journal, Quarantine(settings.state_dir / "q"))
+    assert (document["last_sync"], document["last_sync_error"]) == (
+        None,
+        {"at": failed_at, "error": "bucket gone"},
+    )
+    assert "last sync failed at 2026-11-30T00:53:20Z: bucket gone" in status.text_report(
+        settings, journal, jobs=5
+    )
+
+
+def test_times_are_unix_seconds_in_the_document_and_iso_8601_on_the_page(settings, journal):
+    before = time.time()
+    journal.set_meta(LAST_SYNC_KEY, str(before))
+    document = status.document(settings, journal, Quarantine(settings.state_dir / "q"))
+    page = status.page(settings, journal, Quarantine(settings.state_dir / "q"))
+    assert document["last_sync"] == before
+    assert page["last_sync"] == status.iso_time(before)
+    assert str(page["last_sync"]).endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("done", "size", "expected"),
+    [
+        (12 * 2**20, 96 * 2**20, "12.0 MiB of 96.0 MiB (12%), 6.0 MiB/s, about 14 s left"),
+        (5 * 2**20, None, "5.0 MiB, 6.0 MiB/s"),
+    ],
+)
+def test_download_progress_reads_as_people_say_it(done, size, expected):
+    assert status.DownloadProgress(done, size, 6 * 2**20).describe() == expected
