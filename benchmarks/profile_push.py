@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import worker_pids
-from benchmarks.push import push_env, serve_certs, start, wrk, wrk_script
+from benchmarks.load import wrk, wrk_script
+from benchmarks.push import push_env, serve_certs, start
 from receiver.dev.keys import DevSigner
 from receiver.dev.tools import free_port
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,15 +22,7 @@ from typing import Any
 
 from receiver.errors import RejectedDeliveryError
 from receiver.objectref import ObjectRef
-from receiver.vocabulary import UnwrappedMode
-
-
-class EventKind(enum.StrEnum):
-    FINALIZE = "finalize"
-    DELETE = "delete"
-    ARCHIVE = "archive"
-    METADATA_UPDATE = "metadata_update"
-
+from receiver.vocabulary import EventKind, UnwrappedMode
 
 # Cloud Storage notification `eventType` attribute values
 # (https://cloud.google.com/storage/docs/pubsub-notifications#events).

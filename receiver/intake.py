@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from receiver import modeldir
 from receiver.config import Settings
-from receiver.events import EventKind, ObjectEvent
+from receiver.events import ObjectEvent
 from receiver.journal import Job, Journal
 from receiver.layout import Ignored, ModelVersion, parse_object_name, reserved_names
 from receiver.objectref import ObjectRef
 from receiver.versions import Versions
-from receiver.vocabulary import DeleteMode, JobState, LoadState, PushOutcome
+from receiver.vocabulary import DeleteMode, EventKind, JobState, LoadState, PushOutcome
 
 _SETTLE_POLL_SECONDS = 0.05  # a read of one journal row
 _UNCONFIRMED = (LoadState.LOADING, LoadState.TIMED_OUT)

@@ -116,3 +116,12 @@ class RelayOutcome(enum.StrEnum):
     REFUSED = "refused"  # the peer answered 4xx: its own checks said no (a bad token...)
     FAILED = "failed"  # no 2xx after every attempt: left to the peer's sync
     DROPPED = "dropped"  # the schedule was full: left to the peer's sync
+
+
+class EventKind(enum.StrEnum):
+    """What happened to an object, whichever delivery format said it (receiver.events)."""
+
+    FINALIZE = "finalize"
+    DELETE = "delete"
+    ARCHIVE = "archive"
+    METADATA_UPDATE = "metadata_update"

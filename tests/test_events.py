@@ -5,8 +5,8 @@ import json
 import pytest
 
 from receiver.errors import RejectedDeliveryError
-from receiver.events import EventKind, parse_delivery
-from receiver.vocabulary import UnwrappedMode
+from receiver.events import parse_delivery
+from receiver.vocabulary import EventKind, UnwrappedMode
 from tests.helpers import FIXTURES
 
 FINALIZE = FIXTURES / "pubsub" / "gcs-notification-OBJECT_FINALIZE-push-envelope.json"

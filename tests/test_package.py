@@ -117,3 +117,16 @@ def test_the_vocabulary_is_imported_from_where_it_is_declared():
                     if alias.name in words and (node.module or "").startswith("receiver")
                 ]
     assert borrowed == []
+
+
+def test_every_module_stays_under_300_lines():
+    """One job a module: past 300 lines a module is doing two (the house rule)."""
+    files = [
+        f for d in ("receiver", "tests", "benchmarks") for f in (PROJECT_ROOT / d).rglob("*.py")
+    ]
+    long = {
+        str(file.relative_to(PROJECT_ROOT)): lines
+        for file in sorted(files)
+        if (lines := len(file.read_text().splitlines())) >= 300
+    }
+    assert long == {}
