@@ -23,6 +23,13 @@ INSTALL_ONLY = {"download", "unpack", "fetch", "installer", "servable"}
 WEB_SIDE = DELIVERY | {"journal", "schema", "versions", "quarantine", "probelane", "runtime"}
 
 
+def python_files() -> list[Path]:
+    """The project's own Python: the package, its tests and its benchmarks."""
+    return sorted(
+        f for d in ("receiver", "tests", "benchmarks") for f in (PROJECT_ROOT / d).rglob("*.py")
+    )
+
+
 def modules(package: Path = PACKAGE) -> list[str]:
     """The modules and subpackages directly in `package`."""
     names = [p.stem for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")]
@@ -102,10 +109,7 @@ def test_the_vocabulary_is_imported_from_where_it_is_declared():
 
     words = {name for name in dir(vocabulary) if not name.startswith("_") and name[0].isupper()}
     borrowed = []
-    files = [
-        f for d in ("receiver", "tests", "benchmarks") for f in (PROJECT_ROOT / d).rglob("*.py")
-    ]
-    for file in sorted(files):
+    for file in python_files():
         for node in ast.walk(ast.parse(file.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module not in (
                 None,
@@ -121,12 +125,9 @@ def test_the_vocabulary_is_imported_from_where_it_is_declared():
 
 def test_every_module_stays_under_300_lines():
     """One job a module: past 300 lines a module is doing two (the house rule)."""
-    files = [
-        f for d in ("receiver", "tests", "benchmarks") for f in (PROJECT_ROOT / d).rglob("*.py")
-    ]
     long = {
         str(file.relative_to(PROJECT_ROOT)): lines
-        for file in sorted(files)
+        for file in python_files()
         if (lines := len(file.read_text().splitlines())) >= 300
     }
     assert long == {}
