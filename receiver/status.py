@@ -93,7 +93,8 @@ def job_dict(job: Job) -> dict[str, object]:
 def text_report(settings: Settings, journal: Journal, jobs: int) -> str:
     """What `receiver status` prints: versions with TF Serving's state, then recent jobs."""
     rows: list[list[str]] = []
-    for model, views in versions_view(settings, journal).items():
+    versions = versions_view(settings, journal)
+    for model, views in versions.items():
         rows += [
             [model, str(view.version), view.load_state.value + " (withdrawn)" * (not view.on_disk),
              view.error or view.notes or ""]
@@ -110,7 +111,7 @@ def text_report(settings: Settings, journal: Journal, jobs: int) -> str:
     job_rows = [
         [str(job.id), job.state.value, job.model, str(job.version), str(job.attempts),
          iso_time(job.updated_at),
-         _detail(job)]
+         _detail(job, versions)]
         for job in journal.recent(jobs)
     ]  # fmt: skip
     return (
@@ -123,7 +124,13 @@ def text_report(settings: Settings, journal: Journal, jobs: int) -> str:
     )
 
 
-def _detail(job: Job) -> str:
+def _detail(job: Job, versions: dict[str, list[VersionView]]) -> str:
+    in_place = any(
+        view.version == job.version and view.on_disk and view.load_state is LoadState.LOADING
+        for view in versions.get(job.model, [])
+    )
+    if job.state is JobState.RUNNING and in_place:
+        return "in place; waiting for TF Serving to load it"
     progress = download_progress(job)
     return progress.describe() if progress else (job.reason or "")
 
@@ -144,7 +151,9 @@ def iso_time(seconds: float) -> str:
 
 
 def _mib(amount: float | None) -> str:
-    return f"{(amount or 0) / 2**20:.1f} MiB"
+    """MiB, or KiB below one (a small model's download read '0.0 MiB of 0.0 MiB')."""
+    amount = amount or 0
+    return f"{amount / 2**20:.1f} MiB" if amount >= 2**20 else f"{amount / 2**10:.1f} KiB"
 
 
 @dataclass(frozen=True)

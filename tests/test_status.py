@@ -4,6 +4,7 @@ a journal and a model dir in a temporary directory, no storage and no server."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 from receiver import status
 from receiver.config import Settings
 from receiver.journal import Journal
+from receiver.layout import ModelVersion
+from receiver.objectref import ObjectRef
 from receiver.quarantine import Quarantine
 from receiver.sync import LAST_SYNC_KEY, SYNC_ERROR_KEY
 from receiver.versions import Versions
@@ -93,7 +96,23 @@ def test_times_are_unix_seconds_in_the_document_and_iso_8601_on_the_page(setting
     [
         (12 * 2**20, 96 * 2**20, "12.0 MiB of 96.0 MiB (12%), 6.0 MiB/s, about 14 s left"),
         (5 * 2**20, None, "5.0 MiB, 6.0 MiB/s"),
+        (3 * 2**10, 6 * 2**10, "3.0 KiB of 6.0 KiB (50%), 6.0 MiB/s, about 0 s left"),
     ],
 )
 def test_download_progress_reads_as_people_say_it(done, size, expected):
     assert status.DownloadProgress(done, size, 6 * 2**20).describe() == expected
+
+
+def test_a_job_whose_version_is_in_place_says_it_waits_for_tf_serving(settings, journal):
+    ref = ObjectRef("my-models", "prod/m/4.tar.gz", 1, size=10)
+    job, _ = journal.enqueue(ref, ModelVersion("m", 4, "tar.gz"))
+    journal.claim("worker", lease_seconds=60)
+    journal.heartbeat(job.id, "worker", bytes_done=10, lease_seconds=60)
+    on_disk(settings, "m", 4)
+    Versions(journal).installed(
+        "m", 4, job_id=job.id, source=ref.url, size=10, state=LoadState.LOADING
+    )
+    report = status.text_report(settings, journal, jobs=5)
+    assert re.search(
+        r"^1 +running +m +4 .* in place; waiting for TF Serving to load it$", report, re.M
+    ), report

@@ -125,11 +125,15 @@ def test_the_commands_the_demo_prints_work_as_pasted(running_demo, tmp_path):
     assert pushed.returncode == 0 and '"outcome":"queued"' in pushed.stdout, pushed
     again = in_a_fresh_shell(*exports, cli_push, home=tmp_path)
     assert again.returncode == 0 and again.stdout.startswith("20"), again  # a duplicate, 200
-    version = running_demo.workdir / "models" / "half_plus_two" / "125"
-    wait_for(version.exists, timeout=120, what="version 125")
-    status = in_a_fresh_shell(*exports, cli_status, home=tmp_path)
-    assert status.returncode == 0, status
-    assert re.search(r"installed\s+half_plus_two\s+125", status.stdout), status.stdout
+    # The job ends `installed` once TF Serving has its word (the directory comes before).
+    listings: list[subprocess.CompletedProcess[str]] = []
+
+    def listed_installed() -> bool:
+        listings.append(in_a_fresh_shell(*exports, cli_status, home=tmp_path))
+        assert listings[-1].returncode == 0, listings[-1]
+        return bool(re.search(r"installed\s+half_plus_two\s+125", listings[-1].stdout))
+
+    wait_for(listed_installed, timeout=120, what="`receiver status` to list job 3 installed")
     page = in_a_fresh_shell(curl_status, home=tmp_path)
     assert page.returncode == 0 and '"recent_jobs"' in page.stdout, page
 
