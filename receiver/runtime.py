@@ -167,3 +167,7 @@ def prepare_host(settings: Settings) -> None:
         update_model_config(settings.model_config_file, settings.model_dir)
     if not settings.auth_enabled:
         log.warning(AUTH_OFF_WARNING)
+        if settings.peers is not None:  # what anyone sends reaches every replica
+            log.warning(
+                "and every push is relayed to the peers (RECEIVER_PEERS=%s)", settings.peers
+            )
