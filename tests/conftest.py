@@ -7,7 +7,6 @@ RS256 JWTs checked by the production verifier against a local certs endpoint.
 
 from __future__ import annotations
 
-import http.server
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -28,7 +27,8 @@ from receiver.dev.tools import StorageEmulator
 from receiver.runtime import Runtime
 from receiver.web import create_app
 from tests.faultproxy import FaultProxy
-from tests.helpers import AUDIENCE, push_body, serve_in_thread
+from tests.helpers import AUDIENCE, push_body
+from tests.stubserver import Reply, Request, StubServer
 
 # Property tests: a few hundred examples in `make test`, thousands in `make fuzz`.
 hypothesis_settings.register_profile("default", max_examples=300, deadline=None)
@@ -72,31 +72,21 @@ class CertsEndpoint:
         self.fetches = 0
         self.failing = False
         self.max_age = 3600
-        endpoint = self
+        self.server = StubServer({"GET": self._get})
+        self.url = f"{self.server.url}/oauth2/v1/certs"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                endpoint.fetches += 1
-                if endpoint.failing:
-                    self.send_error(500)
-                    return
-                body = endpoint.certs_path.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Cache-Control", f"public, max-age={endpoint.max_age}")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = serve_in_thread(Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth2/v1/certs"
+    def _get(self, request: Request) -> Reply:
+        self.fetches += 1
+        if self.failing:
+            return Reply(500)
+        headers = {
+            "Content-Type": "application/json",
+            "Cache-Control": f"public, max-age={self.max_age}",
+        }
+        return Reply(200, self.certs_path.read_bytes(), headers)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ import time
 
 import requests
 
-from tests.helpers import serve_in_thread
+from tests.stubserver import QuietHandler, StubServer
 
 _HOP_BY_HOP = {
     "connection",
@@ -49,7 +49,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def handle(self) -> None:
@@ -62,15 +62,11 @@ class FaultProxy:
 
             do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = serve_in_thread(Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = StubServer(Handler)
+        self.url = self.server.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
     def _next_fault(self) -> str:
         with self._lock:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 import time
 from pathlib import Path
 
 from google.cloud import storage
 
 from receiver.dev.keys import DEV_SENDER
-from receiver.dev.tools import archive_directory, free_port, notification_push
+from receiver.dev.tools import archive_directory, notification_push
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
@@ -66,16 +64,6 @@ def peak_rss_mib(pid: int | str = "self") -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) // 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-def serve_in_thread(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.HTTPServer:
-    """A real HTTP server on a free 127.0.0.1 port; stop it with `server.shutdown()`."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    return server
 
 
 # --- Hand-made tokens, for forgeries the dev signer would never produce ---

@@ -1,6 +1,5 @@
 """Token verification, with real RS256 tokens and a real local certs endpoint."""
 
-import http.server
 import re
 import threading
 from collections.abc import Iterator
@@ -11,7 +10,8 @@ from receiver.auth import PushVerifier, _SignedTokens
 from receiver.certs import CertsCache
 from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.errors import AuthUnavailableError, ForbiddenError, UnauthenticatedError
-from tests.helpers import AUDIENCE, b64, serve_in_thread
+from tests.helpers import AUDIENCE, b64
+from tests.stubserver import Reply, Request, StubServer
 from tests.tokenfaults import TOKEN_FAULTS
 
 
@@ -148,29 +148,25 @@ class HeldCertsEndpoint:
         self.fetches = 0
         self.arrived = threading.Event()
         self.release = threading.Event()
-        endpoint = self
+        self.server = StubServer({"GET": self._get})
+        self.url = f"{self.server.url}/certs"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                endpoint.fetches += 1
-                endpoint.arrived.set()
-                endpoint.release.wait(30)
-                self.send_error(503)
+    def _get(self, request: Request) -> Reply:
+        self.fetches += 1
+        self.arrived.set()
+        self.release.wait(30)
+        return Reply(503)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = serve_in_thread(Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/certs"
+    def close(self) -> None:
+        self.release.set()
+        self.server.close()
 
 
 @pytest.fixture
 def held_endpoint() -> Iterator[HeldCertsEndpoint]:
     endpoint = HeldCertsEndpoint()
     yield endpoint
-    endpoint.release.set()
-    endpoint.server.shutdown()
-    endpoint.server.server_close()
+    endpoint.close()
 
 
 def test_pushes_that_wait_for_a_fetch_share_its_outcome(held_endpoint):
@@ -216,8 +212,7 @@ def test_a_token_with_a_cached_key_does_not_wait_for_a_refresh(certs_endpoint, s
     finally:
         held.release.set()
         forged.join()
-        held.server.shutdown()
-        held.server.server_close()
+        held.close()
 
 
 def test_certs_from_a_file_url(signer, token):

@@ -6,7 +6,6 @@ receiver is the real app. Receivers relaying to each other: tests/e2e/test_peers
 
 from __future__ import annotations
 
-import http.server
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +20,8 @@ from receiver.peers import Peers
 from receiver.relay import RELAYED_HEADER, Relay
 from receiver.web import create_app
 from tests.e2e.conftest import wait_for
-from tests.helpers import push_body, serve_in_thread, upload_model
+from tests.helpers import push_body, upload_model
+from tests.stubserver import Reply, Request, StubServer
 
 
 class Peer:
@@ -32,29 +32,17 @@ class Peer:
         self.statuses: list[int] = []
         self.hold = threading.Event()
         self.hold.set()
-        peer = self
+        self.server = StubServer({"POST": self._post})
+        self.url = self.server.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                peer.hold.wait(30)
-                peer.requests.append((self.path, dict(self.headers.items()), body))
-                status = peer.statuses.pop(0) if peer.statuses else 202
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = serve_in_thread(Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+    def _post(self, request: Request) -> Reply:
+        self.hold.wait(30)
+        self.requests.append((request.path, request.headers, request.body))
+        return Reply(self.statuses.pop(0) if self.statuses else 202, b"{}")
 
     def close(self) -> None:
         self.hold.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ waits (models.config, TF Serving's verdict, pruning)."""
 
 from __future__ import annotations
 
-import http.server
-import json
 import shutil
 import threading
 
@@ -15,7 +13,8 @@ from receiver.config import Settings
 from receiver.vocabulary import JobState
 from receiver.web import create_app
 from receiver.worker import RetryPolicy, Worker
-from tests.helpers import HALF_PLUS_TWO, push_body, serve_in_thread, upload_model
+from tests.helpers import HALF_PLUS_TWO, push_body, upload_model
+from tests.stubserver import Reply, Request, StubServer
 
 
 def app_with(environ, **overrides):
@@ -59,45 +58,27 @@ class ModelStatus:
     def __init__(self) -> None:
         self.states: dict[tuple[str, int], tuple[str, str, str]] = {}
         self.down = False
-        states, fake = self.states, self
+        self.server = StubServer({"GET": self._get})
+        self.url = self.server.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                _, _, _, model, _, version = self.path.split("/")
-                state = states.get((model, int(version)))
-                body: dict[str, object]
-                if fake.down:
-                    body, code = {"error": "unavailable"}, 503
-                elif state is None:
-                    body, code = (
-                        {"error": f"Could not find version {version} of model {model}"},
-                        404,
-                    )
-                else:
-                    status = {"error_code": state[1], "error_message": state[2]}
-                    body = {"model_version_status": [
-                        {"version": version, "state": state[0], "status": status}
-                    ]}  # fmt: skip
-                    code = 200
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = serve_in_thread(Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+    def _get(self, request: Request) -> Reply:
+        _, _, _, model, _, version = request.path.split("/")
+        state = self.states.get((model, int(version)))
+        if self.down:
+            return Reply.json({"error": "unavailable"}, 503)
+        if state is None:
+            return Reply.json({"error": f"Could not find version {version} of model {model}"}, 404)
+        status = {"error_code": state[1], "error_message": state[2]}
+        return Reply.json(
+            {"model_version_status": [{"version": version, "state": state[0], "status": status}]}
+        )
 
 
 @pytest.fixture
 def model_status():
     fake = ModelStatus()
     yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    fake.server.close()
 
 
 def test_the_lease_is_renewed_while_tf_serving_is_waited_for(environ, bucket, token, model_status):
