@@ -49,10 +49,13 @@ class Runtime:
     relay: Relay | None = None  # RECEIVER_PEERS set: pushes are forwarded to the peers
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(cls, settings: Settings, store: ObjectStore | None = None) -> Runtime:
+        """`store`: a Cloud Storage client the caller made (route tests pass one that
+        reaches no bucket); without it, one from the environment's credentials."""
         settings.model_dir.mkdir(parents=True, exist_ok=True)
         journal = open_journal(settings)
-        store = ObjectStore.from_environment(settings.read_timeout, settings.slicing)
+        if store is None:
+            store = ObjectStore.from_environment(settings.read_timeout, settings.slicing)
         installer = Installer(settings, store, Versions(journal), journal)
         verifier = None
         if settings.auth_enabled:
