@@ -9,7 +9,7 @@ first; timed from the push until `<model dir>/m/<version>` is in place on every 
 (the rename is the last step of an install), polled every 10 ms. N = 1 is the single
 replica alone. Then, with --down, the same with the last of N replicas not running
 during the push: it is started afterwards with RECEIVER_SYNC_ON_START=true and timed
-from its start to its install. Medians of --runs runs; prints a Markdown table.
+from its start to its install. Medians of --runs runs; prints a Markdown table for each.
 
 On a machine with fewer cores than replicas the replicas' downloads and unpacks share
 the cores, so the last replica's time grows with N for that reason alone.
@@ -241,11 +241,10 @@ def main() -> None:
     if down:
         others = statistics.median(pair[0] for pair in down)
         at_start = statistics.median(pair[1] for pair in down)
-        print(
-            f"\nOne of {args.down} down during the push: the {args.down - 1} running have it "
-            f"after {others:.2f} s; the one that was down, started afterwards, has it "
-            f"{at_start:.2f} s after its start (sync at start)."
-        )
+        print(f"\nOne of {args.down} down during the push, started afterwards (sync at start).\n")
+        print("| replicas | the running ones have it | the one down has it, after its start |")
+        print("|---|---|---|")
+        print(f"| {args.down} | {others:.2f} s | {at_start:.2f} s |")
 
 
 if __name__ == "__main__":
