@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from receiver import runtime
 from receiver.config import Settings
 from receiver.runtime import prepare_host
 
@@ -26,8 +27,10 @@ def test_authentication_off_is_said_at_start_and_so_is_relaying_it(tmp_path, cap
         "RECEIVER_ALLOWED_SENDERS": "pusher@p.iam.gserviceaccount.com",
         **extra,
     }
+    settings = Settings.from_env(environ)
     with caplog.at_level(logging.WARNING, logger="receiver.runtime"):
-        prepare_host(Settings.from_env(environ))
+        prepare_host(settings)
+    runtime._held.pop(settings.state_dir / runtime.STATE_LOCK).close()  # the process lives on
     lines = [r.getMessage() for r in caplog.records if r.name == "receiver.runtime"]
     said = [line for line in lines if "authentication is OFF" in line or "relayed" in line]
     assert len(said) == warned, lines
