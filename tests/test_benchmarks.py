@@ -114,9 +114,13 @@ def test_the_replicas_benchmark_runs_a_fleet_and_one_down():
     output = run_benchmark(
         "replicas.py", "--size", "1", "--replicas", "2", "--down", "2", "--runs", "1"
     )
-    *fleet, one_down = table_rows(output)
+    rows = table_rows(output)
     # One alone, then two: the last replica's time each; then two with one down: the
     # running one's time and the one that was down's, from its start.
-    assert [len(measured(row)) for row in fleet] == [2, 2], output
-    assert all(min(measured(row)) > 0 for row in fleet), output
-    assert len(measured(one_down)) == 2 and min(measured(one_down)) > 0, output
+    assert [measured(row, labels=0)[0] for row in rows] == [1, 2, 2], output  # replicas
+    (alone, alone_ratio), (two, two_ratio), one_down = (measured(row) for row in rows)
+    assert min(alone, two) > 0 and alone_ratio == 1.0, output
+    # "vs one alone" is two's time over one's, each cell rounded to 0.01.
+    low, high = (two - 0.005) / (alone + 0.005), (two + 0.005) / max(alone - 0.005, 1e-9)
+    assert low - 0.005 <= two_ratio <= high + 0.005, output
+    assert len(one_down) == 2 and min(one_down) > 0, output

@@ -1,8 +1,9 @@
 """The routes' parse, call and map, fast: an app on a prepared runtime (`create_app(runtime=…)`)
 with its journal and model dir in tmp_path and real token checks against the dev key's
 certs file (a file:// URL). No storage emulator, no certs server: Cloud Storage is a
-stub that must not be asked. `runtime` and `client` here replace conftest's, which are
-built on the emulator; tests/test_web.py holds the same contract there, installs included.
+stub of an empty bucket that only a sync may ask. `runtime` and `client` here replace
+conftest's, which are built on the emulator; tests/test_web.py holds the same contract
+there, installs included.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import notification_push
 from receiver.download import ObjectStore
 from receiver.runtime import Runtime
-from receiver.sync import FIRST_SYNC_KEY
 from receiver.vocabulary import JobState
 from receiver.web import create_app
 from tests.helpers import AUDIENCE
@@ -34,25 +34,46 @@ from tests.tokenfaults import TOKEN_FAULTS
 BUCKET = "models-bucket"
 
 
-@pytest.fixture
-def store() -> Iterator[ObjectStore]:
-    """A real store whose Cloud Storage is a stub that records each request and answers
-    503: every route answers from the journal and the model dir alone, and asking the
-    bucket fails the test."""
-    asked: list[str] = []
+class EmptyBucket:
+    """Cloud Storage holding an empty bucket: it answers what a sync asks (the bucket,
+    then a listing of its objects: none), and records any other request and answers 503."""
 
-    def refuse(request: Request) -> Reply:
-        asked.append(f"{request.method} {request.path}")
+    def __init__(self) -> None:
+        self.url = ""  # set once it is served
+        self.listings = 0
+        self.asked: list[str] = []
+
+    def answer(self, request: Request) -> Reply:
+        path = request.path.split("?")[0]
+        if request.method == "GET" and path == f"/storage/v1/b/{BUCKET}":
+            return Reply.json({"kind": "storage#bucket", "name": BUCKET})
+        if request.method == "GET" and path == f"/storage/v1/b/{BUCKET}/o":
+            self.listings += 1
+            return Reply.json({"kind": "storage#objects"})
+        self.asked.append(f"{request.method} {request.path}")
         return Reply(503)
 
-    with StubServer({method: refuse for method in ("GET", "POST", "PUT", "DELETE")}) as stub:
-        client = storage.Client(
-            project="local",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": stub.url},
-        )
-        yield ObjectStore(client, requests.Session())
-    assert asked == [], f"a route asked Cloud Storage: {asked}"
+
+@pytest.fixture
+def empty_bucket() -> Iterator[EmptyBucket]:
+    """Every route answers from the journal and the model dir alone: any request to
+    Cloud Storage but a sync's fails the test."""
+    empty = EmptyBucket()
+    with StubServer({method: empty.answer for method in ("GET", "POST", "PUT", "DELETE")}) as stub:
+        empty.url = stub.url
+        yield empty
+    assert empty.asked == [], f"a route asked Cloud Storage: {empty.asked}"
+
+
+@pytest.fixture
+def store(empty_bucket: EmptyBucket) -> ObjectStore:
+    """A real store, its client pointed at the empty bucket."""
+    client = storage.Client(
+        project="local",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": empty_bucket.url},
+    )
+    return ObjectStore(client, requests.Session())
 
 
 @pytest.fixture
@@ -100,14 +121,15 @@ def test_healthz_answers_ok(client):
     assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
 
 
-def test_readyz_is_503_with_its_reason_until_the_first_sync_then_200(client, runtime):
+def test_readyz_is_503_with_its_reason_until_the_first_sync_then_200(client, runtime, empty_bucket):
     response = client.get("/readyz")
     assert (response.status_code, response.get_json()) == (
         503,
         {"ready": False, "reason": "the first sync of the bucket has not finished"},
     )
-    # What a first sync that found nothing to install leaves in the journal.
-    runtime.journal.set_meta(FIRST_SYNC_KEY, "[]")
+    assert empty_bucket.listings == 0  # readiness reads the journal, never the bucket
+    assert runtime.worker.syncer.run_if_due()  # the first sync: an empty bucket, nothing to install
+    assert empty_bucket.listings == 1
     response = client.get("/readyz")
     assert (response.status_code, response.get_json()) == (200, {"ready": True, "reason": "ready"})
 
@@ -155,12 +177,16 @@ def test_a_push_whose_body_is_not_json_is_acknowledged_as_rejected_and_quarantin
     assert runtime.journal.recent() == []
 
 
-def test_the_status_page_shows_a_failed_jobs_reason(client, token, runtime):
+def test_the_status_page_shows_a_failed_jobs_reason_as_text(client, token, runtime):
     _, answer = post(client, notification(7), f"Bearer {token()}")
     claimed = runtime.journal.claim("test-worker", lease_seconds=60)
     assert claimed is not None and claimed.id == answer["job"]
-    reason = "corrupt tar archive: unexpected end of data at byte 512"
+    # A reason quotes the archive (an entry's name): on the page it is text, never markup.
+    reason = "unsafe entry '<img src=x onerror=alert(1)>': absolute path"
     runtime.journal.finish(claimed.id, "test-worker", JobState.FAILED, reason)
     page = client.get("/")
     assert (page.status_code, page.mimetype) == (200, "text/html")
-    assert f'<td class="reason">{reason}</td>' in page.get_data(as_text=True)
+    html = page.get_data(as_text=True)
+    shown = "unsafe entry &#39;&lt;img src=x onerror=alert(1)&gt;&#39;: absolute path"
+    assert f'<td class="reason">{shown}</td>' in html
+    assert "<img" not in html
