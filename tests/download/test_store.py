@@ -1,6 +1,8 @@
 """Streaming pinned generations from the real storage emulator."""
 
 import gzip
+import http.server
+import json
 import os
 
 import pytest
@@ -10,6 +12,7 @@ from receiver.download.store import ObjectStore
 from receiver.download.stream import Download
 from receiver.errors import PermanentError, TransientError
 from receiver.objectref import ObjectRef
+from tests.helpers import serve_in_thread
 
 
 @pytest.fixture
@@ -73,6 +76,52 @@ def test_md5_is_checked_when_there_is_no_crc32c(store, bucket, md5, ok):
 def test_missing_object_is_permanent(store, bucket):
     with pytest.raises(PermanentError, match="does not exist"):
         store.open(ObjectRef(bucket.name, "models/m/404.tar", 1))
+
+
+def test_a_missing_bucket_is_named_not_answered_with_a_raw_404(store):
+    with pytest.raises(PermanentError) as missing:
+        store.list_objects("no-such-bucket", "prod/")
+    assert str(missing.value) == (
+        "cannot list gs://no-such-bucket/prod/: bucket gs://no-such-bucket does not exist "
+        "(or this identity cannot see it)"
+    )
+
+
+LACKS_LIST = (
+    "sa@p.iam.gserviceaccount.com does not have storage.objects.list access to the Google "
+    "Cloud Storage bucket. Permission 'storage.objects.list' denied on resource (or it may "
+    "not exist)."
+)
+
+
+class Forbidding(http.server.BaseHTTPRequestHandler):
+    """Cloud Storage's answer to an identity without storage.objects.list on the bucket."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"error": {"code": 403, "message": LACKS_LIST}}).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_listing_without_permission_says_who_lacks_what_and_what_to_grant(monkeypatch):
+    server = serve_in_thread(Forbidding)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
+    try:
+        with pytest.raises(PermanentError) as refused:
+            ObjectStore.from_environment().list_objects("models", "prod/")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(refused.value) == (
+        f"cannot list gs://models/prod/: no permission to list or read gs://models (HTTP 403: "
+        f"{LACKS_LIST}); grant this identity roles/storage.objectViewer on the bucket"
+    )
 
 
 def test_unreachable_storage_is_transient(monkeypatch, bucket):
