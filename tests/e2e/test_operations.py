@@ -179,27 +179,6 @@ def test_cli_push_reaches_a_running_receiver(gunicorn, cli_env, bucket, settings
     wait_for(lambda: (settings.model_dir / "half_plus_two" / "8").exists(), what="the install")
 
 
-@pytest.mark.parametrize("command", ["install", "sync", "status", "retry", "token", "push", "demo"])
-def test_every_command_has_help(command):
-    result = run_cli(command, "--help", env={})
-    assert result.returncode == 0
-    assert result.stdout.startswith(f"usage: receiver {command}")
-
-
-@pytest.mark.parametrize(
-    ("command", "defaults"),
-    [
-        ("token", ["--keys KEYS", "(default: .demo/keys)", "(default: 3600)"]),
-        ("push", ["(default: http://127.0.0.1:8080/push)", "(default: .demo/keys)"]),
-        ("publish", ["(default: tar.zst: weights barely compress", "no suffix"]),
-    ],
-)
-def test_the_help_shows_each_default(command, defaults):
-    shown = " ".join(run_cli(command, "--help", env={}).stdout.split())  # unwrapped
-    for default in defaults:
-        assert default in shown, shown
-
-
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
