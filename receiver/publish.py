@@ -70,7 +70,7 @@ class Destination:
             raise PublishError(
                 f"{url!r}: the destination is gs://BUCKET/PREFIX/MODEL/VERSION, without a "
                 f"suffix; publish names the object VERSION.FORMAT, FORMAT from --format "
-                f"({DEFAULT_FORMAT} by default): {url.removesuffix(f'.{suffix}')}{packed}"
+                f"({DEFAULT_FORMAT} by default): use {url.removesuffix(f'.{suffix}')}{packed}"
             )
         version = parse_version(version_text)
         if version is None:

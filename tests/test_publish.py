@@ -102,7 +102,7 @@ def test_a_destination_without_model_and_version_is_refused():
         (
             "gs://bucket/prod/m/3.tar.gz",
             "without a suffix; publish names the object VERSION.FORMAT, FORMAT from --format "
-            "(tar.zst by default): gs://bucket/prod/m/3 --format tar.gz",
+            "(tar.zst by default): use gs://bucket/prod/m/3 --format tar.gz",
         ),
         ("gs://bucket/prod/m/3.zip", "without a suffix; publish names the object VERSION.FORMAT"),
     ],
