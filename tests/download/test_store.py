@@ -1,8 +1,6 @@
 """Streaming pinned generations from the real storage emulator."""
 
 import gzip
-import http.server
-import json
 import os
 
 import pytest
@@ -12,7 +10,7 @@ from receiver.download.store import ObjectStore
 from receiver.download.stream import Download
 from receiver.errors import PermanentError, TransientError
 from receiver.objectref import ObjectRef
-from tests.helpers import serve_in_thread
+from tests.stubserver import Reply, StubServer
 
 
 @pytest.fixture
@@ -94,30 +92,13 @@ LACKS_LIST = (
 )
 
 
-class Forbidding(http.server.BaseHTTPRequestHandler):
-    """Cloud Storage's answer to an identity without storage.objects.list on the bucket."""
-
-    def do_GET(self) -> None:
-        body = json.dumps({"error": {"code": 403, "message": LACKS_LIST}}).encode()
-        self.send_response(403)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_a_listing_without_permission_says_who_lacks_what_and_what_to_grant(monkeypatch):
-    server = serve_in_thread(Forbidding)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
-    try:
+    """Cloud Storage's answer to an identity without storage.objects.list on the bucket."""
+    forbidden = Reply.json({"error": {"code": 403, "message": LACKS_LIST}}, status=403)
+    with StubServer({"GET": lambda request: forbidden}) as server:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
         with pytest.raises(PermanentError) as refused:
             ObjectStore.from_environment().list_objects("models", "prod/")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert str(refused.value) == (
         f"cannot list gs://models/prod/: no permission to list or read gs://models (HTTP 403: "
         f"{LACKS_LIST}); grant this identity roles/storage.objectViewer on the bucket"
