@@ -75,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         "--format",
         default=DEFAULT_FORMAT,
         choices=PACK_FORMATS,
-        help="the archive's format (default: %(default)s: weights barely compress, and zstd "
-        "unpacks several times faster than gzip, so an install is bound by the network or disk)",
+        help="the archive's format (default: %(default)s: as small as tar.gz, and zstd "
+        "unpacks faster than gzip, so it installs quickest; docs/benchmarks.md)",
     )
     publish.add_argument(
         "--as-directory",

@@ -33,7 +33,7 @@ def test_every_command_has_help(command):
     [
         ("token", ["(default: .demo/keys)", "(default: 3600)"]),
         ("push", ["(default: http://127.0.0.1:8080/push)", "(default: .demo/keys)"]),
-        ("publish", ["(default: tar.zst: weights barely compress", "no suffix"]),
+        ("publish", ["(default: tar.zst: as small as tar.gz, and zstd unpacks", "no suffix"]),
     ],
 )
 def test_the_help_shows_each_default(command, defaults):
