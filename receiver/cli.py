@@ -67,12 +67,22 @@ def _parser() -> argparse.ArgumentParser:
         help="check a SavedModel export as the receiver will, pack it and upload it",
     )
     publish.add_argument("export", type=Path, help="the SavedModel directory (saved_model.pb)")
-    publish.add_argument("destination", help="gs://BUCKET/PREFIX/MODEL/VERSION")
     publish.add_argument(
-        "--format", default=DEFAULT_FORMAT, choices=PACK_FORMATS, help="archive format"
+        "destination",
+        help="gs://BUCKET/PREFIX/MODEL/VERSION, no suffix: publish writes VERSION.FORMAT",
     )
     publish.add_argument(
-        "--as-directory", action="store_true", help="upload the files, then the done marker"
+        "--format",
+        default=DEFAULT_FORMAT,
+        choices=PACK_FORMATS,
+        help="the archive's format (default: %(default)s: as small as tar.gz, and zstd "
+        "unpacks faster than gzip, so it installs quickest; docs/benchmarks.md)",
+    )
+    publish.add_argument(
+        "--as-directory",
+        action="store_true",
+        help="no archive: upload each file under VERSION/, then the done marker last "
+        "(what TFX's Pusher writes)",
     )
     publish.add_argument(
         "--tags",
@@ -80,7 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the tag set TF Serving loads (default: $RECEIVER_SAVED_MODEL_TAGS or "
         f"{RECEIVER['saved_model_tags'].default})",
     )
-    publish.add_argument("--done-marker", default=RECEIVER["done_marker"].raw(os.environ))
+    publish.add_argument(
+        "--done-marker",
+        default=RECEIVER["done_marker"].raw(os.environ),
+        help="with --as-directory (default: $RECEIVER_DONE_MARKER or "
+        f"{RECEIVER['done_marker'].default})",
+    )
     publish.set_defaults(run=_publish)
 
     commands.add_parser(
@@ -236,7 +251,7 @@ def _final(runtime: Runtime, job_id: int) -> bool:
 
 
 def _status(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(os.environ, verifies_pushes=False)
+    settings = Settings.from_env(os.environ, verifies_pushes=False, reads_storage=False)
     print(text_report(settings, existing_journal(settings), args.jobs), end="")
     return 0
 

@@ -104,14 +104,19 @@ class Settings:
         return f"gs://{self.bucket}/{self.prefix}"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], verifies_pushes: bool = True) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str], verifies_pushes: bool = True, reads_storage: bool = True
+    ) -> Settings:
         """Read and validate the settings; raise `ConfigError` naming the first bad variable.
 
         `verifies_pushes=False` (commands that never check a token: install, sync, status,
-        retry) does not ask for RECEIVER_AUDIENCE and RECEIVER_ALLOWED_SENDERS.
+        retry) does not ask for RECEIVER_AUDIENCE and RECEIVER_ALLOWED_SENDERS;
+        `reads_storage=False` (`receiver status`, which reads the model dir and journal
+        only) does not ask for RECEIVER_SOURCE: its bucket and prefix are then "".
         """
-        values = {key: var.read(environ) for key, var in RECEIVER.items()}
-        bucket, prefix = values.pop("source")
+        skipped = set() if reads_storage or RECEIVER["source"].raw(environ) else {"source"}
+        values = {key: var.read(environ) for key, var in RECEIVER.items() if key not in skipped}
+        bucket, prefix = values.pop("source", ("", ""))
         parts = {part: _pop_part(values, part) for part in ("limits", "slicing")}
         waiting = _max_waiting_pushes(values.pop("max_waiting_pushes"), environ)
         values["state_dir"] = values["state_dir"] or values["model_dir"] / ".receiver"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from receiver.errors import ConfigError
+from receiver.objectref import BUCKET_NAME, bucket_name_problem
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -187,7 +188,7 @@ def choice(allowed: type[Mode]) -> Parser[Mode]:
 
 
 _SOURCE_RE = re.compile(  # matched whole (fullmatch): `$` accepts a trailing newline
-    r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?"
+    rf"gs://(?P<bucket>{BUCKET_NAME})(?:/(?P<prefix>.*))?"
 )
 
 
@@ -196,12 +197,9 @@ def gs_source(name: str, value: str) -> tuple[str, str]:
     match = _SOURCE_RE.fullmatch(value)
     if not match:
         bucket = value.removeprefix("gs://").partition("/")[0]
-        if value.startswith("gs://") and bucket:
-            raise ConfigError(
-                f"{name} has value {value!r}: {bucket!r} is not a bucket name (3 to "
-                "222 characters: lowercase letters, digits, '-', '_' and '.', beginning and "
-                "ending with a letter or digit)"
-            )
+        problem = bucket_name_problem(bucket)
+        if value.startswith("gs://") and bucket and problem:
+            raise ConfigError(f"{name} has value {value!r}: {problem}")
         raise ConfigError(f"{name} has value {value!r}: expected gs://BUCKET or gs://BUCKET/PREFIX")
     prefix = (match["prefix"] or "").strip("/")
     return match["bucket"], f"{prefix}/" if prefix else ""

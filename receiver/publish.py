@@ -31,8 +31,10 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from receiver import savedmodel, servable
+from receiver.download.store import listing_error
 from receiver.errors import ReceiverError
 from receiver.layout import ARCHIVE_FORMATS, PROVENANCE_FILE, is_model_name, parse_version
+from receiver.objectref import bucket_name_problem
 
 PACK_FORMATS = ("tar.zst", "tar.gz", "tar")
 DEFAULT_FORMAT = "tar.zst"
@@ -60,6 +62,16 @@ class Destination:
                 f"{url!r}: expected gs://BUCKET/PREFIX/MODEL/VERSION (PREFIX may be empty)"
             )
         bucket, *prefix, model, version_text = parts
+        if problem := bucket_name_problem(bucket):
+            raise PublishError(f"{url!r}: {problem}")
+        suffix = next((f for f in ARCHIVE_FORMATS if version_text.endswith(f".{f}")), None)
+        if suffix is not None:
+            packed = f" --format {suffix}" if suffix in PACK_FORMATS else ""
+            raise PublishError(
+                f"{url!r}: the destination is gs://BUCKET/PREFIX/MODEL/VERSION, without a "
+                f"suffix; publish names the object VERSION.FORMAT, FORMAT from --format "
+                f"({DEFAULT_FORMAT} by default): use {url.removesuffix(f'.{suffix}')}{packed}"
+            )
         version = parse_version(version_text)
         if version is None:
             raise PublishError(f"version {version_text!r} must be a positive whole number")
@@ -136,9 +148,13 @@ def _files(root: Path) -> list[Path]:
 
 def _refuse_existing(bucket: storage.Bucket, destination: Destination) -> None:
     """Any object that already publishes this version (any format, or a directory)."""
+    try:
+        listing = list(bucket.list_blobs(prefix=destination.folder))
+    except google_exceptions.GoogleAPICallError as exc:
+        raise listing_error(exc, destination.bucket, destination.folder) from None
     taken = [
         blob.name
-        for blob in bucket.list_blobs(prefix=destination.folder)
+        for blob in listing
         if blob.name.startswith(f"{destination.folder}/")
         or any(blob.name == f"{destination.folder}.{ext}" for ext in ARCHIVE_FORMATS)
     ]

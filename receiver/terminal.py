@@ -26,6 +26,7 @@ class ProgressBar:
         self._enabled = stream.isatty()
         self._started = time.monotonic()
         self._last = 0.0
+        self._done = -1  # the bytes done the bar last showed
         self._drawn = False
         if self._enabled:
             for handler in logging.getLogger().handlers:
@@ -33,9 +34,12 @@ class ProgressBar:
 
     def update(self, done: int) -> None:
         now = time.monotonic()
-        if not self._enabled or now - self._last < 0.2:
+        # Redrawn at most 5 times a second, and once more at the end: a small file's bar,
+        # drawn at 0% an instant before, would otherwise stay there.
+        finishes = self._total is not None and done >= self._total and done != self._done
+        if not self._enabled or (now - self._last < 0.2 and not finishes):
             return
-        self._last = now
+        self._last, self._done = now, done
         elapsed = max(now - self._started, 1e-3)
         progress = DownloadProgress(done, self._total, done / elapsed)
         width = 30

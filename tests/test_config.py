@@ -26,6 +26,17 @@ def test_defaults_fill_everything_but_the_source_and_auth():
     }
 
 
+def test_a_command_that_reads_no_storage_needs_no_source_but_refuses_a_bad_one():
+    """`receiver status` reads the model dir and journal: RECEIVER_SOURCE is no business
+    of it, but one that is set and wrong is still said to be wrong."""
+    with pytest.raises(ConfigError, match="RECEIVER_SOURCE is required"):
+        Settings.from_env({}, verifies_pushes=False)
+    local = Settings.from_env({"RECEIVER_MODEL_DIR": "/srv/m"}, False, reads_storage=False)
+    assert (local.model_dir, local.bucket) == (Path("/srv/m"), "")
+    with pytest.raises(ConfigError, match="'ab' is not a bucket name"):
+        Settings.from_env({"RECEIVER_SOURCE": "gs://ab"}, False, reads_storage=False)
+
+
 def test_large_objects_are_sliced_by_default_and_slicing_can_be_switched_off():
     assert Settings.from_env(MINIMAL).slicing.enabled
     for off in ({"RECEIVER_DOWNLOAD_SLICES": "1"}, {"RECEIVER_SLICED_DOWNLOAD_THRESHOLD": "0"}):

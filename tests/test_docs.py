@@ -1,17 +1,23 @@
 """The pages hold together and say what the code does: every relative link in README.md
 and docs/ leads to a file, and the troubleshooting table quotes each push-token refusal
-exactly as the receiver prints it, and no refusal the receiver cannot print."""
+exactly as the receiver prints it, and no refusal the receiver cannot print; its missing
+setting and storage listing rows, too."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+from google.api_core import exceptions as google_exceptions
+
 from receiver.auth import PushVerifier
 from receiver.certs import CertsCache
+from receiver.config import Settings
 from receiver.dev.keys import DEV_SENDER
 from receiver.dev.tools import free_port
-from receiver.errors import DeliveryError
+from receiver.download.store import listing_error
+from receiver.errors import ConfigError, DeliveryError
 from receiver.vocabulary import PushOutcome
 from tests.helpers import AUDIENCE, PROJECT_ROOT
 from tests.tokenfaults import TOKEN_FAULTS
@@ -78,6 +84,28 @@ def test_the_troubleshooting_table_quotes_every_token_refusal_as_printed(
     assert unlisted == [], f"add these to {TROUBLESHOOTING.name}"
     never_printed = [t for t, q in quoted.items() if not any(q.fullmatch(r) for r in printed)]
     assert never_printed == [], "the receiver prints none of these"
+
+
+def quoted_reasons() -> list[re.Pattern[str]]:
+    """Every text the table's first column quotes, `…` standing for anything."""
+    rows = [row for row in TROUBLESHOOTING.read_text().splitlines() if row.startswith("| ")]
+    return [
+        re.compile(".+".join(map(re.escape, text.split("…"))))
+        for row in rows
+        for text in re.findall(r"`([^`]+)`", row.split("|")[1])
+    ]
+
+
+def test_the_troubleshooting_table_quotes_settings_and_storage_errors_as_printed():
+    printed = []
+    for environ in ({}, {"RECEIVER_SOURCE": "gs://models"}):
+        with pytest.raises(ConfigError) as missing:
+            Settings.from_env(environ)
+        printed.append(str(missing.value))
+    for answer in (google_exceptions.NotFound, google_exceptions.Forbidden):
+        printed.append(str(listing_error(answer("GET https://…: said"), "models", "prod/")))
+    quoted = quoted_reasons()
+    assert [r for r in printed if not any(q.fullmatch(r) for q in quoted)] == []
 
 
 def test_the_readme_is_one_screen_that_links_the_pages_a_user_looks_for():

@@ -92,3 +92,32 @@ def test_a_destination_without_model_and_version_is_refused():
         publish(HALF_PLUS_TWO, "gs://bucket/only")
     with pytest.raises(PublishError, match="must be a positive whole number"):
         publish(HALF_PLUS_TWO, "gs://bucket/models/m/latest")
+
+
+@pytest.mark.parametrize(
+    ("destination", "message"),
+    [
+        ("gs://ab/models/m/3", "'ab' is not a bucket name (3 to 222 characters"),
+        ("gs://Models/models/m/3", "'Models' is not a bucket name"),
+        (
+            "gs://bucket/prod/m/3.tar.gz",
+            "without a suffix; publish names the object VERSION.FORMAT, FORMAT from --format "
+            "(tar.zst by default): use gs://bucket/prod/m/3 --format tar.gz",
+        ),
+        ("gs://bucket/prod/m/3.zip", "without a suffix; publish names the object VERSION.FORMAT"),
+    ],
+)
+def test_a_destination_the_receiver_could_not_read_is_refused_saying_why(destination, message):
+    """The bucket rule is RECEIVER_SOURCE's: what publish takes, the receiver can be set to."""
+    with pytest.raises(PublishError) as refused:
+        publish(HALF_PLUS_TWO, destination)
+    assert message in str(refused.value)
+
+
+def test_a_missing_bucket_is_named_not_a_raw_404(emulator):
+    published = publish_command("gs://no-such-bucket/models/half_plus_two/1", emulator.url)
+    assert published.returncode == 2
+    assert published.stderr == (
+        "receiver: cannot list gs://no-such-bucket/models/half_plus_two/1: bucket "
+        "gs://no-such-bucket does not exist (or this identity cannot see it)\n"
+    )

@@ -234,7 +234,10 @@ def test_a_failing_sync_says_why_everywhere_and_is_tried_by_one_process(
     started, reason = startup(settings, journal)
     assert not started
     assert reason.startswith("the first sync of the bucket has not finished: it failed (")
-    assert "no-such-bucket-here" in reason and reason.endswith("; trying again")
+    assert reason.endswith(
+        "(cannot list gs://no-such-bucket-here/models/: bucket gs://no-such-bucket-here does "
+        "not exist (or this identity cannot see it)); trying again"
+    ), reason  # what /readyz answers: the bucket named, not Cloud Storage's raw 404
     body = document(settings, journal, Quarantine(settings.state_dir / "q"))
     assert "cannot list gs://no-such-bucket-here/models/" in str(body["last_sync_error"])
     assert "last sync failed at 20" in text_report(settings, journal, 5)

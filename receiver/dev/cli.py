@@ -8,6 +8,7 @@ import them only when one of these commands runs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from google.cloud import storage
 
 from receiver.download import ObjectStore
 from receiver.errors import ReceiverError
-from receiver.objectref import split_gs_url
+from receiver.objectref import bucket_name_problem, split_gs_url
 from receiver.variables import RECEIVER, SERVER
 
 DEFAULT_DEMO_DIR = Path(".demo")
@@ -26,16 +27,29 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     token = commands.add_parser("token", help="print a signed dev token for curl")
     token.add_argument("--audience", required=True, help="must equal RECEIVER_AUDIENCE")
     _dev_key_options(token)
-    token.add_argument("--lifetime", type=int, default=3600, help="seconds until it expires")
+    token.add_argument(
+        "--lifetime", type=int, default=3600, help="seconds until it expires (default: %(default)s)"
+    )
     token.set_defaults(run=_token)
 
     push = commands.add_parser("push", help="send a signed push for an object to a receiver")
     push.add_argument(
         "object", help="gs://BUCKET/NAME (looked up in Cloud Storage or the emulator)"
     )
-    push.add_argument("--url", default="http://127.0.0.1:8080/push", help="the receiver's push URL")
+    push.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080/push",
+        help="the receiver's push URL (default: %(default)s)",
+    )
     push.add_argument("--audience", help="token audience (default: $RECEIVER_AUDIENCE, else --url)")
-    push.add_argument("--event", default="OBJECT_FINALIZE", help="eventType attribute")
+    push.add_argument(
+        "--event", default="OBJECT_FINALIZE", help="eventType attribute (default: %(default)s)"
+    )
+    push.add_argument(
+        "--body-only",
+        action="store_true",
+        help="print the body Pub/Sub would POST (for curl's --data-binary @FILE); send nothing",
+    )
     _dev_key_options(push)
     push.set_defaults(run=_push)
 
@@ -52,7 +66,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "emulator",
         help="run the storage emulator with a bucket in the foreground; prints its exports",
     )
-    emulator.add_argument("--bucket", required=True, help="the bucket to create in it")
+    emulator.add_argument(
+        "--bucket", required=True, type=_bucket_name, help="the bucket to create in it"
+    )
     emulator.add_argument("--port", type=int, help="default: a free port")
     emulator.set_defaults(run=_emulator)
 
@@ -63,8 +79,16 @@ def _dev_key_options(parser: argparse.ArgumentParser) -> None:
         "--keys",
         type=Path,
         default=DEFAULT_DEMO_DIR / "keys",
-        help="dev key directory (made if missing; its certs.json is RECEIVER_CERTS_URL)",
+        help="dev key directory, made if missing; its certs.json is RECEIVER_CERTS_URL "
+        "(default: %(default)s)",
     )
+
+
+def _bucket_name(value: str) -> str:
+    """The bucket rule RECEIVER_SOURCE is held to: the emulator would take any name."""
+    if problem := bucket_name_problem(value):
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -84,11 +108,15 @@ def _push(args: argparse.Namespace) -> int:
     blob = storage.Bucket(client, bucket).get_blob(name)
     if blob is None:
         raise ReceiverError(f"{args.object} does not exist")
+    body = notification_push(blob, event_type=args.event)
+    if args.body_only:
+        print(json.dumps(body))
+        return 0
     audience = args.audience or RECEIVER["audience"].read(os.environ) or args.url
     token = DevSigner.create(args.keys).mint(audience, email=args.email)
     response = requests.post(
         args.url,
-        json=notification_push(blob, event_type=args.event),
+        json=body,
         headers={"Authorization": f"Bearer {token}"},
         timeout=600,
     )

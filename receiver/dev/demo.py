@@ -1,13 +1,14 @@
 """`python -m receiver demo`: the whole path on this machine, nothing from the internet.
 
-1. starts the storage emulator and uploads version 123 of the sample model;
+1. starts the storage emulator and publishes version 123 of the sample model with
+   `receiver publish`'s own code (checked, packed as tar.zst, uploaded);
 2. starts the receiver (real gunicorn, auth on, a local dev signing key), whose sync at
    start installs 123, as a fresh pod would;
    then TF Serving's stand-in (receiver/dev/tfserving_standin.py, real TensorFlow from
    `.venv-tf`), as a pod starts TF Serving once the receiver is ready; the receiver
    confirms each load with it (RECEIVER_TFSERVING_URL), and the demo prints its status;
-3. uploads version 124, as a training pipeline would, and sends its push with curl;
-4. uploads version 125 without pushing it, prints the environment the CLI needs, the
+3. publishes version 124, as a training pipeline would, and sends its push with curl;
+4. publishes version 125 without pushing it, prints the environment the CLI needs, the
    curl line and the CLI command that push it, and keeps running until Ctrl-C. Every
    command it prints names `receiver` by the absolute path of this virtualenv's script,
    so it works pasted into any shell, with no virtualenv to activate.
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -36,12 +38,12 @@ from google.cloud import storage
 from receiver.dev.keys import DEV_SENDER, DevSigner
 from receiver.dev.tools import (
     StorageEmulator,
-    archive_directory,
     claim_demo,
     environ_with,
     free_port,
     notification_push,
 )
+from receiver.publish import publish
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_MODEL = Path(__file__).resolve().parent / "sample" / "half_plus_two" / "00000123"
@@ -85,13 +87,18 @@ def _run(port: int, url: str, workdir: Path, once: bool) -> int:
 
     say("starting the Cloud Storage emulator (fake-gcs-server)")
     emulator = StorageEmulator(die_with_parent=True).start()
-    bucket = _bucket(emulator.url)
-    receiver_log = (workdir / "receiver.log").open("wb")
+    client = storage.Client(
+        project="demo",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulator.url},
+    )
+    client.create_bucket(BUCKET)
+    log = workdir / "receiver.log"
+    receiver_log = log.open("wb")
     gunicorn: subprocess.Popen[bytes] | None = None
     standin: subprocess.Popen[bytes] | None = None
     try:
-        _upload(bucket, 123)
-        say(f"uploaded gs://{BUCKET}/{PREFIX}/{MODEL}/123.tar.gz")
+        _publish(client, 123)
         tfserving_port = free_port()
         tfserving_url = f"http://127.0.0.1:{tfserving_port}"
         env = {
@@ -106,7 +113,7 @@ def _run(port: int, url: str, workdir: Path, once: bool) -> int:
             env["RECEIVER_TFSERVING_URL"] = tfserving_url
         else:
             say(f"no {TF_PYTHON} (`make tf` installs it): TF Serving's stand-in is left out")
-        say(f"starting the receiver on {url} (log: {workdir / 'receiver.log'})")
+        say(f"starting the receiver on {url} (log: {log})")
         gunicorn = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_ROOT / "gunicorn.conf.py")],
             cwd=PROJECT_ROOT,
@@ -115,7 +122,7 @@ def _run(port: int, url: str, workdir: Path, once: bool) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the demo, which stops gunicorn itself
         )
-        _wait_ready(url, gunicorn, workdir / "receiver.log")
+        _poll(lambda: _ready(url, gunicorn, log), 60, f"receiver not ready in 60 s; see {log}")
         say("its sync at start found version 123 in the bucket and installed it")
         # As in a pod: TF Serving starts once the receiver's first sync is on disk.
         standin = _start_tfserving(model_dir, tfserving_port, workdir)
@@ -124,36 +131,32 @@ def _run(port: int, url: str, workdir: Path, once: bool) -> int:
                 f"started TF Serving's stand-in on {tfserving_url} "
                 f"(log: {workdir / 'tfserving.log'})"
             )
-            _wait_available(url, 123)
+            _poll(lambda: _available(url, 123), 180, "TF Serving did not load 123 in 180 s")
             say(f"TF Serving loaded it; its model status: {_model_status(tfserving_url)}")
 
-        push_124 = _push_body(_upload(bucket, 124), workdir)
-        say(f"uploaded gs://{BUCKET}/{PREFIX}/{MODEL}/124.tar.gz; sending its push:")
-        print("  " + _curl_line(url, workdir, push_124), flush=True)
-        answer = subprocess.run(
-            _curl_argv(f"{url}push", signer.mint(url), push_124),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        curl_124 = _curl_line(url, workdir, _push_body(_publish(client, 124), workdir))
+        say(f"sending its push with curl (the line works pasted, too):\n  {curl_124}")
+        answer = subprocess.run(["sh", "-c", curl_124], capture_output=True, text=True, check=True)
         say(f"receiver answered: {answer.stdout.strip()}")
-        _wait_installed(url, json.loads(answer.stdout)["job"], timeout=180)
+        job = json.loads(answer.stdout)["job"]
+        _poll(lambda: _installed(url, job), 180, f"job {job} did not finish in 180 s")
         say(f"installed:\n{_tree(model_dir)}")
         if standin is not None:
-            _wait_available(url, 124)
+            _poll(lambda: _available(url, 124), 180, "TF Serving did not load 124 in 180 s")
             say(f"TF Serving: {_model_status(tfserving_url)}")
         if once:
             return 0
 
-        push_125 = _push_body(_upload(bucket, 125), workdir)
+        blob_125 = _publish(client, 125)
+        push_125 = _push_body(blob_125, workdir)
         exports = "\n".join(f"  export {k}={shlex.quote(v)}" for k, v in env.items())
         tfserving = f"\nand ask TF Serving:\n  curl -s {tfserving_url}/v1/models/{MODEL}"
         say(
-            "uploaded version 125 too, but did not push it. Push it yourself, from another "
+            "published version 125 too, but did not push it. Push it yourself, from another "
             f"shell: the CLI (status, sync, install, retry, push) reaches this receiver's "
             f"bucket (the emulator at {emulator.url}) and model dir with:\n{exports}\n"
             f"then push 125 with curl:\n  {_curl_line(url, workdir, push_125)}\n"
-            f"or with the CLI:\n  {RECEIVER} push gs://{BUCKET}/{PREFIX}/{MODEL}/125.tar.gz"
+            f"or with the CLI:\n  {RECEIVER} push gs://{BUCKET}/{blob_125.name}"
             f" --url {url}push --keys {shlex.quote(str(workdir / 'keys'))}\n"
             "then watch it arrive (version 123 is pruned: RECEIVER_KEEP_VERSIONS=2):\n"
             f"  {RECEIVER} status\n"
@@ -201,22 +204,12 @@ def _model_status(tfserving_url: str) -> str:
     return requests.get(f"{tfserving_url}/v1/models/{MODEL}", timeout=5).text
 
 
-def _bucket(emulator_url: str) -> storage.Bucket:
-    client = storage.Client(
-        project="demo",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": emulator_url},
-    )
-    return client.create_bucket(BUCKET)
-
-
-def _upload(bucket: storage.Bucket, version: int) -> storage.Blob:
-    """Publish one version of the sample, as a training pipeline would."""
-    blob = bucket.blob(f"{PREFIX}/{MODEL}/{version}.tar.gz")
-    blob.upload_from_string(
-        archive_directory(SAMPLE_MODEL, "tar.gz", top="00000123"),
-        content_type="application/gzip",
-    )
+def _publish(client: storage.Client, version: int) -> storage.Blob:
+    """One version of the sample, published as `receiver publish` does (the same code)."""
+    (url,) = publish(SAMPLE_MODEL, f"gs://{BUCKET}/{PREFIX}/{MODEL}/{version}", client=client)
+    say(f"published {url}")
+    blob = client.bucket(BUCKET).get_blob(url.removeprefix(f"gs://{BUCKET}/"))
+    assert blob is not None, url
     return blob
 
 
@@ -235,15 +228,6 @@ def _tree(model_dir: Path) -> str:
     )
 
 
-def _curl_argv(url: str, token: str, body: Path) -> list[str]:
-    return [
-        "curl", "-sS", "-X", "POST", url,
-        "-H", f"Authorization: Bearer {token}",
-        "-H", "Content-Type: application/json",
-        "--data-binary", f"@{body}",
-    ]  # fmt: skip
-
-
 def _curl_line(url: str, workdir: Path, body: Path) -> str:
     keys = shlex.quote(str(workdir / "keys"))
     token_command = f"{RECEIVER} token --audience {url} --keys {keys}"
@@ -254,46 +238,41 @@ def _curl_line(url: str, workdir: Path, body: Path) -> str:
     )
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+def _poll(done: Callable[[], bool], timeout: float, failure: str) -> None:
+    """Until `done()` (which exits itself on a failure it sees), or exit with `failure`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"receiver exited with {process.returncode}; see {log}")
-        try:
-            if requests.get(f"{url}readyz", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or a busy machine
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"receiver was not ready within {timeout}s; see {log}")
-
-
-def _wait_available(url: str, version: int, timeout: float = 180) -> None:
-    """Wait until the receiver has TF Serving's word that `version` is AVAILABLE."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        views = requests.get(f"{url}status", timeout=5).json()["versions"].get(MODEL, [])
-        state = next((v["load_state"] for v in views if v["version"] == version), None)
-        if state == "available":
+        if done():
             return
-        if state == "failed":
-            raise SystemExit(f"TF Serving could not load version {version}; see the logs")
         time.sleep(0.2)
-    raise SystemExit(f"TF Serving did not load version {version} within {timeout:g}s")
+    raise SystemExit(failure)
 
 
-def _wait_installed(url: str, job_id: int, timeout: float = 60) -> None:
-    """Wait for this run's own job (not any earlier one) to end."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = requests.get(f"{url}status", timeout=5).json()["recent_jobs"]
-        job = next((j for j in jobs if j["job"] == job_id), None)
-        if job is not None and job["state"] == "installed":
-            return
-        if job is not None and job["state"] in ("failed", "skipped"):
-            raise SystemExit(f"job {job_id} {job['state']}: {job['reason']}")
-        time.sleep(0.2)
-    raise SystemExit(f"job {job_id} did not finish within {timeout}s")
+def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
+    if process.poll() is not None:
+        raise SystemExit(f"receiver exited with {process.returncode}; see {log}")
+    try:
+        return requests.get(f"{url}readyz", timeout=5).status_code == 200
+    except requests.RequestException:  # not listening yet, or a busy machine
+        return False
+
+
+def _available(url: str, version: int) -> bool:
+    """The receiver has TF Serving's word that `version` is AVAILABLE."""
+    views = requests.get(f"{url}status", timeout=5).json()["versions"].get(MODEL, [])
+    state = next((v["load_state"] for v in views if v["version"] == version), None)
+    if state == "failed":
+        raise SystemExit(f"TF Serving could not load version {version}; see the logs")
+    return state == "available"
+
+
+def _installed(url: str, job_id: int) -> bool:
+    """This run's own job (not any earlier one) has ended, installed."""
+    jobs = requests.get(f"{url}status", timeout=5).json()["recent_jobs"]
+    job = next((j for j in jobs if j["job"] == job_id), None)
+    if job is not None and job["state"] in ("failed", "skipped"):
+        raise SystemExit(f"job {job_id} {job['state']}: {job['reason']}")
+    return job is not None and job["state"] == "installed"
 
 
 def say(message: str) -> None:

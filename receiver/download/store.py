@@ -26,7 +26,7 @@ from google.cloud import storage
 from receiver.config import Slicing
 from receiver.download.sliced import PROBE_SLICES, AdaptiveDownload, SliceFetcher
 from receiver.download.stream import Download, ObjectStream
-from receiver.errors import PermanentError, TransientError
+from receiver.errors import JobError, PermanentError, TransientError
 from receiver.objectref import ObjectRef
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,7 @@ class ObjectStore:
                 self.client.list_blobs(bucket, prefix=prefix, timeout=self._timeout, retry=None)
             )
         except (google_exceptions.GoogleAPICallError, requests.RequestException) as exc:
-            status = getattr(exc, "code", None)
-            if isinstance(status, int) and status in (401, 403, 404):
-                raise PermanentError(f"cannot list gs://{bucket}/{prefix}: {exc}") from exc
-            raise TransientError(f"cannot list gs://{bucket}/{prefix}: {exc}") from exc
+            raise listing_error(exc, bucket, prefix) from exc
         return [
             ObjectRef(
                 bucket=bucket,
@@ -160,6 +157,32 @@ class ObjectStore:
         response = self._get(url, {"Range": f"bytes={start}-{end - 1}"})
         _check_range(response, start, where)
         return response
+
+
+def listing_error(exc: Exception, bucket: str, prefix: str) -> JobError:
+    """A failed listing as one line saying what to do, not Cloud Storage's raw answer (a
+    `404 GET https://…/b/…/o?…` says nothing of a missing bucket): sync, /readyz and
+    `receiver publish` all show this."""
+    where = f"cannot list gs://{bucket}/{prefix}"
+    status = getattr(exc, "code", None)
+    if status == 404:  # the bucket, not an object: a listing of no objects is no error
+        return PermanentError(
+            f"{where}: bucket gs://{bucket} does not exist (or this identity cannot see it)"
+        )
+    if status == 403:
+        # Google's words after "GET <url>: " name the identity and the permission it lacks.
+        said = str(getattr(exc, "message", "")).partition(": ")[2]
+        return PermanentError(
+            f"{where}: no permission to list or read gs://{bucket} (HTTP 403"
+            f"{': ' + said if said else ''}); grant this identity "
+            "roles/storage.objectViewer on the bucket"
+        )
+    if status == 401:
+        return PermanentError(
+            f"{where}: Cloud Storage refused this identity's credentials (HTTP 401); "
+            "check Application Default Credentials (`gcloud auth application-default login`)"
+        )
+    return TransientError(f"{where}: {exc}")
 
 
 def _check_range(response: requests.Response, start: int, where: str) -> None:

@@ -10,6 +10,7 @@ from receiver.download.store import ObjectStore
 from receiver.download.stream import Download
 from receiver.errors import PermanentError, TransientError
 from receiver.objectref import ObjectRef
+from tests.stubserver import Reply, StubServer
 
 
 @pytest.fixture
@@ -73,6 +74,35 @@ def test_md5_is_checked_when_there_is_no_crc32c(store, bucket, md5, ok):
 def test_missing_object_is_permanent(store, bucket):
     with pytest.raises(PermanentError, match="does not exist"):
         store.open(ObjectRef(bucket.name, "models/m/404.tar", 1))
+
+
+def test_a_missing_bucket_is_named_not_answered_with_a_raw_404(store):
+    with pytest.raises(PermanentError) as missing:
+        store.list_objects("no-such-bucket", "prod/")
+    assert str(missing.value) == (
+        "cannot list gs://no-such-bucket/prod/: bucket gs://no-such-bucket does not exist "
+        "(or this identity cannot see it)"
+    )
+
+
+LACKS_LIST = (
+    "sa@p.iam.gserviceaccount.com does not have storage.objects.list access to the Google "
+    "Cloud Storage bucket. Permission 'storage.objects.list' denied on resource (or it may "
+    "not exist)."
+)
+
+
+def test_a_listing_without_permission_says_who_lacks_what_and_what_to_grant(monkeypatch):
+    """Cloud Storage's answer to an identity without storage.objects.list on the bucket."""
+    forbidden = Reply.json({"error": {"code": 403, "message": LACKS_LIST}}, status=403)
+    with StubServer({"GET": lambda request: forbidden}) as server:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+        with pytest.raises(PermanentError) as refused:
+            ObjectStore.from_environment().list_objects("models", "prod/")
+    assert str(refused.value) == (
+        f"cannot list gs://models/prod/: no permission to list or read gs://models (HTTP 403: "
+        f"{LACKS_LIST}); grant this identity roles/storage.objectViewer on the bucket"
+    )
 
 
 def test_unreachable_storage_is_transient(monkeypatch, bucket):

@@ -29,6 +29,8 @@ def test_the_readme_demo_runs(tmp_path):
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert '"outcome":"queued"' in demo.stdout  # the push for 124 was news, not a duplicate
+    # Published as `receiver publish` publishes (its code, its default format).
+    assert "==> published gs://demo-models/models/half_plus_two/124.tar.zst\n" in demo.stdout
     assert same_files(tmp_path / "models" / "half_plus_two" / "123")
     assert same_files(tmp_path / "models" / "half_plus_two" / "124")
     if tfcheck.TF_PYTHON.exists():  # TF Serving's stand-in ran: it shows what it loaded

@@ -87,10 +87,22 @@ def test_a_taken_port_is_refused_before_anything_is_printed():
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "receiver", "dev", "emulator", "--bucket", "b", "--port",
-             str(port)],
+            [sys.executable, "-m", "receiver", "dev", "emulator", "--bucket", "my-models",
+             "--port", str(port)],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert result.returncode != 0
     assert f"port {port} is taken" in result.stderr
     assert "export" not in result.stdout, "exports printed for an emulator that is not ours"
+
+
+def test_a_bucket_name_the_receiver_would_refuse_is_refused_before_anything_starts():
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "receiver", "dev", "emulator", "--bucket", "ab", "--port",
+         str(port)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "argument --bucket: 'ab' is not a bucket name (3 to 222 characters" in result.stderr
+    assert result.stdout == "" and not _listening(port)

@@ -1,9 +1,11 @@
 """docs/running-it-yourself.md's step-by-step block, run by bash as written (on free
-ports, in a temporary directory), so that the page cannot drift from the commands."""
+ports, in a temporary directory), with its curl block pasted before the `kill` line as
+the page says, so that the page cannot drift from the commands."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -21,11 +23,22 @@ PAGE = PROJECT_ROOT / "docs" / "running-it-yourself.md"
 SAMPLE = PROJECT_ROOT / "receiver" / "dev" / "sample" / "half_plus_two" / "00000123"
 
 
-def step_by_step_block() -> str:
-    section = PAGE.read_text().split("## Against the storage emulator, step by step\n")[1]
+def block(heading: str) -> str:
+    section = PAGE.read_text().split(f"## {heading}\n")[1]
     match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
-    assert match, "no ```sh block in the step-by-step section"
+    assert match, f"no ```sh block in the section {heading!r}"
     return match[1]
+
+
+def step_by_step_block() -> str:
+    """The step-by-step block, the curl section's block pasted before its `kill` line."""
+    steps = block("Against the storage emulator, step by step")
+    assert steps.endswith("\nkill %1 %2\n"), steps
+    return (
+        steps.removesuffix("kill %1 %2\n")
+        + block("Testing with curl: a dev token")
+        + "kill %1 %2\n"
+    )
 
 
 def _listening(port: int) -> bool:
@@ -79,8 +92,16 @@ def _check(returncode: int, output: str, tmp_path: Path, ports: tuple[int, int])
     assert "published gs://my-models/prod/half_plus_two/1.tar.zst" in output
     assert re.search(r'^202 \{"job":2,.*"outcome":"queued"', output, re.MULTILINE), output
     assert re.search(r"^2 +installed +half_plus_two +2 ", output, re.MULTILINE), output
-    assert same_files(tmp_path / "run" / "models" / "half_plus_two" / "1", SAMPLE)
-    assert same_files(tmp_path / "run" / "models" / "half_plus_two" / "2", SAMPLE)
+    assert re.search(r"^half_plus_two +1 +unconfirmed", output, re.MULTILINE), output
+    # The curl section: its body, its token, curl's answer, the install (1 pruned then).
+    assert re.search(r'^\{"job":3,.*"outcome":"queued"', output, re.MULTILINE), output
+    body = json.loads((tmp_path / "run" / "push.json").read_text())
+    assert body["message"]["attributes"]["objectId"] == "prod/half_plus_two/3.tar.zst"
+    assert sorted(p.name for p in (tmp_path / "run" / "models" / "half_plus_two").iterdir()) == [
+        "2",
+        "3",
+    ]
+    assert same_files(tmp_path / "run" / "models" / "half_plus_two" / "3", SAMPLE)
     # `kill %1 %2` stopped both: nothing of the block is left listening.
     for port in ports:
         wait_for(_closed(port), timeout=60, what=f"port {port} to close")
