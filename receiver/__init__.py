@@ -47,7 +47,8 @@ Install (the worker side):
     tfserving     TF Serving's REST model-status API
     modeldir      what the model dir holds; withdrawing versions from it
     modelconfig   TF Serving's --model_config_file, kept listing every model
-    sync          the bucket reconciled with the model dir; startup and readiness
+    sync          the bucket reconciled with the model dir
+    readiness     what the sync recorded; startup and readiness, read without storage
 Around them:
     config        the frozen Settings built from the declarations; cross-variable rules
     variables     every environment variable the process reads, declared once

@@ -26,10 +26,11 @@ from receiver.layout import Ignored, parse_object_name, reserved_names
 from receiver.logs import configure_logging
 from receiver.objectref import ObjectRef, split_gs_url
 from receiver.publish import DEFAULT_FORMAT, PACK_FORMATS, publish
+from receiver.readiness import models_without_a_version
 from receiver.runtime import Runtime, existing_journal
 from receiver.savedmodel import parse_tags
 from receiver.status import job_dict, text_report
-from receiver.sync import models_without_a_version, sync, versions_by_model
+from receiver.sync import sync, versions_by_model
 from receiver.terminal import ProgressBar
 from receiver.variables import RECEIVER
 from receiver.vocabulary import JobState

@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from receiver import modeldir
 from receiver.journal import Journal
-from receiver.sync import last_success
+from receiver.readiness import last_success
 from receiver.versions import Versions
 from receiver.vocabulary import JobState, LoadState
 

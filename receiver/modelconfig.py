@@ -27,7 +27,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
-from receiver import modeldir, servable
+from receiver import modeldir
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _write_atomically(path: Path, text: str) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
-    servable.fsync_dir(path.parent)
+    modeldir.fsync_dir(path.parent)
 
 
 def describe(path: Path) -> dict[str, object]:

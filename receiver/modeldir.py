@@ -116,6 +116,15 @@ def remove_version(model_root: Path, version: int) -> str | None:
     return None
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def withdraw(version_dir: Path) -> None:
     """Take a version away from TF Serving in one rename, then delete it."""
     trash = version_dir.with_name(f".trash-{version_dir.name}-{secrets.token_hex(6)}")

@@ -26,9 +26,10 @@ from receiver.installer import Installer
 from receiver.journal import Journal
 from receiver.modelconfig import update_model_config
 from receiver.quarantine import Quarantine
+from receiver.readiness import FIRST_SYNC_KEY
 from receiver.relay import Relay
 from receiver.status import AUTH_OFF_WARNING
-from receiver.sync import FIRST_SYNC_KEY, Syncer
+from receiver.sync import Syncer
 from receiver.versions import Versions
 from receiver.worker import RetryPolicy, Worker
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from receiver.errors import PermanentError
 from receiver.layout import PROVENANCE_FILE, is_model_name
+from receiver.modeldir import fsync_dir
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _DEBRIS_PREFIXES = (".staging-", ".trash-", ".download-")
@@ -116,14 +117,6 @@ def _fsync_tree(root: Path, on_progress: Callable[[], None]) -> None:
                     os.close(fd)
             on_progress()
         fsync_dir(Path(directory))
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_job_debris(model_root: Path, job_id: int) -> list[Path]:

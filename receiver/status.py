@@ -16,7 +16,7 @@ from receiver import capacity, modelconfig, modeldir
 from receiver.config import Settings
 from receiver.journal import Job, Journal
 from receiver.quarantine import Quarantine
-from receiver.sync import last_success, readiness, sync_error, sync_notes
+from receiver.readiness import last_success, readiness, sync_error, sync_notes
 from receiver.versions import VersionRecord, Versions
 from receiver.vocabulary import JobState, LoadState
 

@@ -1,4 +1,5 @@
-"""Reconcile the model dir with the bucket, and say when the receiver is ready.
+"""Reconcile the model dir with the bucket (what it leaves in the journal, and what the
+receiver's startup and readiness make of it, are receiver.readiness).
 
 Sync lists the source prefix and queues the newest version of every model that has no
 installed version as new: a fresh pod serves without waiting for the next upload, and
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -30,18 +30,19 @@ from receiver.errors import ReceiverError
 from receiver.journal import Job, Journal
 from receiver.layout import ModelVersion, parse_object_name, reserved_names
 from receiver.objectref import ObjectRef
+from receiver.readiness import (
+    FIRST_SYNC_KEY,
+    LAST_SYNC_KEY,
+    MODELS_KEY,
+    NOTES_KEY,
+    SYNC_ERROR_KEY,
+)
 from receiver.vocabulary import JobState
 
 log = logging.getLogger(__name__)
 
-SYNC_ERROR_KEY = "sync_error"  # journal meta: the last sync's failure, until one succeeds
 _ATTEMPT_KEY = "sync_attempt"  # journal meta: until when one process's attempt holds the rest
 _ATTEMPT_SECONDS = 300.0  # a sync that takes longer (or whose process died) is tried again
-STARTED_KEY = "started"  # journal meta: when startup first passed on this volume
-LAST_SYNC_KEY = "last_sync"  # journal meta: when the last sync succeeded (Unix time)
-FIRST_SYNC_KEY = "first_sync"  # journal meta: job ids queued by this start's first sync
-MODELS_KEY = "sync_models"  # journal meta: the models the last sync found in the bucket
-NOTES_KEY = "sync_notes"  # journal meta: model -> why it is not on its newest version
 _MAX_FAILURE_BACKOFF_SECONDS = 60.0
 # A fleet's periodic syncs spread over ±10% of the interval. So a replica that missed a
 # push and every relay of it has the version within 1.1 x RECEIVER_SYNC_INTERVAL of the
@@ -186,100 +187,6 @@ class Syncer:
         self.journal.set_meta(LAST_SYNC_KEY, str(time.time()))
         self._next_at = now + self.interval()
         return True
-
-
-def startup(settings: Settings, journal: Journal) -> tuple[bool, str]:
-    """Started once the model dir is writable and the first sync's installs have ended,
-    done or failed: what gates TF Serving's start. A model with no version does not hold
-    it back (it is not in TF Serving's config until it has one); the reason names it."""
-    if not settings.model_dir.is_dir():
-        return False, f"model dir {settings.model_dir} does not exist"
-    if not os.access(settings.model_dir, os.W_OK):
-        return False, f"model dir {settings.model_dir} is not writable"
-    if not settings.sync_on_start:
-        return True, "started (no sync at start)"
-    if journal.get_meta(STARTED_KEY) is not None:
-        # An earlier start on this volume passed: the receiver's container restarted in
-        # a running pod, and TF Serving beside it serves what is there. Holding this back
-        # again would take the pod out of service until the bucket answers.
-        return True, "started (an earlier start on this volume had passed)"
-    record = journal.get_meta(FIRST_SYNC_KEY)
-    if record is None:
-        failure = sync_error(journal)
-        if failure is not None:
-            return False, (
-                f"the first sync of the bucket has not finished: it failed "
-                f"({failure['error']}); trying again"
-            )
-        return False, "the first sync of the bucket has not finished"
-    jobs = [journal.get(job_id) for job_id in json.loads(record)]
-    # A version renamed into place counts, though its job may still wait for TF Serving's
-    # verdict: TF Serving itself starts only once this says started (the startup probe).
-    pending = [
-        job
-        for job in jobs
-        if job is not None
-        and not job.state.final
-        and not (settings.model_dir / job.model / str(job.version)).is_dir()
-    ]
-    if pending:
-        names = ", ".join(f"{job.model} version {job.version}" for job in pending)
-        return False, f"installing what the first sync found: {names}"
-    journal.set_meta(STARTED_KEY, str(time.time()), only_if_unset=True)
-    dark = models_without_a_version(settings, journal)
-    return True, f"started; {dark}" if dark else "started"
-
-
-def readiness(settings: Settings, journal: Journal) -> tuple[bool, str]:
-    """Ready once started and every model in the bucket has a version TF Serving can
-    load: a signal for monitoring, never a probe (see docs/deploying.md, "Probes")."""
-    started, reason = startup(settings, journal)
-    if not started:
-        return False, reason
-    if not settings.sync_on_start:
-        return True, "ready (no sync at start)"
-    dark = models_without_a_version(settings, journal)
-    return (False, dark) if dark else (True, "ready")
-
-
-def models_without_a_version(settings: Settings, journal: Journal) -> str | None:
-    """Which models of the bucket (as the last sync saw it) have no version, and why."""
-    dark = [
-        model
-        for model in json.loads(journal.get_meta(MODELS_KEY) or "[]")
-        if not modeldir.installed_versions(settings.model_dir / model)
-    ]
-    if not dark:
-        return None
-    notes = sync_notes(journal)
-    reasons = [f"{model}: {notes.get(model) or _latest(journal, model)}" for model in dark]
-    return f"no version installed for {', '.join(dark)} ({'; '.join(reasons)})"
-
-
-def _latest(journal: Journal, model: str) -> str:
-    job = journal.latest_for_model(model)
-    if job is None:
-        return "nothing queued yet"
-    return f"version {job.version} is {job.state.value}" + (f": {job.reason}" if job.reason else "")
-
-
-def last_success(journal: Journal) -> float | None:
-    """When the last sync succeeded (Unix time), if one has."""
-    value = journal.get_meta(LAST_SYNC_KEY)
-    return None if value is None else float(value)
-
-
-def sync_notes(journal: Journal) -> dict[str, str]:
-    """model -> why it is not on the bucket's newest version (a broken upload fell back)."""
-    notes = json.loads(journal.get_meta(NOTES_KEY) or "{}")
-    return notes if isinstance(notes, dict) else {}
-
-
-def sync_error(journal: Journal) -> dict[str, object] | None:
-    """The last sync's failure (`at`, `error`, `retry_at`), while no sync has succeeded."""
-    value = journal.get_meta(SYNC_ERROR_KEY)
-    failure = json.loads(value) if value else None
-    return failure if isinstance(failure, dict) else None
 
 
 def _claim_attempt(journal: Journal, seconds: float) -> bool:

@@ -35,9 +35,9 @@ from receiver.errors import (
     UnauthenticatedError,
 )
 from receiver.journal import Job
+from receiver.readiness import readiness, startup
 from receiver.runtime import Runtime
 from receiver.status import document, page
-from receiver.sync import readiness, startup
 from receiver.vocabulary import AckMode, JobState, PushOutcome
 
 log = logging.getLogger(__name__)

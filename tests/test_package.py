@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,10 +98,30 @@ def test_download_and_unpack_never_import_the_journal_or_the_web_side():
 
 def test_download_never_imports_unpack_nor_unpack_download():
     """The data flows from one to the other through the installer, never directly."""
-    assert ("unpack" in imports_of("download"), "download" in imports_of("unpack")) == (
-        False,
-        False,
+    assert "unpack" not in imports_of("download"), imports_of("download")
+    assert "download" not in imports_of("unpack"), imports_of("unpack")
+
+
+# What answers pushes and shows state: `web` aside (the app factory wires everything),
+# none of these loads the install side, even through another module.
+READERS = sorted((DELIVERY - {"web"}) | {"status", "metrics", "readiness", "journal"})
+
+
+def loaded_by(module: str) -> set[str]:
+    """The receiver's top-level modules a fresh interpreter has loaded after importing it."""
+    probe = (
+        f"import sys, receiver.{module}\n"
+        "print(' '.join(n.split('.')[1] for n in sys.modules if n.startswith('receiver.')))"
     )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return set(loaded)
+
+
+def test_no_reader_loads_the_install_side_even_indirectly():
+    crossings = {m: sorted(loaded_by(m) & (INSTALL_ONLY | {"sync", "worker"})) for m in READERS}
+    assert {m: c for m, c in crossings.items() if c} == {}
 
 
 def test_the_vocabulary_is_imported_from_where_it_is_declared():

@@ -16,7 +16,7 @@ from receiver.journal import Journal
 from receiver.layout import ModelVersion
 from receiver.objectref import ObjectRef
 from receiver.quarantine import Quarantine
-from receiver.sync import LAST_SYNC_KEY, SYNC_ERROR_KEY
+from receiver.readiness import LAST_SYNC_KEY, SYNC_ERROR_KEY
 from receiver.versions import Versions
 from receiver.vocabulary import LoadState
 

@@ -1,4 +1,5 @@
-"""Sync (bucket -> model dir) and readiness, against the real storage emulator."""
+"""Sync (bucket -> model dir) and the readiness it leads to (receiver.readiness), against
+the real storage emulator."""
 
 import json
 
@@ -8,16 +9,9 @@ from receiver.config import Settings
 from receiver.download import ObjectStore
 from receiver.journal import Journal
 from receiver.quarantine import Quarantine
+from receiver.readiness import FIRST_SYNC_KEY, readiness, startup
 from receiver.status import document, text_report
-from receiver.sync import (
-    FIRST_SYNC_KEY,
-    SYNC_JITTER,
-    Syncer,
-    readiness,
-    startup,
-    sync,
-    versions_by_model,
-)
+from receiver.sync import SYNC_JITTER, Syncer, sync, versions_by_model
 from tests.helpers import FIXTURES, upload_model
 
 
