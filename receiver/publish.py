@@ -97,8 +97,10 @@ def publish(
 ) -> list[str]:
     """Check, pack and upload `export`; returns the gs:// URLs written, the last one last."""
     destination = Destination.parse(url)
-    root = servable.find_saved_model(export) if export.is_dir() else export
+    if not export.is_dir():
+        raise PublishError(f"{export}: no such directory (the SavedModel export to publish)")
     try:
+        root = servable.find_saved_model(export)
         savedmodel.check(root, tags, max_graph_bytes=2**31)
     except ReceiverError as exc:
         raise PublishError(f"{export}: the receiver would refuse it: {exc.reason}") from None

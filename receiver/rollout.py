@@ -97,7 +97,15 @@ class Rollout:
             self._list_in_model_config(record.model)
             if status.state is ServingState.AVAILABLE or status.state is ServingState.END:
                 try:
-                    self._verdict(record.model, record.version, status)
+                    verdict = self._verdict(record.model, record.version, status)
+                    if self.journal is not None and record.job_id is not None:
+                        # The job's reason said the verdict was awaited: say what it was.
+                        self.journal.reopen_finished(
+                            record.job_id,
+                            JobState.INSTALLED,
+                            f"TF Serving reported {record.model} version {record.version} "
+                            f"{verdict.load_state.value} (confirmed after the install ended)",
+                        )
                 except LoadFailedError as exc:
                     failed.append(record.model)
                     if self.journal is not None and record.job_id is not None:

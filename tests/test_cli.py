@@ -40,3 +40,16 @@ def test_the_help_shows_each_default(command, defaults):
     shown = " ".join(help_of(command).stdout.split())  # unwrapped
     for default in defaults:
         assert default in shown, shown
+
+
+@pytest.mark.parametrize("lifetime", ["0", "-5"])
+def test_a_token_that_would_be_born_expired_is_refused(lifetime):
+    made = subprocess.run(
+        [sys.executable, "-m", "receiver", "token", "--audience", "x", "--lifetime", lifetime],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 2 and made.stdout == "", made
+    assert f"argument --lifetime: {lifetime} is not a positive number of seconds" in made.stderr

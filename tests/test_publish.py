@@ -121,3 +121,11 @@ def test_a_missing_bucket_is_named_not_a_raw_404(emulator):
         "receiver: cannot list gs://no-such-bucket/models/half_plus_two/1: bucket "
         "gs://no-such-bucket does not exist (or this identity cannot see it)\n"
     )
+
+
+def test_a_mistyped_export_or_a_directory_without_a_savedmodel_is_named_as_such(tmp_path):
+    with pytest.raises(PublishError, match=r"/nonexistent: no such directory \(the SavedModel"):
+        publish(tmp_path / "nonexistent", "gs://bucket/models/m/3")
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(PublishError, match=r": the receiver would refuse it: not a SavedModel"):
+        publish(tmp_path, "gs://bucket/models/m/3")

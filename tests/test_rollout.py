@@ -185,3 +185,24 @@ def test_an_archive_unpacking_past_the_volume_size_limit_stops_there(
     assert job.state is JobState.FAILED
     assert "(what is left under RECEIVER_VOLUME_SIZE_LIMIT)" in job.reason, job.reason
     assert not (runtime.settings.model_dir / "half_plus_two").exists()
+
+
+def test_a_version_confirmed_in_the_background_says_so_in_its_job(
+    environ, bucket, token, model_status
+):
+    """The job's reason said the verdict was awaited; once TF Serving answers AVAILABLE it
+    says the version loaded, not that TF Serving is still not answering."""
+    runtime, client = app_with(environ, RECEIVER_TFSERVING_URL=model_status.url)
+    model_status.down = True
+    job = push(client, token, upload_model(bucket, 1))
+    runtime.worker.run_once()
+    assert "awaited in the background" in runtime.journal.get(job).reason
+    model_status.down = False
+    model_status.states[("half_plus_two", 1)] = ("AVAILABLE", "OK", "")
+    runtime.installer.rollout._confirm_at = 0.0  # due now
+    assert runtime.installer.rollout.confirm_pending() == []
+    confirmed = runtime.journal.get(job)
+    assert (confirmed.state, confirmed.reason) == (
+        JobState.INSTALLED,
+        "TF Serving reported half_plus_two version 1 available (confirmed after the install ended)",
+    )

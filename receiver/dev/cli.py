@@ -23,12 +23,23 @@ from receiver.variables import RECEIVER, SERVER
 DEFAULT_DEMO_DIR = Path(".demo")
 
 
+def _positive_seconds(value: str) -> int:
+    # 0 or less would mint a token already expired, yet accepted within the 60 s skew.
+    seconds = int(value)
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of seconds")
+    return seconds
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = commands.add_parser("token", help="print a signed dev token for curl")
     token.add_argument("--audience", required=True, help="must equal RECEIVER_AUDIENCE")
     _dev_key_options(token)
     token.add_argument(
-        "--lifetime", type=int, default=3600, help="seconds until it expires (default: %(default)s)"
+        "--lifetime",
+        type=_positive_seconds,
+        default=3600,
+        help="seconds until it expires, at least 1 (default: %(default)s)",
     )
     token.set_defaults(run=_token)
 

@@ -17,6 +17,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,12 +40,16 @@ def claim_demo(workdir: Path, port: int) -> IO[str]:
     The lock (flock on `workdir/demo.lock`, which names the holder's URL) lasts while the
     returned file is open; the kernel drops it however the demo's process ends.
     """
-    url, other = f"http://127.0.0.1:{port}/", port + 1
-    another = (
-        "run another demo beside it with a port and a directory of its own: "
-        f"`PORT={other} DEMO_DIR=.demo-{other} make demo` "
-        f"(or `.venv/bin/receiver demo --port {other} --dir .demo-{other}`)"
-    )
+    url = f"http://127.0.0.1:{port}/"
+
+    def another(other: int) -> str:
+        return (
+            "run another demo beside it with a port and a directory of its own: "
+            f"`PORT={other} DEMO_DIR=.demo-{other} make demo` "
+            f"(or `.venv/bin/receiver demo --port {other} --dir .demo-{other}`)"
+        )
+
+    created = not workdir.exists()  # a refused demo leaves no directory of its own behind
     workdir.mkdir(parents=True, exist_ok=True)
     lock = (workdir / "demo.lock").open("a+")
     try:
@@ -53,9 +58,11 @@ def claim_demo(workdir: Path, port: int) -> IO[str]:
         lock.seek(0)
         holder = lock.read().strip() or "its own port"
         lock.close()
+        # The port asked for may well be free: only the directory is shared.
+        other = port if holder != url else port + 1
         raise SystemExit(
             f"another demo is running in {workdir} (at {holder}), and this one would empty "
-            f"its models and journal: stop that one (Ctrl-C where it runs), or {another}"
+            f"its models and journal: stop that one (Ctrl-C where it runs), or {another(other)}"
         ) from None
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -64,11 +71,13 @@ def claim_demo(workdir: Path, port: int) -> IO[str]:
             sock.bind(("0.0.0.0", port))
     except OSError as exc:
         lock.close()
+        if created:
+            shutil.rmtree(workdir, ignore_errors=True)
         if exc.errno != errno.EADDRINUSE:
             raise
         raise SystemExit(
             f"port {port} is taken (another demo, or another server, is listening at {url}): "
-            f"stop it, or {another}"
+            f"stop it, or {another(port + 1)}"
         ) from None
     lock.truncate(0)
     lock.write(url)

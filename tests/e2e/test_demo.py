@@ -162,7 +162,7 @@ def test_a_second_demo_leaves_the_running_one_alone(
 ):
     before = what_a_demo_owns(running_demo.workdir)
     assert any(name.startswith("models/.receiver/journal") for name in before), before
-    workdir = running_demo.workdir if same_dir else tmp_path
+    workdir = running_demo.workdir if same_dir else tmp_path / "second"
     port = running_demo.port if same_port else free_port()
     second = subprocess.run(
         [sys.executable, "-m", "receiver", "demo", "--port", str(port), "--dir", str(workdir)],
@@ -175,8 +175,11 @@ def test_a_second_demo_leaves_the_running_one_alone(
     assert second.returncode != 0
     expected = message.format(dir=running_demo.workdir, port=running_demo.port)
     assert expected in second.stderr, second.stderr
-    assert f"PORT={port + 1} DEMO_DIR=.demo-{port + 1} make demo" in second.stderr  # what to do
+    # What to do: the port asked for when only the directory is shared, else the next one.
+    suggested = port if same_dir and not same_port else port + 1
+    assert f"PORT={suggested} DEMO_DIR=.demo-{suggested} make demo" in second.stderr
     assert "emulator" not in second.stdout  # it stopped before starting anything
+    assert same_dir or not workdir.exists()  # and left no directory of its own behind
 
 
 def pinned_names(requirements: Path) -> set[str]:
