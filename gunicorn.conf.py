@@ -27,7 +27,10 @@ from receiver.errors import ConfigError  # noqa: E402
 from receiver.logs import GunicornLogger, gunicorn_logconfig, lean_records  # noqa: E402
 from receiver.runtime import prepare_host  # noqa: E402
 from receiver.variables import RECEIVER  # noqa: E402
-from receiver.vocabulary import LogFormat  # noqa: E402
+from receiver.vocabulary import (
+    AckMode,  # noqa: E402
+    LogFormat,  # noqa: E402
+)
 
 try:
     _server = ServerSettings.from_env(os.environ)
@@ -82,7 +85,7 @@ def on_starting(server: Any) -> None:
         check_model_dir(settings)
     except ConfigError as exc:
         _refuse(str(exc))
-    if settings.ack == "installed" and server.cfg.timeout <= settings.ack_timeout:
+    if settings.ack is AckMode.INSTALLED and server.cfg.timeout <= settings.ack_timeout:
         _refuse(
             f"GUNICORN_TIMEOUT ({server.cfg.timeout}s) must exceed RECEIVER_ACK_TIMEOUT "
             f"({settings.ack_timeout:g}s) when RECEIVER_ACK=installed"

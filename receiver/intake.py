@@ -17,7 +17,14 @@ from receiver.journal import Job, Journal
 from receiver.layout import Ignored, ModelVersion, parse_object_name, reserved_names
 from receiver.objectref import ObjectRef
 from receiver.versions import Versions
-from receiver.vocabulary import DeleteMode, EventKind, JobState, LoadState, PushOutcome
+from receiver.vocabulary import (
+    FINAL_OUTCOMES,
+    DeleteMode,
+    EventKind,
+    JobState,
+    LoadState,
+    PushOutcome,
+)
 
 _SETTLE_POLL_SECONDS = 0.05  # a read of one journal row
 _UNCONFIRMED = (LoadState.LOADING, LoadState.TIMED_OUT)
@@ -174,7 +181,7 @@ def settle(
                 current,
             )
         if current.state.final:
-            return Outcome(200, PushOutcome(current.state.value), current.reason or "", current)
+            return Outcome(200, FINAL_OUTCOMES[current.state], current.reason or "", current)
         if current.state is JobState.QUEUED and current.attempts > baseline and current.reason:
             return Outcome(503, PushOutcome.RETRY, f"will retry: {current.reason}", current)
         if not serving():

@@ -42,6 +42,14 @@ class JobState(enum.StrEnum):
         return self in (JobState.INSTALLED, JobState.FAILED, JobState.SKIPPED)
 
 
+# What a push waiting for its install (RECEIVER_ACK=installed) answers once the job ends.
+FINAL_OUTCOMES = {
+    JobState.INSTALLED: PushOutcome.INSTALLED,
+    JobState.FAILED: PushOutcome.FAILED,
+    JobState.SKIPPED: PushOutcome.SKIPPED,
+}
+
+
 class LoadState(enum.StrEnum):
     """Whether TF Serving loaded a version, as far as the receiver knows."""
 

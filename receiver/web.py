@@ -222,6 +222,6 @@ def _unexpected(_: InternalServerError) -> tuple[Response, int]:
 def _http_error(error: HTTPException) -> tuple[Response, int]:
     """Werkzeug's own answers (404, 405, a body that never arrived): JSON like the rest."""
     status = error.code or 500
-    body = {"outcome": "error", "reason": error.description or error.name}
+    body = {"outcome": PushOutcome.ERROR.value, "reason": error.description or error.name}
     log.warning("%s %s -> %s: %s", request.method, request.path, status, error.name)
     return jsonify(body), status

@@ -24,8 +24,9 @@ from tests.tokenfaults import TOKEN_FAULTS
 
 PAGES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 TROUBLESHOOTING = PROJECT_ROOT / "docs" / "troubleshooting.md"
-USER_PAGES = ("running-it-yourself", "publishing", "configuration", "delivery-contract", "operating",
-              "troubleshooting", "deploying", "safety", "decisions", "dependencies")  # fmt: skip
+USER_PAGES = ("running-it-yourself", "publishing", "configuration", "delivery-contract",
+              "operating", "troubleshooting", "deploying", "safety", "decisions",
+              "dependencies")  # fmt: skip
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 

@@ -44,6 +44,7 @@ from receiver.dev.tools import (
     notification_push,
 )
 from receiver.publish import publish
+from receiver.vocabulary import JobState, LoadState
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_MODEL = Path(__file__).resolve().parent / "sample" / "half_plus_two" / "00000123"
@@ -261,18 +262,18 @@ def _available(url: str, version: int) -> bool:
     """The receiver has TF Serving's word that `version` is AVAILABLE."""
     views = requests.get(f"{url}status", timeout=5).json()["versions"].get(MODEL, [])
     state = next((v["load_state"] for v in views if v["version"] == version), None)
-    if state == "failed":
+    if state == LoadState.FAILED:
         raise SystemExit(f"TF Serving could not load version {version}; see the logs")
-    return state == "available"
+    return state == LoadState.AVAILABLE
 
 
 def _installed(url: str, job_id: int) -> bool:
     """This run's own job (not any earlier one) has ended, installed."""
     jobs = requests.get(f"{url}status", timeout=5).json()["recent_jobs"]
     job = next((j for j in jobs if j["job"] == job_id), None)
-    if job is not None and job["state"] in ("failed", "skipped"):
+    if job is not None and job["state"] in (JobState.FAILED, JobState.SKIPPED):
         raise SystemExit(f"job {job_id} {job['state']}: {job['reason']}")
-    return job is not None and job["state"] == "installed"
+    return job is not None and job["state"] == JobState.INSTALLED
 
 
 def say(message: str) -> None:
