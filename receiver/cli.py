@@ -29,7 +29,7 @@ from receiver.publish import DEFAULT_FORMAT, PACK_FORMATS, publish
 from receiver.readiness import models_without_a_version
 from receiver.runtime import Runtime, existing_journal
 from receiver.savedmodel import parse_tags
-from receiver.status import job_dict, text_report
+from receiver.status import job_dict, job_line, text_report
 from receiver.sync import sync, versions_by_model
 from receiver.terminal import ProgressBar
 from receiver.variables import RECEIVER
@@ -99,9 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     publish.set_defaults(run=_publish)
 
-    commands.add_parser(
+    sync_command = commands.add_parser(
         "sync", help="install the bucket's newest versions once, then exit (an init step)"
-    ).set_defaults(run=_sync)
+    )
+    sync_command.add_argument(
+        "--json", action="store_true", help="print each job as /status does, one JSON per line"
+    )
+    sync_command.set_defaults(run=_sync)
 
     status = commands.add_parser("status", help="models, versions and recent jobs, as a table")
     status.add_argument("--jobs", type=int, default=15, help="how many recent jobs to list")
@@ -222,7 +226,7 @@ def _sync(args: argparse.Namespace) -> int:
     for job_id in seen:
         job = runtime.journal.get(job_id)
         if job is not None:
-            print(json.dumps(job_dict(job)))
+            print(json.dumps(job_dict(job)) if args.json else job_line(job))
     dark = models_without_a_version(runtime.settings, runtime.journal)
     if dark:
         print(f"receiver: {dark}", file=sys.stderr)

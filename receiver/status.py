@@ -90,6 +90,12 @@ def job_dict(job: Job) -> dict[str, object]:
     }
 
 
+def job_line(job: Job) -> str:
+    """One job as a sentence: 'job 3 installed: m version 4 from gs://…#…'."""
+    line = f"job {job.id} {job.state.value}: {job.model} version {job.version} from {job.source}"
+    return f"{line} ({job.reason})" if job.reason else line
+
+
 def text_report(settings: Settings, journal: Journal, jobs: int) -> str:
     """What `receiver status` prints: versions with TF Serving's state, then recent jobs."""
     rows: list[list[str]] = []

@@ -5,6 +5,7 @@ download halfway, slow it down or break it, so each test acts at a known point.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -238,7 +239,9 @@ def test_sync_command_installs_and_exits(environ, emulator, bucket, settings):
     upload_model(bucket, 4)
     result = run_sync_command(environ, emulator)
     assert result.returncode == 0, result.stderr
-    assert '"state": "installed"' in result.stdout
+    assert re.fullmatch(
+        r"job 1 installed: half_plus_two version 4 from gs://\S+/4\.tar\.gz#\d+\n", result.stdout
+    ), result.stdout
     assert same_files(settings.model_dir / "half_plus_two" / "4")
 
 
