@@ -21,7 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from receiver import modeldir
 from receiver.journal import Journal
 from receiver.readiness import last_success
-from receiver.versions import Versions
+from receiver.status import versions_view
 from receiver.vocabulary import JobState, LoadState
 
 PUSHES = Counter(
@@ -146,10 +146,12 @@ class _StateCollector:
             labels=["model"],
         )
         highest: dict[str, int] = {}
-        for record in Versions(self._journal).all():
-            serving.add_metric([record.model, str(record.version), record.load_state.value], 1)
-            if record.load_state is LoadState.AVAILABLE:
-                highest[record.model] = max(highest.get(record.model, 0), record.version)
+        # As /status lists them: a version placed by hand counts too, as `unrecorded`.
+        for model, views in versions_view(self._model_dir, self._journal).items():
+            for view in views:
+                serving.add_metric([model, str(view.version), view.load_state.value], 1)
+                if view.load_state is LoadState.AVAILABLE:
+                    highest[model] = max(highest.get(model, 0), view.version)
         for model, version in sorted(highest.items()):
             available.add_metric([model], version)
         yield serving

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from receiver import capacity, modelconfig, modeldir
 from receiver.config import Settings
@@ -99,7 +100,7 @@ def job_line(job: Job) -> str:
 def text_report(settings: Settings, journal: Journal, jobs: int) -> str:
     """What `receiver status` prints: versions with TF Serving's state, then recent jobs."""
     rows: list[list[str]] = []
-    versions = versions_view(settings, journal)
+    versions = versions_view(settings.model_dir, journal)
     for model, views in versions.items():
         rows += [
             [model, str(view.version), view.load_state.value + " (withdrawn)" * (not view.on_disk),
@@ -185,12 +186,12 @@ class VersionView:
         }
 
 
-def versions_view(settings: Settings, journal: Journal) -> dict[str, list[VersionView]]:
+def versions_view(model_dir: Path, journal: Journal) -> dict[str, list[VersionView]]:
     """Every model's versions, on disk or withdrawn, newest first."""
     records: dict[tuple[str, int], VersionRecord] = {
         (record.model, record.version): record for record in Versions(journal).all()
     }
-    on_disk = modeldir.installed_models(settings.model_dir)
+    on_disk = modeldir.installed_models(model_dir)
     views: dict[str, list[VersionView]] = {model: [] for model in on_disk}
     for model, versions in on_disk.items():
         for version in versions:
@@ -232,7 +233,7 @@ def document(settings: Settings, journal: Journal, quarantine: Quarantine) -> di
         "models": modeldir.installed_models(settings.model_dir),
         "versions": {
             model: [view.to_dict() for view in views]
-            for model, views in versions_view(settings, journal).items()
+            for model, views in versions_view(settings.model_dir, journal).items()
         },
         "serving": {
             "tfserving_url": settings.tfserving_url or None,
@@ -261,7 +262,7 @@ def page(settings: Settings, journal: Journal, quarantine: Quarantine) -> dict[s
     recent = journal.recent(50)
     return {
         "settings": settings,
-        "versions": versions_view(settings, journal),
+        "versions": versions_view(settings.model_dir, journal),
         "serving": body["serving"],
         "jobs": recent[:20],
         "running": [

@@ -87,3 +87,14 @@ def test_each_model_reports_its_installed_generation_and_available_version(
     assert ("receiver_available_version", model) not in samples  # TF Serving has not said
     Versions(runtime.journal).set_state("half_plus_two", 123, LoadState.AVAILABLE)
     assert scrape(client)[("receiver_available_version", model)] == 123
+
+
+def test_a_version_placed_by_hand_is_counted_as_status_lists_it(client, settings):
+    placed = settings.model_dir / "half_plus_two" / "7"
+    placed.mkdir(parents=True)
+    (placed / "saved_model.pb").write_bytes(b"graph")
+    key = (
+        "receiver_serving_state",
+        (("model", "half_plus_two"), ("state", "unrecorded"), ("version", "7")),
+    )
+    assert scrape(client)[key] == 1

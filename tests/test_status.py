@@ -43,7 +43,7 @@ def on_disk(settings: Settings, model: str, version: int) -> None:
 
 def test_a_version_nobody_recorded_is_shown_as_unrecorded(settings, journal):
     on_disk(settings, "m", 3)  # placed by hand
-    (view,) = status.versions_view(settings, journal)["m"]
+    (view,) = status.versions_view(settings.model_dir, journal)["m"]
     assert (view.version, view.on_disk, view.load_state) == (3, True, LoadState.UNRECORDED)
     assert view.to_dict()["load_state"] == "unrecorded"
 
@@ -57,7 +57,7 @@ def test_a_withdrawn_failure_stays_listed_with_tf_servings_reason(settings, jour
             state=LoadState.AVAILABLE,
         )  # fmt: skip
     versions.set_state("m", 2, LoadState.FAILED, "Op type not registered 'Foo'")
-    views = status.versions_view(settings, journal)["m"]
+    views = status.versions_view(settings.model_dir, journal)["m"]
     assert [(v.version, v.on_disk, v.load_state) for v in views] == [
         (2, False, LoadState.FAILED),
         (1, True, LoadState.AVAILABLE),
