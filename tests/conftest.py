@@ -22,12 +22,12 @@ from hypothesis import settings as hypothesis_settings
 from werkzeug.test import TestResponse
 
 from receiver.config import Settings
-from receiver.dev.keys import DEV_SENDER, DevSigner
+from receiver.dev.keys import DevSigner
 from receiver.dev.tools import StorageEmulator
 from receiver.runtime import Runtime
 from receiver.web import create_app
 from tests.faultproxy import FaultProxy
-from tests.helpers import AUDIENCE, push_body
+from tests.helpers import AUDIENCE, push_body, receiver_environ
 from tests.stubserver import Reply, Request, StubServer
 
 # Property tests: a few hundred examples in `make test`, thousands in `make fuzz`.
@@ -123,15 +123,7 @@ def token(signer: DevSigner) -> Callable[..., str]:
 def environ(
     tmp_path: Path, bucket: storage.Bucket, certs_endpoint: CertsEndpoint
 ) -> dict[str, str]:
-    """The environment a deployed receiver would get, pointing at local stand-ins."""
-    return {
-        "RECEIVER_SOURCE": f"gs://{bucket.name}/models",
-        "RECEIVER_MODEL_DIR": str(tmp_path / "models"),
-        "RECEIVER_STATE_DIR": str(tmp_path / "state"),
-        "RECEIVER_AUDIENCE": AUDIENCE,
-        "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
-        "RECEIVER_CERTS_URL": certs_endpoint.url,
-    }
+    return receiver_environ(bucket.name, tmp_path, certs_endpoint.url)
 
 
 @pytest.fixture

@@ -18,6 +18,18 @@ HALF_PLUS_TWO = FIXTURES / "half_plus_two" / "00000123"
 AUDIENCE = "https://receiver.test/push"
 
 
+def receiver_environ(bucket: str, tmp_path: Path, certs_url: str) -> dict[str, str]:
+    """The environment a deployed receiver would get, pointing at local stand-ins."""
+    return {
+        "RECEIVER_SOURCE": f"gs://{bucket}/models",
+        "RECEIVER_MODEL_DIR": str(tmp_path / "models"),
+        "RECEIVER_STATE_DIR": str(tmp_path / "state"),
+        "RECEIVER_AUDIENCE": AUDIENCE,
+        "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
+        "RECEIVER_CERTS_URL": certs_url,
+    }
+
+
 def upload_model(
     bucket: storage.Bucket,
     version: int = 123,

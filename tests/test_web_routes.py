@@ -21,13 +21,13 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from receiver.config import Settings
-from receiver.dev.keys import DEV_SENDER, DevSigner
+from receiver.dev.keys import DevSigner
 from receiver.dev.tools import notification_push
 from receiver.download import ObjectStore
 from receiver.runtime import Runtime
 from receiver.vocabulary import JobState
 from receiver.web import create_app
-from tests.helpers import AUDIENCE
+from tests.helpers import receiver_environ
 from tests.stubserver import Reply, Request, StubServer
 from tests.tokenfaults import TOKEN_FAULTS
 
@@ -78,16 +78,7 @@ def store(empty_bucket: EmptyBucket) -> ObjectStore:
 
 @pytest.fixture
 def runtime(tmp_path: Path, signer: DevSigner, store: ObjectStore) -> Runtime:
-    settings = Settings.from_env(
-        {
-            "RECEIVER_SOURCE": f"gs://{BUCKET}/models",
-            "RECEIVER_MODEL_DIR": str(tmp_path / "models"),
-            "RECEIVER_STATE_DIR": str(tmp_path / "state"),
-            "RECEIVER_AUDIENCE": AUDIENCE,
-            "RECEIVER_ALLOWED_SENDERS": DEV_SENDER,
-            "RECEIVER_CERTS_URL": signer.certs_url,
-        }
-    )
+    settings = Settings.from_env(receiver_environ(BUCKET, tmp_path, signer.certs_url))
     return Runtime.create(settings, store=store)
 
 
