@@ -162,7 +162,7 @@ def read_slowly(download) -> bytes:
 def test_auto_keeps_one_stream_when_the_reader_not_the_network_is_slow(
     proxied_store, fault_proxy, bucket
 ):
-    obj, data = upload(bucket, 12 * SLICE)  # past the two slices the stream is timed over
+    obj, data = upload(bucket, 12 * SLICE)  # past the first window the stream is timed over
     with proxied_store(adaptive=True).open(obj) as download:
         assert read_slowly(download) == data
         download.verify()
@@ -175,15 +175,17 @@ def test_auto_keeps_one_stream_when_the_reader_not_the_network_is_slow(
 def test_auto_slices_the_rest_when_the_network_keeps_the_reader_waiting(
     proxied_store, fault_proxy, bucket
 ):
-    obj, data = upload(bucket, 12 * SLICE)
+    obj, data = upload(bucket, 20 * SLICE)
     fault_proxy.throttle = 4 * 2**20  # bytes/s for each download: the network is the bottleneck
     with proxied_store(adaptive=True).open(obj) as download:
         assert read_all(download) == data
         download.verify()
         assert download.sliced
         assert download.waiting_share is not None and download.waiting_share >= 0.5
-    # The first response went on as the first slice, from byte 2 x 256 KiB: 10 more slices.
-    assert fault_proxy.downloads == 1 + 9
+    # Timed over PROBE_WINDOWS windows of a slice's worth (each three reads of 100 kB:
+    # 2.4 MB in all), held up in every one; the first response went on as the first
+    # slice from there: 10 more slices to the end of the 5 MiB.
+    assert fault_proxy.downloads == 1 + 10
 
 
 @pytest.mark.parametrize(
