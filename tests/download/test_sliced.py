@@ -249,9 +249,11 @@ def probed(monkeypatch, rates: list[float], size: int = 32 * 2**20):
         rest = _Connection(clock, size - start, rates[-1:])
         return rest  # type: ignore[return-value]  # read(amount) is all the download asks
 
+    response = _Connection(clock, size, rates)
     download = sliced.AdaptiveDownload(
-        _Connection(clock, size, rates), "gs://b/m/1.tar", size, None, None, 2**20, slices_from
-    )  # type: ignore[arg-type]
+        response,  # type: ignore[arg-type]  # raw.read, headers and close: all it asks
+        "gs://b/m/1.tar", size, None, None, 2**20, slices_from,
+    )  # fmt: skip
     while download.read(256 * 1024):
         pass
     return download, began
