@@ -163,10 +163,10 @@ RECEIVER: dict[str, Var[Any]] = {
     "slicing.adaptive": Var(
         "RECEIVER_SLICING", "auto",
         then(choice(SlicingMode), lambda mode: mode is SlicingMode.AUTO),
-        "`auto`: such an object starts as one stream, timed over its first two slices' "
-        "worth, and goes on in slices only if the reader spent at least half that time "
-        "waiting for bytes that came slower than 512 MiB/s; `always`: slices from the "
-        "first byte",
+        "`auto`: such an object starts as one stream, timed in windows of a slice's "
+        "worth, and goes on in slices only if, in each of its first 8 windows, the reader "
+        "spent at least half the time waiting for bytes that came slower than 512 MiB/s; "
+        "`always`: slices from the first byte",
     ),
     "ack": Var(
         "RECEIVER_ACK", "queued", choice(AckMode),

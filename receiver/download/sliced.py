@@ -29,8 +29,15 @@ from receiver.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-PROBE_SLICES = 2  # slices' worth read as one stream and timed before slicing is decided
-SLICE_WHEN_WAITING = 0.5  # share of that time spent waiting for bytes that calls for slices
+# A large object's first bytes are timed in windows of one slice's worth, at most this many,
+# before slicing is decided. One window is not enough: the unpacker's read-ahead takes its
+# first few MiB without a pause whatever the unpacker's speed, and a stream's first bytes
+# come slower than the rest (on loopback, the first 8 MiB at 130-700 MB/s while waited
+# for, the later ones at 0.8-3 GB/s): timed over its first 8 MiB alone, 1 GiB installs
+# here went on in slices two times in three, 1.9x slower and with 50 MiB more memory
+# (docs/benchmarks.md).
+PROBE_WINDOWS = 8
+SLICE_WHEN_WAITING = 0.5  # share of a window spent waiting for bytes that calls for slices
 # Bytes arriving this fast while the reader waits are held back by this machine, not by
 # their connection: on loopback (0.8-3 GB/s) slices made installs slower. One Cloud
 # Storage stream gives less.
@@ -200,11 +207,12 @@ def worth_slicing(waited: float, elapsed: float, received: int) -> bool:
 class AdaptiveDownload(Download):
     """A large object: one stream, going on in slices if the network is what holds it up.
 
-    The reads of the first `probe_bytes` are timed; if `worth_slicing` says the
-    connection is what holds the reader up, the rest is fetched as parallel ranged reads,
-    the open response becoming the first. Otherwise the one stream goes on, with no
-    threads and no read-ahead: slices would only take CPU and memory from the unpacker.
-    `probe_bytes` 0 slices from the first byte."""
+    The reads are timed in windows of `window_bytes`. As soon as one window shows that
+    the connection is not what holds the reader up (`worth_slicing`), the one stream
+    goes on, with no threads and no read-ahead: slices would only take CPU and memory
+    from the unpacker. If `PROBE_WINDOWS` windows in a row show that it is, the rest is
+    fetched as parallel ranged reads, the open response becoming the first.
+    `window_bytes` 0 slices from the first byte."""
 
     def __init__(
         self,
@@ -213,18 +221,22 @@ class AdaptiveDownload(Download):
         size: int,
         crc32c: str | None,
         md5: str | None,
-        probe_bytes: int,
+        window_bytes: int,
         slices_from: Callable[[int, requests.Response], SliceFetcher],
     ) -> None:
         super().__init__(response, where, crc32c, md5)
         self.size = size
-        self._probe_bytes = probe_bytes
+        self._window_bytes = window_bytes
         self._slices_from = slices_from
         self._fetcher: SliceFetcher | None = None
-        self._probe_started: float | None = None
+        self._deciding = window_bytes > 0
+        self._probe_started = 0.0
+        self._window_started: float | None = None
+        self._window_received = 0
         self._waited = 0.0
-        self.waiting_share: float | None = None  # of the probe's time; None until measured
-        if probe_bytes == 0:
+        self._windows = 0
+        self.waiting_share: float | None = None  # of the last window timed; None until then
+        if window_bytes == 0:
             self._fetcher = slices_from(0, response)
 
     @property
@@ -236,26 +248,38 @@ class AdaptiveDownload(Download):
             return self._fetcher.read(amount)
         started = time.perf_counter()
         chunk = super()._next(amount)
-        if self.waiting_share is None:
-            self._probe_started = self._probe_started or started
+        if self._deciding:
+            if self._window_started is None:
+                self._window_started = started
+                self._probe_started = self._probe_started or started
             self._waited += time.perf_counter() - started
-            reached = self.bytes_read + len(chunk)
-            if reached >= self._probe_bytes and chunk:
-                self._decide(reached)
+            self._window_received += len(chunk)
+            if self._window_received >= self._window_bytes and chunk:
+                self._judge_window(self.bytes_read + len(chunk))
         return chunk
 
-    def _decide(self, reached: int) -> None:
-        elapsed = max(time.perf_counter() - (self._probe_started or 0.0), 1e-9)
+    def _judge_window(self, reached: int) -> None:
+        assert self._window_started is not None
+        now = time.perf_counter()
+        elapsed = max(now - self._window_started, 1e-9)
         self.waiting_share = self._waited / elapsed
-        slicing = worth_slicing(self._waited, elapsed, reached) and reached < (self.size or 0)
+        self._windows += 1
+        held_up = worth_slicing(self._waited, elapsed, self._window_received)
+        rate = self._window_received / max(self._waited, 1e-9) / 1e6
+        self._window_started, self._window_received, self._waited = None, 0, 0.0
+        if held_up and self._windows < PROBE_WINDOWS and reached < (self.size or 0):
+            return  # held up so far: time another window
+        self._deciding = False
+        slicing = held_up and reached < (self.size or 0)
         log.info(
-            "%s: its first %d bytes took %.3f s, %.0f%% of it waiting for them (%d MB/s "
-            "while waited for): %s",
+            "%s: its first %d bytes took %.3f s; of the last %d, %.0f%% of the time went "
+            "waiting for them (%d MB/s while waited for): %s",
             self.where,
             reached,
-            elapsed,
+            now - self._probe_started,
+            self._window_bytes,
             100 * self.waiting_share,
-            reached / max(self._waited, 1e-9) / 1e6,
+            rate,
             "slices for the rest" if slicing else "one stream for the rest",
         )
         if slicing:

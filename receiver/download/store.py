@@ -24,7 +24,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
 
 from receiver.config import Slicing
-from receiver.download.sliced import PROBE_SLICES, AdaptiveDownload, SliceFetcher
+from receiver.download.sliced import AdaptiveDownload, SliceFetcher
 from receiver.download.stream import Download, ObjectStream
 from receiver.errors import JobError, PermanentError, TransientError
 from receiver.objectref import ObjectRef
@@ -138,8 +138,8 @@ class ObjectStore:
                 start=start,
             )
 
-        probe_bytes = PROBE_SLICES * self._slicing.slice_bytes if self._slicing.adaptive else 0
-        return AdaptiveDownload(response, obj.url, size, crc32c, md5, probe_bytes, slices_from)
+        window_bytes = self._slicing.slice_bytes if self._slicing.adaptive else 0
+        return AdaptiveDownload(response, obj.url, size, crc32c, md5, window_bytes, slices_from)
 
     def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
         try:

@@ -4,7 +4,7 @@ Inflating holds one core for the whole install of a gzip archive of weights (the
 compress, so it is all Huffman decoding, docs/benchmarks.md), and the socket, the
 checksum and ISA-L release the GIL while they work. Reading the decompressed stream
 ahead on its own thread lets tarfile's parsing and copying and the writes run on the
-other core beside it, instead of in turns. Memory stays bounded: at most `DEPTH` reads
+other core beside it, instead of in turns. Memory stays bounded: at most `depth` reads
 wait. Whatever the stream raises is raised to the reader at the point it happened.
 """
 
@@ -18,7 +18,8 @@ from receiver.unpack.base import CHUNK_SIZE, Readable
 # Each read asks for this much: every read of the decompressed stream is one inflate call
 # and a turn of the GIL, and a turn can wait out the holder's switch interval (5 ms), so
 # few large reads beat many small ones (512 KiB reads: about 15% slower in
-# docs/benchmarks.md). Memory: at most DEPTH reads wait, 8 MiB a stream.
+# docs/benchmarks.md). Memory: at most `depth` reads wait (DEPTH unless the caller says),
+# 8 MiB a stream.
 READ_BYTES = 4 * CHUNK_SIZE
 DEPTH = 4
 _POLL_SECONDS = 0.5  # how often a blocked producer looks whether it was closed
@@ -30,9 +31,9 @@ class ReadAhead:
     Use as a context manager (or call `close`): closing stops the thread once its current
     read returns, before the stream under it is closed."""
 
-    def __init__(self, source: Readable) -> None:
+    def __init__(self, source: Readable, depth: int = DEPTH) -> None:
         self._source = source
-        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(DEPTH)
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(depth)
         self._closed = threading.Event()
         self._current = b""
         self._offset = 0

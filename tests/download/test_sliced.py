@@ -15,6 +15,7 @@ import tracemalloc
 import pytest
 
 from receiver.config import Slicing
+from receiver.download import sliced
 from receiver.download.sliced import worth_slicing
 from receiver.download.store import ObjectStore
 from receiver.errors import PermanentError, TransientError
@@ -162,7 +163,7 @@ def read_slowly(download) -> bytes:
 def test_auto_keeps_one_stream_when_the_reader_not_the_network_is_slow(
     proxied_store, fault_proxy, bucket
 ):
-    obj, data = upload(bucket, 12 * SLICE)  # past the two slices the stream is timed over
+    obj, data = upload(bucket, 12 * SLICE)  # past the first window the stream is timed over
     with proxied_store(adaptive=True).open(obj) as download:
         assert read_slowly(download) == data
         download.verify()
@@ -175,15 +176,17 @@ def test_auto_keeps_one_stream_when_the_reader_not_the_network_is_slow(
 def test_auto_slices_the_rest_when_the_network_keeps_the_reader_waiting(
     proxied_store, fault_proxy, bucket
 ):
-    obj, data = upload(bucket, 12 * SLICE)
+    obj, data = upload(bucket, 20 * SLICE)
     fault_proxy.throttle = 4 * 2**20  # bytes/s for each download: the network is the bottleneck
     with proxied_store(adaptive=True).open(obj) as download:
         assert read_all(download) == data
         download.verify()
         assert download.sliced
         assert download.waiting_share is not None and download.waiting_share >= 0.5
-    # The first response went on as the first slice, from byte 2 x 256 KiB: 10 more slices.
-    assert fault_proxy.downloads == 1 + 9
+    # Timed over PROBE_WINDOWS windows of a slice's worth (each three reads of 100 kB:
+    # 2.4 MB in all), held up in every one; the first response went on as the first
+    # slice from there: 10 more slices to the end of the 5 MiB.
+    assert fault_proxy.downloads == 1 + 10
 
 
 @pytest.mark.parametrize(
@@ -199,3 +202,72 @@ def test_slicing_is_worth_it_only_for_a_slow_connection_and_a_waiting_reader(
     waited, elapsed, received, worth_it
 ):
     assert worth_slicing(waited, elapsed, received) is worth_it
+
+
+class _Clock:
+    """The time `AdaptiveDownload` reads, moved by the fake connection and the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class _Connection:
+    """A response body whose reads take the time a connection of `rates[i]` bytes/s
+    would take for the i-th MiB (the last rate for every MiB after)."""
+
+    def __init__(self, clock: _Clock, size: int, rates: list[float]) -> None:
+        self.clock = clock
+        self.left = size
+        self.sent = 0
+        self.rates = rates
+        self.raw = self
+        self.headers = {"Content-Length": str(size)}
+
+    def read(self, amount: int, decode_content: bool = True) -> bytes:
+        amount = min(amount, self.left)
+        self.clock.now += amount / self.rates[min(self.sent // 2**20, len(self.rates) - 1)]
+        self.left -= amount
+        self.sent += amount
+        return bytes(amount)
+
+    def close(self) -> None:
+        pass
+
+
+def probed(monkeypatch, rates: list[float], size: int = 32 * 2**20):
+    """An `AdaptiveDownload` timed in windows of 1 MiB over a fake connection and clock,
+    read to its end by a reader that takes no time; returns it and where slices began."""
+    clock = _Clock()
+    monkeypatch.setattr(sliced, "time", clock)
+    began: list[int] = []
+
+    def slices_from(start: int, first: object) -> sliced.SliceFetcher:
+        began.append(start)
+        rest = _Connection(clock, size - start, rates[-1:])
+        return rest  # type: ignore[return-value]  # read(amount) is all the download asks
+
+    response = _Connection(clock, size, rates)
+    download = sliced.AdaptiveDownload(
+        response,  # type: ignore[arg-type]  # raw.read, headers and close: all it asks
+        "gs://b/m/1.tar", size, None, None, 2**20, slices_from,
+    )  # fmt: skip
+    while download.read(256 * 1024):
+        pass
+    return download, began
+
+
+def test_auto_keeps_one_stream_when_a_slow_start_is_followed_by_fast_bytes(monkeypatch):
+    # The first MiB at 100 MB/s (a stream's start, or a read-ahead filling), then 2 GB/s:
+    # this machine, not the connection, is the limit.
+    download, began = probed(monkeypatch, [100e6, 2e9])
+    assert not download.sliced
+    assert began == []
+
+
+def test_auto_slices_only_after_every_window_of_the_probe_was_held_up(monkeypatch):
+    download, began = probed(monkeypatch, [50e6])  # a slow connection throughout
+    assert download.sliced
+    assert began == [sliced.PROBE_WINDOWS * 2**20]
