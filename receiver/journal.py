@@ -79,37 +79,33 @@ class Journal(schema.Database):
         """Record a job for this object generation; returns (job, created)."""
         now = time.time()
         with self._tx() as db:
-            # Looked up first: an ignored INSERT would still use up an AUTOINCREMENT id, and
-            # job numbers people read (2 after 1) would skip whenever two workers race.
-            if db.execute(
-                "SELECT 1 FROM jobs WHERE bucket = ? AND object_name = ? AND generation = ?",
-                (obj.bucket, obj.name, obj.generation),
-            ).fetchone():
-                created = False
-            else:
-                db.execute(
-                    "INSERT INTO jobs (bucket, object_name, generation, model, version,"
-                    " archive_format, size, md5, crc32c, state, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        obj.bucket,
-                        obj.name,
-                        obj.generation,
-                        target.model,
-                        target.version,
-                        target.archive_format,
-                        obj.size,
-                        obj.md5,
-                        obj.crc32c,
-                        JobState.QUEUED.value,
-                        now,
-                        now,
-                    ),
-                )
-                created = True
+            # Looked up first (in the same transaction): an ignored INSERT would still use
+            # up an AUTOINCREMENT id, and job numbers would skip whenever two workers race.
+            existing = self.find(obj)
+            if existing is not None:
+                return existing, False
+            db.execute(
+                "INSERT INTO jobs (bucket, object_name, generation, model, version,"
+                " archive_format, size, md5, crc32c, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    obj.bucket,
+                    obj.name,
+                    obj.generation,
+                    target.model,
+                    target.version,
+                    target.archive_format,
+                    obj.size,
+                    obj.md5,
+                    obj.crc32c,
+                    JobState.QUEUED.value,
+                    now,
+                    now,
+                ),
+            )
         job = self.find(obj)
-        assert job is not None  # inserted, or there already
-        return job, created
+        assert job is not None  # inserted just now
+        return job, True
 
     def claim(self, owner: str, lease_seconds: float, job_id: int | None = None) -> Job | None:
         """Take the oldest runnable job (or job `job_id` if runnable, due or not):
