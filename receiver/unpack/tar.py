@@ -1,9 +1,15 @@
 """Tar, read as a stream straight off the network, entry by entry into a `SafeWriter`.
 
 `decompress.decompressed` inflates it in bounded steps and tarfile only ever sees plain
-tar (`r|`). tarfile itself is held to three more rules than it keeps on its own: a header
-that carries data (pax, GNU long names) may not claim more than `MAX_HEADER_BYTES`, which
-tarfile would read into memory whole; sparse members are refused; and the archive must
+tar, and only its headers: tarfile parses them (pax, GNU long names and all) from a
+`_ForwardStream`, which gives it the `tell` and forward-only `seek` of its random-access
+mode, and each member's data is read straight off that stream into the writer
+(`_MemberData`), whole read-ahead chunks passed on uncopied. tarfile's stream mode (`r|`)
+and `extractfile` copied every byte three times more on the way (docs/benchmarks.md).
+
+tarfile is held to three more rules than it keeps on its own: a header that carries
+data (pax, GNU long names) may not claim more than `MAX_HEADER_BYTES`, which tarfile
+would read into memory whole; sparse members are refused; and the archive must
 end with tar's end-of-archive block, so a tar cut short between two members is not taken
 for a complete one.
 """
@@ -19,8 +25,8 @@ from typing import IO, Self, cast
 from receiver.config import Limits
 from receiver.errors import ArchiveError, CorruptArchiveError
 from receiver.unpack import decompress
-from receiver.unpack.base import CHUNK_SIZE, ByteBudget, Readable
-from receiver.unpack.readahead import ReadAhead
+from receiver.unpack.base import ByteBudget, Readable
+from receiver.unpack.readahead import READ_BYTES, ReadAhead
 from receiver.unpack.writer import SafeWriter
 
 MAX_HEADER_BYTES = 1024 * 1024
@@ -56,12 +62,13 @@ def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callabl
 
 def _read_tar(plain: Readable, unpacker: SafeWriter) -> None:
     """Every member of the plain tar stream `plain` into `unpacker`, then the stream's end."""
+    stream = _ForwardStream(plain)
     try:
-        with _TarReader.open(fileobj=cast(IO[bytes], plain), mode="r|", bufsize=CHUNK_SIZE) as tar:
+        with _TarReader(fileobj=cast(IO[bytes], stream), mode="r") as tar:
             while (member := tar.next()) is not None:
-                _unpack_tar_member(tar, member, unpacker)
-                # Stream mode keeps every header it has read; 100,000 of them cost 100 MB.
-                tar.members.clear()  # type: ignore[attr-defined]
+                _unpack_tar_member(stream, member, unpacker)
+                # tarfile keeps every header it has read; 100,000 of them cost 100 MB.
+                tar.members.clear()
             if not tar.ended_properly:
                 raise CorruptArchiveError(
                     "the tar archive is truncated: it stops without its end-of-archive block"
@@ -72,8 +79,50 @@ def _read_tar(plain: Readable, unpacker: SafeWriter) -> None:
         raise ArchiveError(f"the tar archive nests headers too deeply to read: {exc}") from exc
     # Read what follows the end-of-archive block (padding), so that a compressed stream
     # is checked to its end marker and checksum.
-    while plain.read(CHUNK_SIZE):
+    while stream.read(READ_BYTES):
         pass
+
+
+class _ForwardStream:
+    """A stream read front to back, with the position tarfile asks for (`tell`) and a
+    `seek` that only skips ahead (over padding, or a member the writer passed over)."""
+
+    def __init__(self, source: Readable) -> None:
+        self._source = source
+        self._position = 0
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, size: int = -1, /) -> bytes:
+        chunk = self._source.read(READ_BYTES if size is None or size < 0 else size)
+        self._position += len(chunk)
+        return chunk
+
+    def seek(self, position: int, whence: int = 0, /) -> int:
+        if whence != 0 or position < self._position:
+            raise tarfile.ReadError("the tar reader tried to seek back in a stream")
+        while self._position < position:
+            if not self.read(min(position - self._position, READ_BYTES)):
+                break  # the next header read finds the end
+        return self._position
+
+
+class _MemberData:
+    """A member's `size` bytes, read off the stream as they come; short means truncated."""
+
+    def __init__(self, stream: _ForwardStream, size: int) -> None:
+        self._stream = stream
+        self._left = size
+
+    def read(self, size: int = -1, /) -> bytes:
+        if not self._left:
+            return b""
+        chunk = self._stream.read(min(self._left, READ_BYTES if size < 0 else size))
+        if not chunk:
+            raise CorruptArchiveError("the tar archive is truncated: it stops inside a member")
+        self._left -= len(chunk)
+        return chunk
 
 
 class _CheckedTarInfo(tarfile.TarInfo):
@@ -107,15 +156,18 @@ class _TarReader(tarfile.TarFile):
     chained = 0  # extended headers read since the last member
 
 
-def _unpack_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, unpacker: SafeWriter) -> None:
+def _unpack_tar_member(
+    stream: _ForwardStream, member: tarfile.TarInfo, unpacker: SafeWriter
+) -> None:
     if member.issparse():
         raise ArchiveError(f"entry {member.name!r} is a sparse file; a SavedModel has none")
     if member.isdir():
         unpacker.directory(member.name)
     elif member.isreg():
-        source = tar.extractfile(member)
-        assert source is not None  # a regular member always has data
-        unpacker.file(member.name, source, executable=bool(member.mode & stat.S_IXUSR))
+        # tarfile has read the header (and any extended ones): the data comes next.
+        assert stream.tell() == member.offset_data
+        data = _MemberData(stream, member.size)
+        unpacker.file(member.name, data, executable=bool(member.mode & stat.S_IXUSR))
     elif member.issym():
         unpacker.symlink(member.name, member.linkname)
     elif member.islnk():
