@@ -144,7 +144,7 @@ class DecompressedStream:
             # source itself has run dry.
             asked = self._member.needs_input or starved
             if asked:
-                data = self._input or self._source.read(max(size, CHUNK_SIZE))
+                data = self._input or self._source.read(CHUNK_SIZE)
                 self._input = b""
             try:
                 chunk = self._member.decompress(data, size)
