@@ -2,11 +2,14 @@
 
 Every object is read pinned to its generation and checksummed (`receiver.download`);
 what arrives is counted for the job's progress; a stored gzip layer (`gcloud storage cp
--Z`) is removed before unpacking (`receiver.unpack`).
+-Z`) is removed before unpacking (`receiver.unpack`). A zip's index is read first, by
+ranged reads of its end, and the zip then streams as a tar does (`unpack.zipstream`);
+one whose ranges are not its own bytes (stored gzip-encoded) is spooled to disk first.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from collections.abc import Callable
@@ -15,12 +18,14 @@ from pathlib import Path
 
 from receiver.config import Limits
 from receiver.download import ObjectStore, ObjectStream
-from receiver.errors import CorruptArchiveError, PermanentError
+from receiver.errors import CorruptArchiveError, PermanentError, TransientError
 from receiver.layout import directory_prefix
 from receiver.objectref import ObjectRef
-from receiver.unpack import content_decoded, unpack_tar, unpack_zip
+from receiver.unpack import content_decoded, is_encoded, unpack_tar, unpack_zip, zipstream
 from receiver.unpack.base import CHUNK_SIZE, Readable
 from receiver.unpack.writer import SafeWriter
+
+log = logging.getLogger(__name__)
 
 OnBytes = Callable[[int], None]  # called with the bytes downloaded so far
 _PARALLEL_DOWNLOADS = 8  # objects of a directory upload fetched at once
@@ -35,19 +40,11 @@ def fetch_archive(
     progress: ByteCounter,
 ) -> None:
     """Stream archive `ref` and unpack it under `staging`, its checksum checked."""
+    if archive_format == "zip":
+        _fetch_zip(store, ref, staging, limits, progress)
+        return
     with store.open(ref) as download:
         reporting = _decoded(download, progress, limits)
-        if archive_format == "zip":
-            # Zip keeps its index at the end: spool to a hidden file beside staging first.
-            spool = staging.with_name(staging.name.replace(".staging-", ".download-", 1))
-            try:
-                with spool.open("wb") as out:
-                    shutil.copyfileobj(reporting, out, CHUNK_SIZE)
-                download.verify()
-                unpack_zip(spool, staging, limits)
-            finally:
-                spool.unlink(missing_ok=True)
-            return
         try:
             unpack_tar(reporting, staging, limits, lambda: download.bytes_read)
         except CorruptArchiveError:
@@ -56,6 +53,67 @@ def fetch_archive(
             download.verify()
             raise
         download.verify()
+
+
+def _fetch_zip(
+    store: ObjectStore, ref: ObjectRef, staging: Path, limits: Limits, progress: ByteCounter
+) -> None:
+    """A zip's index read by ranged reads, then the zip streamed as a tar is (`zipstream`);
+    spooled to disk whole first where that cannot be done."""
+    tail = store.read_range(ref, -zipstream.TAIL_BYTES)
+    if tail is None:  # a server that ignores ranges, or an empty object
+        _spool_zip(store, ref, staging, limits, progress, "its ranges cannot be read")
+        return
+    if is_encoded(tail.content_encoding):  # `cp -Z`: the ranges are of the gzip stream
+        _spool_zip(store, ref, staging, limits, progress, "it is stored gzip-encoded")
+        return
+
+    def read_range(start: int, end: int) -> bytes:
+        answer = store.read_range(ref, start, end)
+        if answer is None:
+            raise TransientError(f"{ref.url}: Cloud Storage would not serve bytes {start}-{end}")
+        return answer.data
+
+    try:
+        index = zipstream.read_index(tail.data, tail.size, read_range, limits)
+    except CorruptArchiveError:
+        # No checksum covers a ranged read: only the whole object's can tell an index
+        # damaged on the way (a retry) from a corrupt zip, so download it whole first.
+        _spool_zip(store, ref, staging, limits, progress, "its index looks corrupt")
+        return
+    with store.open(ref) as download:
+        try:
+            reporting = _ReportingStream(download, progress)
+            zipstream.unpack_zip_stream(reporting, index, staging, limits)
+        except zipstream.IndexMismatchError as exc:
+            # The download is the object (its checksum says so): the ranged reads were not.
+            download.verify()
+            raise TransientError(f"{ref.url}: {exc}") from exc
+        except CorruptArchiveError:
+            download.verify()  # damaged on the way: a retry (as for a tar)
+            raise
+        download.verify()
+
+
+def _spool_zip(
+    store: ObjectStore,
+    ref: ObjectRef,
+    staging: Path,
+    limits: Limits,
+    progress: ByteCounter,
+    why: str,
+) -> None:
+    """The zip downloaded whole to a hidden file beside staging, checked, then unpacked."""
+    log.info("%s: downloading the zip whole before unpacking it: %s", ref.url, why)
+    spool = staging.with_name(staging.name.replace(".staging-", ".download-", 1))
+    try:
+        with store.open(ref) as download:
+            with spool.open("wb") as out:
+                shutil.copyfileobj(_decoded(download, progress, limits), out, CHUNK_SIZE)
+            download.verify()
+        unpack_zip(spool, staging, limits)
+    finally:
+        spool.unlink(missing_ok=True)
 
 
 def directory_objects(store: ObjectStore, marker: ObjectRef) -> list[ObjectRef]:

@@ -75,9 +75,10 @@ class Heartbeat:
     @contextlib.contextmanager
     def kept_alive(self) -> Iterator[None]:
         """Renew the lease from a thread of its own for as long as the install runs, so no
-        phase that reports no progress (unpacking a spooled zip, checking links, fsyncing,
-        waiting for TF Serving) lets another worker take the job over. A process that dies
-        stops renewing: its job is taken over once the lease runs out."""
+        phase that reports no progress (reading a zip's index, unpacking a spooled zip,
+        checking links, fsyncing, waiting for TF Serving) lets another worker take the job
+        over. A process that dies stops renewing: its job is taken over once the lease runs
+        out."""
         done = threading.Event()
 
         every = min(_HEARTBEAT_SECONDS, self._lease_seconds / 4)

@@ -86,6 +86,42 @@ def test_each_storage_fault_is_retried_until_the_install_succeeds(
     )
 
 
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("corrupt", "index as read first differs"),  # the first byte of the ranged tail
+        ("truncate", "a range read broke off"),  # the ranged tail cut short
+        ("503", "HTTP 503"),
+    ],
+)
+def test_a_fault_in_a_zips_ranged_read_is_retried(
+    proxied, fault_proxy, bucket, token, settings, fault, reason
+):
+    """A zip's index is read by a ranged read before the one stream (issue 23)."""
+    runtime, client = proxied
+    fault_proxy.faults = [fault]
+    job_id = push_with(client, token, upload_model(bucket, 123, "zip"))
+    runtime.worker.run_once()
+    job = runtime.journal.get(job_id)
+    assert (job.state, job.attempts) == (JobState.QUEUED, 1)
+    assert reason in job.reason
+    runtime.worker.run_once()
+    assert runtime.journal.get(job_id).state is JobState.INSTALLED
+    assert same_files(settings.model_dir / "half_plus_two" / "123")
+
+
+def test_a_zip_from_a_server_without_ranges_is_spooled_and_installs(
+    proxied, fault_proxy, bucket, token, settings
+):
+    runtime, client = proxied
+    fault_proxy.ignore_ranges = True
+    job_id = push_with(client, token, upload_model(bucket, 123, "zip"))
+    runtime.worker.run_once()
+    assert runtime.journal.get(job_id).state is JobState.INSTALLED
+    assert same_files(settings.model_dir / "half_plus_two" / "123")
+    assert fault_proxy.downloads == 2  # the range answered whole (and dropped), then the spool
+
+
 def test_out_of_attempts_the_job_fails_with_its_last_reason(
     proxied, fault_proxy, bucket, token, settings
 ):

@@ -1,6 +1,7 @@
 """Download: one pinned object generation from Cloud Storage, as a checked stream.
 
-    store     listing, opening a generation, Cloud Storage's errors mapped to ours
+    store     listing, opening a generation (or reading a range of it), Cloud Storage's
+              errors mapped to ours
     stream    the checksumming stream (`ObjectStream`) and one response's body
     sliced    a large object as parallel ranged reads, and when to slice
 
@@ -8,7 +9,7 @@ Third-party exceptions stop in this package: they leave it as `TransientError` (
 retry) or `PermanentError` (the generation is gone, or we may not read it).
 """
 
-from receiver.download.store import ObjectStore
+from receiver.download.store import ObjectRange, ObjectStore
 from receiver.download.stream import READ_SIZE, ObjectStream
 
-__all__ = ["READ_SIZE", "ObjectStore", "ObjectStream"]
+__all__ = ["READ_SIZE", "ObjectRange", "ObjectStore", "ObjectStream"]

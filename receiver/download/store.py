@@ -7,19 +7,22 @@ so memory stays flat and the checksum costs almost nothing. `Accept-Encoding: gz
 `decode_content=False` keep the bytes exactly as stored, which is what the checksums cover;
 an object stored gzip-encoded says so in `content_encoding`, and
 `receiver.unpack.decompress.content_decoded` removes that layer after the checksum has
-seen the bytes.
+seen the bytes. `read_range` reads a few bytes of a generation whole (a zip's index, at
+its end); no checksum covers a range, so the caller compares them with the download.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import quote
 
 import google.auth
 import requests
 import requests.adapters
+import urllib3.exceptions
 from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
 
@@ -34,6 +37,16 @@ log = logging.getLogger(__name__)
 _READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 ONE_STREAM = Slicing(slices=1)  # tools and tests; the receiver passes its settings' own
+
+
+@dataclass(frozen=True)
+class ObjectRange:
+    """Bytes of one generation read by a range request, and what the answer said of it."""
+
+    start: int  # the offset of data[0] in the object
+    data: bytes
+    size: int  # the whole generation's length (Content-Range)
+    content_encoding: str | None  # as stored: the bytes are of the encoded object
 
 
 class ObjectStore:
@@ -141,6 +154,35 @@ class ObjectStore:
         window_bytes = self._slicing.slice_bytes if self._slicing.adaptive else 0
         return AdaptiveDownload(response, obj.url, size, crc32c, md5, window_bytes, slices_from)
 
+    def read_range(self, obj: ObjectRef, start: int, end: int | None = None) -> ObjectRange | None:
+        """Bytes [start, end) of exactly this generation (to its end if `end` is None or
+        past it), read whole; with `start` < 0 its last -start bytes, or all of a smaller
+        object. No checksum covers a range: the caller checks them against the download.
+        None if the server will not serve a range of it: it ignores ranges (200), or there
+        is nothing to range over (416: an empty object)."""
+        url = self.media_url(obj.bucket, obj.name, obj.generation)
+        asked = f"bytes={start}" if start < 0 else f"bytes={start}-{'' if end is None else end - 1}"
+        with self._get(url, {"Range": asked}) as response:
+            if response.status_code in (200, 416):
+                return None
+            if response.status_code != 206:
+                _raise_for_status(response.status_code, obj.url)
+            answered = response.headers.get("Content-Range", "")
+            if answered.endswith("/0"):  # empty: the emulator answers 206, not 416
+                return None
+            first, last, size = _content_range(answered)
+            expected_first = max(size + start, 0) if start < 0 else start
+            expected_last = (size if start < 0 or end is None else min(end, size)) - 1
+            if (first, last) != (expected_first, expected_last):
+                raise TransientError(f"{obj.url}: asked for {asked}, got {answered!r}")
+            try:
+                data: bytes = response.raw.read(decode_content=False)
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+                raise TransientError(f"{obj.url}: a range read broke off: {exc}") from exc
+            if len(data) != last + 1 - first:
+                raise TransientError(f"{obj.url}: got {len(data)} bytes of {answered!r}")
+            return ObjectRange(first, data, size, response.headers.get("Content-Encoding"))
+
     def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
         try:
             return self._session.get(
@@ -196,6 +238,15 @@ def _check_range(response: requests.Response, start: int, where: str) -> None:
     if response.status_code == 200:
         raise TransientError(f"{where}: Cloud Storage ignored a range request")
     _raise_for_status(response.status_code, where)
+
+
+def _content_range(header: str) -> tuple[int, int, int]:
+    """`bytes FIRST-LAST/SIZE` as numbers; (-1, -1, -1) if it is not that."""
+    span, _, size = header.removeprefix("bytes ").partition("/")
+    first, _, last = span.partition("-")
+    if not (first.isdigit() and last.isdigit() and size.isdigit()):
+        return -1, -1, -1
+    return int(first), int(last), int(size)
 
 
 def _raise_for_status(status: int, where: str) -> NoReturn:

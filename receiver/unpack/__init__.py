@@ -3,7 +3,9 @@
     base        the one chunk size, `Readable`, the byte budget, the rules for names
     decompress  gzip, bzip2, xz and zstd in bounded steps; the -Z content encoding
     tar         a tar stream read front to back
-    zip         a zip file on local disk, its index sized up first (`zipindex`)
+    zip         a zip's index read and checked, then its entries (`unpack_zip`: spooled)
+    zipstream   a zip streamed: its index read by ranged reads first, then its entries
+                as the download passes them, front to back (as tar's)
     zipindex    a zip's index sized up before zipfile reads it
     readahead   a stream read a few chunks ahead on its own thread (inflate beside the rest)
     writer      the safe writer: entries under staging, nothing escaping it
@@ -15,8 +17,16 @@ rule; `CorruptArchiveError` when the bytes are not a whole archive, as a downloa
 short or mangled in transit looks, and the checksum then tells a retry from a failure.
 """
 
-from receiver.unpack.decompress import content_decoded, decompressed
+from receiver.unpack import zipstream
+from receiver.unpack.decompress import content_decoded, decompressed, is_encoded
 from receiver.unpack.tar import unpack_tar
 from receiver.unpack.zip import unpack_zip
 
-__all__ = ["content_decoded", "decompressed", "unpack_tar", "unpack_zip"]
+__all__ = [
+    "content_decoded",
+    "decompressed",
+    "is_encoded",
+    "unpack_tar",
+    "unpack_zip",
+    "zipstream",
+]

@@ -83,6 +83,11 @@ def decompressed(source: Readable, budget: ByteBudget) -> Readable:
 _CONTENT_GZIP = "Content-Encoding: gzip (gcloud storage cp -Z)"  # names it in errors
 
 
+def is_encoded(encoding: str | None) -> bool:
+    """Whether a stored Content-Encoding says the bytes are not the object's own."""
+    return encoding is not None and encoding.strip().lower() not in ("", "identity")
+
+
 def content_decoded(
     source: Readable, encoding: str | None, limits: Limits, stored_bytes: Callable[[], int]
 ) -> Readable:
@@ -93,7 +98,7 @@ def content_decoded(
     checksum covers the stored bytes. The layer is inflated as strictly as any other: in
     bounded steps, charged to a budget of its own (size and ratio against the bytes
     stored), and it must end properly."""
-    if encoding is None or encoding.strip().lower() in ("", "identity"):
+    if encoding is None or not is_encoded(encoding):
         return source
     if encoding.strip().lower() != "gzip":
         raise ArchiveError(
@@ -195,7 +200,7 @@ class GzipStream:
     def __init__(self, source: Readable, head: bytes, name: str, budget: ByteBudget) -> None:
         self.name = name
         self._budget = budget
-        self._file = igzip.GzipFile(fileobj=_ReadInto(source, head), mode="rb")
+        self._file = igzip.GzipFile(fileobj=_ReadInto(source, head), mode="rb")  # type: ignore[no-untyped-call]
 
     def read(self, size: int = -1, /) -> bytes:
         size = CHUNK_SIZE if size is None or size < 0 else size

@@ -26,14 +26,10 @@ from receiver.config import Limits
 from receiver.errors import ArchiveError, CorruptArchiveError
 from receiver.unpack import decompress
 from receiver.unpack.base import ByteBudget, Readable
-from receiver.unpack.readahead import READ_BYTES, ReadAhead
+from receiver.unpack.readahead import DOWNLOAD_DEPTH, READ_BYTES, ReadAhead
 from receiver.unpack.writer import SafeWriter
 
 MAX_HEADER_BYTES = 1024 * 1024
-# Reads of the download waiting for the inflate: one is enough to keep the socket busy
-# beside it, and a deeper queue only hid from the download's probe whether the unpacker
-# keeps up (`download.sliced`); a 1 GiB install peaked 6-8 MiB lower, no slower.
-DOWNLOAD_DEPTH = 1
 # Headers that describe the next one (pax, GNU long name and link) in a row before a
 # member: real tools write at most three (global pax, pax, or long name then long link).
 # tarfile reads each by recursing into the next, so a long run overflows the stack.
@@ -68,7 +64,7 @@ def _read_tar(plain: Readable, unpacker: SafeWriter) -> None:
             while (member := tar.next()) is not None:
                 _unpack_tar_member(stream, member, unpacker)
                 # tarfile keeps every header it has read; 100,000 of them cost 100 MB.
-                tar.members.clear()
+                tar.members.clear()  # type: ignore[attr-defined]
             if not tar.ended_properly:
                 raise CorruptArchiveError(
                     "the tar archive is truncated: it stops without its end-of-archive block"

@@ -1,20 +1,27 @@
-"""Zip, read from a local file (its index is at the end), entry by entry into a `SafeWriter`.
+"""Zip entries into a `SafeWriter`: its index read and checked, then each entry's data.
 
-`zipindex` sizes the index up first (zipfile would hold all of it, a `ZipInfo` per
-record), then zipfile reads it; its entries are checked for overlap (the "better zip
-bomb" reuses one compressed kernel for every entry), and only store and deflate are
-accepted. Each entry's data is then read by `_ZipMember`, which inflates with ISA-L in
-bounded steps (zipfile would use zlib, half the speed) and checks what zipfile checks:
-the local header's signature and name, no encryption, the CRC-32 and the size.
+`read_entries` sizes the index up first with `zipindex` (zipfile would hold all of it, a
+`ZipInfo` per record), then zipfile reads it; its entries are checked before any data is
+read (`check_entries`): no overlap (the "better zip bomb" reuses one compressed kernel for
+every entry), only store and deflate, no encryption or patched data, no special files.
+Each entry's data is then read by `_ZipMember`, which inflates with ISA-L in bounded steps
+(zipfile would use zlib, half the speed) and checks what zipfile checks: the local
+header's signature and name, no encryption, the CRC-32 and the size.
+
+Entries are read in the order their data comes, from anything with `read`, `tell` and a
+`seek` that may only go forward: a file (`unpack_zip`, for a zip spooled to disk) or the
+download itself (`zipstream`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import stat
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -34,14 +41,17 @@ def unpack_zip(path: Path, root: Path, limits: Limits) -> None:
     """Unpack a zip file that is already on local disk."""
     compressed_size = path.stat().st_size
     unpacker = SafeWriter(root, limits, lambda: compressed_size)
+    with path.open("rb") as raw, corrupt_errors():
+        for info in read_entries(raw, limits):
+            unpack_member(raw, info, unpacker)
+    unpacker.finish()
+
+
+@contextlib.contextmanager
+def corrupt_errors() -> Iterator[None]:
+    """What zipfile and the inflaters raise for bytes that are not a whole zip, as ours."""
     try:
-        with path.open("rb") as raw:
-            zipindex.check_index(raw, limits)  # before zipfile holds the whole index
-            with zipfile.ZipFile(path) as archive:
-                entries = archive.infolist()
-            _check_no_overlap(entries)
-            for info in entries:
-                _unpack_zip_member(raw, info, unpacker)
+        yield
     except (
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
@@ -55,43 +65,68 @@ def unpack_zip(path: Path, root: Path, limits: Limits) -> None:
         if exc.errno != errno.EINVAL:  # an offset before the start of the file
             raise
         raise CorruptArchiveError(f"corrupt zip archive: {exc}") from exc
-    unpacker.finish()
 
 
-def _check_no_overlap(entries: list[zipfile.ZipInfo]) -> None:
-    """Each entry's data must end before the next entry's header starts."""
-    ordered = sorted(entries, key=lambda info: info.header_offset)
-    for info, following in zip(ordered, ordered[1:], strict=False):
-        if info.header_offset + info.compress_size > following.header_offset:
+def read_entries(raw: IO[bytes], limits: Limits) -> list[zipfile.ZipInfo]:
+    """The entries of the zip `raw` in the order of their data, its index within `limits`
+    and every entry passing `check_entries`."""
+    with corrupt_errors():
+        zipindex.check_index(raw, limits)  # before zipfile holds the whole index
+        with zipfile.ZipFile(raw) as archive:
+            entries = sorted(archive.infolist(), key=lambda info: info.header_offset)
+    check_entries(entries)
+    return entries
+
+
+def check_entries(entries: list[zipfile.ZipInfo]) -> None:
+    """Refuse what the index alone shows to be hostile, before any entry's data is read.
+
+    `entries` are in the order of their data. Each entry's local header and data must end
+    before the next entry's header starts (where the data starts is known only from the
+    local header: `unpack_member` and the stream check that part)."""
+    for info, following in zip(entries, entries[1:], strict=False):
+        if _data_start(info) + info.compress_size > following.header_offset:
+            raise overlap(info, following)
+    for info in entries:
+        file_type = stat.S_IFMT(info.external_attr >> 16)
+        if info.is_dir() or file_type == stat.S_IFDIR:
+            continue
+        if info.compress_type not in _ZIP_METHODS:
             raise ArchiveError(
-                f"zip entries {info.filename!r} and {following.filename!r} overlap; "
-                "refusing a likely zip bomb"
+                f"zip entry {info.filename!r} uses compression method {info.compress_type}; "
+                "only store and deflate (what zip tools use by default) are accepted"
             )
+        if info.flag_bits & _ENCRYPTED:
+            raise ArchiveError(f"zip entry {info.filename!r} is encrypted")
+        if info.flag_bits & _PATCHED:
+            raise ArchiveError(f"zip entry {info.filename!r} holds patched data")
+        if file_type not in (0, stat.S_IFREG, stat.S_IFLNK):
+            raise ArchiveError(f"entry {info.filename!r} is a device, fifo or other special file")
 
 
-def _unpack_zip_member(raw: IO[bytes], info: zipfile.ZipInfo, unpacker: SafeWriter) -> None:
+def overlap(info: zipfile.ZipInfo, following: zipfile.ZipInfo) -> ArchiveError:
+    return ArchiveError(
+        f"zip entries {info.filename!r} and {following.filename!r} overlap; "
+        "refusing a likely zip bomb"
+    )
+
+
+def unpack_member(raw: IO[bytes], info: zipfile.ZipInfo, unpacker: SafeWriter) -> None:
+    """One entry (checked by `check_entries`) into `unpacker`, its data read from `raw`."""
     # Only Unix-made zips carry a file type; zipfile.writestr leaves the type bits at zero,
     # and other systems store DOS attributes there. No type bits means a regular file.
     file_type = stat.S_IFMT(info.external_attr >> 16)
     executable = bool((info.external_attr >> 16) & stat.S_IXUSR)
     if info.is_dir() or file_type == stat.S_IFDIR:
         unpacker.directory(info.filename)
-        return
-    if info.compress_type not in _ZIP_METHODS:
-        raise ArchiveError(
-            f"zip entry {info.filename!r} uses compression method {info.compress_type}; "
-            "only store and deflate (what zip tools use by default) are accepted"
-        )
-    if file_type == stat.S_IFLNK:
+    elif file_type == stat.S_IFLNK:
         source = _ZipMember(raw, info)
         target = source.read(MAX_SYMLINK_TARGET + 1).decode("utf-8", "replace")
         unpacker.symlink(info.filename, target)
-    elif file_type in (0, stat.S_IFREG):
+    else:
         # Inflated ahead on a thread while the writer copies (as tar's stream, `readahead`).
         with ReadAhead(_ZipMember(raw, info)) as member:
             unpacker.file(info.filename, member, executable=executable)
-    else:
-        raise ArchiveError(f"entry {info.filename!r} is a device, fifo or other special file")
 
 
 # Local file header: signature, version, flags, method, time, date, CRC-32, sizes, lengths.
@@ -118,7 +153,7 @@ class _ZipMember:
             raise ArchiveError(f"zip entry {info.filename!r} is encrypted")
         if flags & _PATCHED:
             raise ArchiveError(f"zip entry {info.filename!r} holds patched data")
-        if raw.read(name_length) != info.orig_filename.encode(_name_encoding(info)):
+        if raw.read(name_length) != _name_bytes(info):
             raise CorruptArchiveError(
                 f"zip entry {info.filename!r}: its name in the index and in its header differ"
             )
@@ -174,5 +209,10 @@ class _ZipMember:
             raise CorruptArchiveError(f"zip entry {name!r} fails its CRC-32 check")
 
 
-def _name_encoding(info: zipfile.ZipInfo) -> str:
-    return "utf-8" if info.flag_bits & 0x800 else "cp437"
+def _name_bytes(info: zipfile.ZipInfo) -> bytes:
+    return info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+
+
+def _data_start(info: zipfile.ZipInfo) -> int:
+    """Where the entry's data starts, if its local header has no extra fields."""
+    return info.header_offset + _LOCAL_HEADER.size + len(_name_bytes(info))

@@ -7,7 +7,8 @@ end-of-central-directory record (and the zip64 one) is read with zipfile's own r
 (`_EndRecData`, so both agree on which record counts), and the central directory's
 records are walked header to header, as zipfile walks them, keeping nothing. A zip is
 refused if its index claims more entries than RECEIVER_MAX_FILES, holds more records,
-or is larger than `INDEX_BYTES_PER_FILE` per file allowed.
+or is larger than `INDEX_BYTES_PER_FILE` per file allowed. `directory`, the end records'
+part alone, also tells a zip read over the network (`zipstream`) which bytes to fetch.
 """
 
 from __future__ import annotations
@@ -37,9 +38,18 @@ def check_index(raw: IO[bytes], limits: Limits) -> None:
     """Refuse a zip whose central directory is over the limits; leave corrupt ones to zipfile.
 
     `raw` is the zip file, opened for reading; its position is left anywhere."""
+    found = directory(raw, limits)
+    if found is not None and found[0] >= 0:
+        _count_records(raw, *found, limits)
+
+
+def directory(raw: IO[bytes], limits: Limits) -> tuple[int, int] | None:
+    """Where zipfile will read the central directory and its size, from the end records
+    alone, once the count and the size they give are within the limits; None if there is
+    no end record (not a zip). The start may be negative: zipfile then refuses it."""
     end = _ZIPFILE._EndRecData(raw)
     if not end:
-        return  # not a zip: zipfile says so in its own words
+        return None  # not a zip: zipfile says so in its own words
     if end[_ZIPFILE._ECD_ENTRIES_TOTAL] > limits.max_files:
         raise _too_many(limits)
     size = end[_ZIPFILE._ECD_SIZE]
@@ -52,8 +62,7 @@ def check_index(raw: IO[bytes], limits: Limits) -> None:
     start = end[_ZIPFILE._ECD_LOCATION] - size  # where zipfile looks, even after a prefix
     if end[_ZIPFILE._ECD_SIGNATURE] == _ZIPFILE.stringEndArchive64:
         start -= _ZIPFILE.sizeEndCentDir64 + _ZIPFILE.sizeEndCentDir64Locator
-    if start >= 0:
-        _count_records(raw, start, size, limits)
+    return start, size
 
 
 def _count_records(raw: IO[bytes], start: int, size: int, limits: Limits) -> None:

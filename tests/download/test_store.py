@@ -127,3 +127,61 @@ def test_a_gzip_encoded_object_streams_as_stored_and_says_so(store, bucket):
     plain.upload_from_string(b"weights")
     with store.open(ObjectRef(bucket.name, plain.name, plain.generation)) as download:
         assert download.content_encoding is None
+
+
+def test_a_range_of_a_generation_is_read_whole(store, bucket):
+    data = os.urandom(100_000)
+    blob = bucket.blob("models/m/1.zip")
+    blob.upload_from_string(data)
+    ref = ObjectRef(bucket.name, blob.name, blob.generation)
+    middle = store.read_range(ref, 1000, 5000)
+    assert (middle.start, middle.data, middle.size) == (1000, data[1000:5000], len(data))
+    assert middle.content_encoding is None
+    tail = store.read_range(ref, -300)
+    assert (tail.start, tail.data) == (len(data) - 300, data[-300:])
+    assert store.read_range(ref, 99_000, 200_000).data == data[99_000:]  # to the end
+
+
+def test_a_tail_longer_than_the_object_is_all_of_it(store, bucket):
+    blob = bucket.blob("models/m/1.zip")
+    blob.upload_from_string(b"small")
+    answer = store.read_range(ObjectRef(bucket.name, blob.name, blob.generation), -70_000)
+    assert (answer.start, answer.data, answer.size) == (0, b"small", 5)
+
+
+def test_a_range_says_what_the_object_is_stored_as(store, bucket):
+    blob = bucket.blob("models/m/1.zip")
+    blob.content_encoding = "gzip"
+    blob.upload_from_string(gzip.compress(b"weights" * 1000, mtime=0))
+    answer = store.read_range(ObjectRef(bucket.name, blob.name, blob.generation), -10)
+    assert answer.content_encoding == "gzip"
+    assert answer.data == gzip.compress(b"weights" * 1000, mtime=0)[-10:]  # as stored
+
+
+def test_no_range_of_an_empty_object_or_from_a_server_without_ranges(
+    store, bucket, fault_proxy, monkeypatch
+):
+    empty = bucket.blob("models/m/1.zip")
+    empty.upload_from_string(b"")
+    assert store.read_range(ObjectRef(bucket.name, empty.name, empty.generation), -10) is None
+    blob = bucket.blob("models/m/2.zip")
+    blob.upload_from_string(b"payload")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fault_proxy.url)
+    fault_proxy.ignore_ranges = True
+    proxied = ObjectStore.from_environment()
+    assert proxied.read_range(ObjectRef(bucket.name, blob.name, blob.generation), -3) is None
+
+
+def test_a_range_of_a_generation_gone_is_permanent(store, bucket):
+    with pytest.raises(PermanentError, match="does not exist"):
+        store.read_range(ObjectRef(bucket.name, "models/m/404.zip", 1), -10)
+
+
+def test_a_range_cut_short_is_transient(store, bucket, fault_proxy, monkeypatch):
+    blob = bucket.blob("models/m/1.zip")
+    blob.upload_from_string(os.urandom(10_000))
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fault_proxy.url)
+    fault_proxy.faults = ["truncate"]
+    proxied = ObjectStore.from_environment()
+    with pytest.raises(TransientError):
+        proxied.read_range(ObjectRef(bucket.name, blob.name, blob.generation), -5000)

@@ -1,14 +1,17 @@
 """Archives built in memory and unpacked as the installer unpacks a download."""
 
 import io
-import shutil
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import cast
 
 from receiver.config import Limits
 from receiver.dev.tools import archive_directory
-from receiver.unpack import content_decoded, unpack_tar, unpack_zip
+from receiver.download import ObjectRange, ObjectStore, ObjectStream
+from receiver.fetch import ByteCounter, fetch_archive
+from receiver.objectref import ObjectRef
+from receiver.unpack import content_decoded, unpack_tar
 from tests.helpers import HALF_PLUS_TWO
 
 LIMITS = Limits(max_unpacked_bytes=1024**3, max_files=1000, max_ratio=200)
@@ -25,16 +28,66 @@ def unpack(
     limits: Limits = LIMITS,
     content_encoding: str | None = None,
 ) -> None:
-    """As the installer unpacks a download: its stored encoding removed, then unpacked."""
+    """As the installer unpacks a download: its stored encoding removed, then unpacked; a
+    zip read by `fetch_archive` itself, as from Cloud Storage (`MemoryStore`)."""
+    if archive_format == "zip":
+        fetch_zip(MemoryStore(data, content_encoding), staging, limits)
+        return
     stored = io.BytesIO(data)
     stream = content_decoded(stored, content_encoding, limits, stored.tell)
-    if archive_format == "zip":
-        path = staging.parent.parent / "upload.zip"
-        with path.open("wb") as out:
-            shutil.copyfileobj(stream, out)
-        unpack_zip(path, staging, limits)
-    else:
-        unpack_tar(stream, staging, limits, stored.tell)
+    unpack_tar(stream, staging, limits, stored.tell)
+
+
+def fetch_zip(store: "MemoryStore", staging: Path, limits: Limits = LIMITS) -> None:
+    ref = ObjectRef("bucket", "models/m/1.zip", 1, size=len(store.data))
+    fetch_archive(
+        cast(ObjectStore, store), ref, "zip", staging, limits, ByteCounter(lambda done: None)
+    )
+
+
+class MemoryStore:
+    """An object in memory, read as `ObjectStore` reads one: ranges, and whole streams.
+
+    `ranged` and `streamed` (the object's bytes unless given) are what ranges and streams
+    serve, to play bytes damaged or cut short on the way; `ranges` and `streams` record
+    what was asked for."""
+
+    def __init__(
+        self,
+        data: bytes,
+        content_encoding: str | None = None,
+        ranged: bytes | None = None,
+        streamed: bytes | None = None,
+    ) -> None:
+        self.data = data
+        self.content_encoding = content_encoding
+        self.ranged = data if ranged is None else ranged
+        self.streamed = data if streamed is None else streamed
+        self.ranges: list[tuple[int, int]] = []
+        self.streams = 0
+
+    def read_range(self, obj: ObjectRef, start: int, end: int | None = None) -> ObjectRange | None:
+        size = len(self.data)
+        if not size:
+            return None  # Cloud Storage answers 416 to a range of an empty object
+        first = max(size + start, 0) if start < 0 else start
+        last = size if start < 0 or end is None else min(end, size)
+        self.ranges.append((first, last))
+        return ObjectRange(first, self.ranged[first:last], size, self.content_encoding)
+
+    def open(self, obj: ObjectRef) -> ObjectStream:
+        self.streams += 1
+        return _MemoryStream(self.streamed, len(self.data), self.content_encoding)
+
+
+class _MemoryStream(ObjectStream):
+    def __init__(self, data: bytes, size: int, content_encoding: str | None) -> None:
+        super().__init__("memory", size, None, None)
+        self._bytes = io.BytesIO(data)
+        self.content_encoding = content_encoding
+
+    def _next(self, amount: int) -> bytes:
+        return self._bytes.read(amount)
 
 
 def tar_of(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:

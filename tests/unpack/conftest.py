@@ -5,7 +5,8 @@ import pytest
 
 @pytest.fixture
 def staging(tmp_path: Path) -> Path:
-    """A staging dir inside `tmp_path/outer`; tests check `outer` for anything escaping."""
-    outer = tmp_path / "outer"
-    (outer / "staging").mkdir(parents=True)
-    return outer / "staging"
+    """A staging dir inside `tmp_path/outer`, named as the installer names one (a zip that
+    is spooled goes beside it); tests check `outer` for anything escaping."""
+    staging = tmp_path / "outer" / ".staging-1-job1-test"
+    staging.mkdir(parents=True)
+    return staging

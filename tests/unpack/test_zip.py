@@ -8,6 +8,7 @@ import pytest
 
 from receiver.errors import ArchiveError
 from receiver.unpack.base import CHUNK_SIZE
+from tests import hostile
 from tests.helpers import HALF_PLUS_TWO, same_files
 from tests.unpack.archives import outside, unpack, zip_of
 
@@ -118,3 +119,9 @@ def test_zips_written_by_zipfile_writestr_install(staging):
     assert all(info.external_attr >> 16 == 0o600 for info in archive.infolist())
     unpack(buffer.getvalue(), staging, "zip")
     assert same_files(staging)
+
+
+def test_two_index_records_of_one_local_header_overlap(staging):
+    """Read at random, the second was a duplicate name; streamed, it would lie behind."""
+    with pytest.raises(ArchiveError, match="overlap"):
+        unpack(hostile.zip_index(2), staging, "zip")
