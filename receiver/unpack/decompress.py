@@ -195,7 +195,7 @@ class GzipStream:
     def __init__(self, source: Readable, head: bytes, name: str, budget: ByteBudget) -> None:
         self.name = name
         self._budget = budget
-        self._file = igzip.GzipFile(fileobj=_ReadInto(source, head), mode="rb")
+        self._file = igzip.GzipFile(fileobj=_ReadInto(source, head), mode="rb")  # type: ignore[no-untyped-call]
 
     def read(self, size: int = -1, /) -> bytes:
         size = CHUNK_SIZE if size is None or size < 0 else size

@@ -68,7 +68,7 @@ def _read_tar(plain: Readable, unpacker: SafeWriter) -> None:
             while (member := tar.next()) is not None:
                 _unpack_tar_member(stream, member, unpacker)
                 # tarfile keeps every header it has read; 100,000 of them cost 100 MB.
-                tar.members.clear()
+                tar.members.clear()  # type: ignore[attr-defined]
             if not tar.ended_properly:
                 raise CorruptArchiveError(
                     "the tar archive is truncated: it stops without its end-of-archive block"
