@@ -1,15 +1,15 @@
 """Where an install's time goes: one model installed by the receiver's own pipeline.
 
-    PYTHONPATH=. py-spy record --rate 200 --format raw -o /tmp/install.raw -- \\
+    PYTHONPATH=. py-spy record --rate 200 --threads --format raw -o /tmp/install.raw -- \\
         .venv/bin/python benchmarks/profile_install.py install 1024
     PYTHONPATH=. .venv/bin/python benchmarks/profile_install.py summarize /tmp/install.raw
 
 `install SIZE [KIND]` uploads a SIZE MiB tar.gz (benchmarks/models.py: float32 weights
 unless KIND says half-zeros) to the storage
 emulator and runs `Installer.install` on it once, as the worker would. `summarize` reads
-py-spy's collapsed stacks and prints the share of samples by the innermost frame that
-is not the standard library's glue, counting only samples inside `Installer.install`
-and the unpacker's writer thread.
+py-spy's collapsed stacks (`--threads`, which names each thread) and prints, for each
+thread of the install, the CPU it took and the innermost frames (not the standard
+library's glue) it took it in.
 """
 
 from __future__ import annotations
@@ -64,19 +64,21 @@ def install(size_mib: int, kind: str = "weights") -> None:
         emulator.stop()
 
 
-def summarize(raw: Path, top: int = 15) -> None:
-    samples: collections.Counter[str] = collections.Counter()
-    total = 0
+def summarize(raw: Path, top: int = 4, rate: int = 200) -> None:
+    """Per thread of the install, the CPU it took (py-spy samples only running threads)
+    and the innermost frames it took it in."""
+    threads: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for line in raw.read_text().splitlines():
         stack, _, weight = line.rpartition(" ")
         frames = stack.split(";")
-        # The install's own thread, and the unpacker's writer thread (`_write`).
-        if not any(frame.startswith(("Installer.install (", "_write (")) for frame in frames):
+        thread = frames[0].partition(": ")[2].rstrip("_0123456789") or "(unnamed)"
+        if thread == "MainThread" and not any(f.startswith("Installer.install (") for f in frames):
             continue  # building and uploading the archive
-        total += int(weight)
-        samples[_innermost(frames)] += int(weight)
-    for frame, count in samples.most_common(top):
-        print(f"{100 * count / total:5.1f}%  {frame}")
+        threads[thread][_innermost(frames[1:] or frames)] += int(weight)
+    for thread, samples in sorted(threads.items(), key=lambda item: -item[1].total()):
+        print(f"{thread}: {samples.total() / rate:.2f} s of CPU")
+        for frame, count in samples.most_common(top):
+            print(f"    {100 * count / samples.total():5.1f}%  {frame}")
 
 
 def _innermost(frames: list[str]) -> str:
