@@ -8,8 +8,9 @@
 unless KIND says half-zeros) to the storage
 emulator and runs `Installer.install` on it once, as the worker would. `summarize` reads
 py-spy's collapsed stacks (`--threads`, which names each thread) and prints, for each
-thread of the install, the CPU it took and the innermost frames (not the standard
-library's glue) it took it in.
+thread of the install, how long it was busy (waits on locks and queues left out) and
+the innermost frames it was busy in. py-spy slows the process it samples: the shares
+are what to read, not the seconds.
 """
 
 from __future__ import annotations
@@ -64,9 +65,13 @@ def install(size_mib: int, kind: str = "weights") -> None:
         emulator.stop()
 
 
+# py-spy counts a thread blocked on a lock or queue as running: samples whose innermost
+# frame is one of these are waits, not work.
+_WAITS = ("threading.py", "queue.py", "thread.py:81")
+
+
 def summarize(raw: Path, top: int = 4, rate: int = 200) -> None:
-    """Per thread of the install, the CPU it took (py-spy samples only running threads)
-    and the innermost frames it took it in."""
+    """Per thread of the install, the time it was busy and the frames it was busy in."""
     threads: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for line in raw.read_text().splitlines():
         stack, _, weight = line.rpartition(" ")
@@ -74,18 +79,14 @@ def summarize(raw: Path, top: int = 4, rate: int = 200) -> None:
         thread = frames[0].partition(": ")[2].rstrip("_0123456789") or "(unnamed)"
         if thread == "MainThread" and not any(f.startswith("Installer.install (") for f in frames):
             continue  # building and uploading the archive
-        threads[thread][_innermost(frames[1:] or frames)] += int(weight)
+        if thread == "(unnamed)" or any(wait in frames[-1] for wait in _WAITS):
+            continue
+        name, _, where = frames[-1].partition(" (")
+        threads[thread][f"{name} ({where.split('/')[-1]}"] += int(weight)
     for thread, samples in sorted(threads.items(), key=lambda item: -item[1].total()):
-        print(f"{thread}: {samples.total() / rate:.2f} s of CPU")
+        print(f"{thread}: busy {samples.total() / rate:.2f} s")
         for frame, count in samples.most_common(top):
             print(f"    {100 * count / samples.total():5.1f}%  {frame}")
-
-
-def _innermost(frames: list[str]) -> str:
-    for frame in reversed(frames):
-        if "/threading.py" not in frame and "/socket.py" not in frame:
-            return frame.split(" (")[0] + " (" + frame.split(" (")[-1].split("/")[-1]
-    return frames[-1]
 
 
 if __name__ == "__main__":
