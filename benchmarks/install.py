@@ -3,10 +3,11 @@
     make bench    (or: PYTHONPATH=. .venv/bin/python benchmarks/install.py --sizes 100 1024)
 
 For each model (benchmarks/models.py: float32 weights, and the half-zeros model of earlier
-rounds), size and format, the same archive is uploaded to the storage emulator and every
-method runs in turns, one run of each per round, median of --runs rounds, each into a
-fresh directory and each after the page cache is dropped (root only) and memory recycled
-(`common.recycle_memory`):
+rounds), size and format, the same archive is put into the storage emulator (its
+filesystem backend in /dev/shm, the bytes placed straight into its files: its uploads
+cannot hold 5 GiB, `common.place_object`) and every method runs in turns, one run of
+each per round, median of --runs rounds, each into a fresh directory and each after the
+page cache is dropped (root only) and memory recycled (`common.recycle_memory`):
 
 * receiver: a real push (curl, signed token) to a real gunicorn receiver with
   RECEIVER_ACK=installed, timed to its answer `installed` (renamed into place, fsynced);
@@ -15,8 +16,8 @@ fresh directory and each after the page cache is dropped (root only) and memory 
 * by hand: `curl -s URL | igzip -dc | tar -xf - -C DIR && sync` (tar.gz, Debian `isal`),
   `curl -s URL | tar -x[z|--zstd]f - -C DIR && sync`, and for zip `curl -o`, `unzip`,
   `sync`;
-* the limits: inflate alone for the format (`igzip -dc` / `zstd -dc` of a copy in
-  /dev/shm to /dev/null; zip: its entries inflated with ISA-L in process), the disk
+* the limits: inflate alone for the format (`igzip -dc` / `zstd -dc` of the emulator's
+  file in /dev/shm to /dev/null; zip: its entries inflated with ISA-L in process), the disk
   (`dd if=/dev/zero bs=1M conv=fdatasync` of the model's size) and the wire
   (`curl -s -o /dev/null URL`).
 
@@ -41,7 +42,14 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from isal import isal_zlib
 
-from benchmarks.common import ROOT, Receiver, recycle_memory
+from benchmarks.common import (
+    ROOT,
+    Receiver,
+    emulator_root,
+    link_object,
+    place_object,
+    recycle_memory,
+)
 from benchmarks.install_report import COLUMNS, write_report
 from benchmarks.models import FORMATS, KINDS, MIB, archive_path
 from receiver.dev.tools import StorageEmulator
@@ -80,7 +88,8 @@ def run(
     kinds: tuple[str, ...],
     table: str = "benchmarks-install",
 ) -> list[Row]:
-    emulator = StorageEmulator().start()
+    root = emulator_root()
+    emulator = StorageEmulator(root=root).start()
     os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
     client = storage.Client(
         project="bench",
@@ -96,35 +105,39 @@ def run(
                 # The half-zeros model is the comparison with earlier rounds: tar.gz only.
                 for archive_format in formats if kind == "weights" else formats[:1]:
                     row, dropped_here = measure(
-                        bucket, emulator.url, kind, size, archive_format, runs
+                        bucket, root, emulator.url, kind, size, archive_format, runs
                     )
                     dropped = dropped and dropped_here
                     rows.append(row)
                     print(f"{kind} {size} MiB {archive_format}: {row.seconds}", flush=True)
     finally:
         emulator.stop()
+        shutil.rmtree(root, ignore_errors=True)
     write_report(rows, runs, dropped, out, table)
     return rows
 
 
 def measure(
-    bucket: storage.Bucket, emulator_url: str, kind: str, size: int, archive_format: str, runs: int
+    bucket: storage.Bucket,
+    root: Path,
+    emulator_url: str,
+    kind: str,
+    size: int,
+    archive_format: str,
+    runs: int,
 ) -> tuple[Row, bool]:
     path = archive_path(kind, size, archive_format)
-    shared = bucket.blob(f"by-hand/{path.name}")
-    shared.upload_from_filename(str(path), timeout=1800)
+    shared = place_object(bucket, root, f"by-hand/{path.name}", path)
     url = f"{emulator_url}/download/storage/v1/b/{bucket.name}/o/by-hand%2F{path.name}?alt=media"
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    in_memory = Path("/dev/shm") / f"bench-{path.name}"
-    shutil.copy(path, in_memory)
+    in_memory = root / bucket.name / shared.name  # the emulator's file: in /dev/shm
     receiver = Receiver(emulator_url, bucket.name, workdir)
     row = Row(kind, size, archive_format, path.stat().st_size)
     versions = iter(range(1, runs + 1))
     cpu: list[float] = []
 
     def install() -> None:
-        blob = bucket.blob(f"models/m/{next(versions)}.{archive_format}")
-        blob.upload_from_filename(str(path), timeout=1800)
+        blob = link_object(bucket, root, shared, f"models/m/{next(versions)}.{archive_format}")
         drop_caches()
         recycle_memory(2 * size * MIB + row.archive_bytes, Path(_scratch()))
         before, started = receiver.cpu_seconds(), time.perf_counter()
@@ -149,7 +162,6 @@ def measure(
     finally:
         receiver.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-        in_memory.unlink()
         shared.delete()
     row.seconds = {name: statistics.median(taken) for name, taken in times.items()}
     row.receiver_cpu = statistics.median(cpu)

@@ -1,15 +1,16 @@
 """Where an install's time goes: one model installed by the receiver's own pipeline.
 
-    PYTHONPATH=. py-spy record --rate 200 --format raw -o /tmp/install.raw -- \\
+    PYTHONPATH=. py-spy record --rate 200 --threads --format raw -o /tmp/install.raw -- \\
         .venv/bin/python benchmarks/profile_install.py install 1024
     PYTHONPATH=. .venv/bin/python benchmarks/profile_install.py summarize /tmp/install.raw
 
 `install SIZE [KIND]` uploads a SIZE MiB tar.gz (benchmarks/models.py: float32 weights
 unless KIND says half-zeros) to the storage
 emulator and runs `Installer.install` on it once, as the worker would. `summarize` reads
-py-spy's collapsed stacks and prints the share of samples by the innermost frame that
-is not the standard library's glue, counting only samples inside `Installer.install`
-and the unpacker's writer thread.
+py-spy's collapsed stacks (`--threads`, which names each thread) and prints, for each
+thread of the install, how long it was busy (waits on locks and queues left out) and
+the innermost frames it was busy in. py-spy slows the process it samples: the shares
+are what to read, not the seconds.
 """
 
 from __future__ import annotations
@@ -64,26 +65,28 @@ def install(size_mib: int, kind: str = "weights") -> None:
         emulator.stop()
 
 
-def summarize(raw: Path, top: int = 15) -> None:
-    samples: collections.Counter[str] = collections.Counter()
-    total = 0
+# py-spy counts a thread blocked on a lock or queue as running: samples whose innermost
+# frame is one of these are waits, not work.
+_WAITS = ("threading.py", "queue.py", "thread.py:81")
+
+
+def summarize(raw: Path, top: int = 4, rate: int = 200) -> None:
+    """Per thread of the install, the time it was busy and the frames it was busy in."""
+    threads: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for line in raw.read_text().splitlines():
         stack, _, weight = line.rpartition(" ")
         frames = stack.split(";")
-        # The install's own thread, and the unpacker's writer thread (`_write`).
-        if not any(frame.startswith(("Installer.install (", "_write (")) for frame in frames):
+        thread = frames[0].partition(": ")[2].rstrip("_0123456789") or "(unnamed)"
+        if thread == "MainThread" and not any(f.startswith("Installer.install (") for f in frames):
             continue  # building and uploading the archive
-        total += int(weight)
-        samples[_innermost(frames)] += int(weight)
-    for frame, count in samples.most_common(top):
-        print(f"{100 * count / total:5.1f}%  {frame}")
-
-
-def _innermost(frames: list[str]) -> str:
-    for frame in reversed(frames):
-        if "/threading.py" not in frame and "/socket.py" not in frame:
-            return frame.split(" (")[0] + " (" + frame.split(" (")[-1].split("/")[-1]
-    return frames[-1]
+        if thread == "(unnamed)" or any(wait in frames[-1] for wait in _WAITS):
+            continue
+        name, _, where = frames[-1].partition(" (")
+        threads[thread][f"{name} ({where.split('/')[-1]}"] += int(weight)
+    for thread, samples in sorted(threads.items(), key=lambda item: -item[1].total()):
+        print(f"{thread}: busy {samples.total() / rate:.2f} s")
+        for frame, count in samples.most_common(top):
+            print(f"    {100 * count / samples.total():5.1f}%  {frame}")
 
 
 if __name__ == "__main__":

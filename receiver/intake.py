@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from receiver import modeldir
 from receiver.config import Settings
@@ -38,8 +38,12 @@ class Outcome:
     outcome: PushOutcome
     reason: str
     job: Job | None = None
-    # A delete of a version this replica never installed from that object: a peer may
-    # have (this one was restarting, or its install failed), so the peers hear of it.
+    # The event names a model version and the settings (bucket, names, delete mode) do not
+    # rule it out: every replica has to hear of it, whatever this one made of it. What
+    # this one did rests on its own disk and journal, which a peer's may not match: it
+    # queued the version or its sync had it already; it skipped a version older than all it
+    # keeps; it withdrew a version, refused to withdraw its last one, or never had it. A
+    # peer decides for itself. Settings are the same on every replica of a Deployment.
     for_peers: bool = False
 
     def to_dict(self) -> dict[str, object]:
@@ -63,7 +67,7 @@ def accept(event: ObjectEvent, settings: Settings, journal: Journal) -> Outcome:
     )
     if isinstance(target, Ignored):
         return _ignored(target.reason)
-    return queue(obj, target, settings, journal)
+    return replace(queue(obj, target, settings, journal), for_peers=True)
 
 
 def queue(obj: ObjectRef, target: ModelVersion, settings: Settings, journal: Journal) -> Outcome:
@@ -94,6 +98,14 @@ def _withdraw(event: ObjectEvent, settings: Settings, journal: Journal) -> Outco
     )
     if isinstance(target, Ignored):
         return _ignored(target.reason)
+    # Sync never withdraws: a delete that does not reach a replica that has the version
+    # leaves it there, so it is for the peers even when refused here (the last version).
+    return replace(_withdraw_version(obj, target, settings, journal), for_peers=True)
+
+
+def _withdraw_version(
+    obj: ObjectRef, target: ModelVersion, settings: Settings, journal: Journal
+) -> Outcome:
     # First mark an unfinished install, then look at the disk: an install that renames
     # after the mark sees it; one that renamed before it is on disk by now.
     pending = journal.request_withdrawal(obj)
@@ -111,12 +123,7 @@ def _withdraw(event: ObjectEvent, settings: Settings, journal: Journal) -> Outco
             f"{target.model} version {target.version} is {pending.state.value} (job "
             f"{pending.id}); it is withdrawn as soon as its install ends",
         )
-    return Outcome(
-        200,
-        PushOutcome.IGNORED,
-        f"{target.model} version {target.version} was not installed from this object",
-        for_peers=True,
-    )
+    return _ignored(f"{target.model} version {target.version} was not installed from this object")
 
 
 def _installed_from(settings: Settings, target: ModelVersion, obj: ObjectRef) -> bool:

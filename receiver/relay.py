@@ -1,20 +1,23 @@
-"""Forward a push this replica acted on to every peer (RECEIVER_PEERS), in the background.
+"""Relay a push naming a model version to every peer (RECEIVER_PEERS), in the background.
 
-A push subscription has one endpoint, so a notification reaches one replica. When that
-replica queues a job for it, already knows it (its sync may have beaten the push), or
-gets a delete of a version (withdrawn here or not: a peer may have it), it sends the same
-body with the headers that carry the event and the token to every peer's push endpoint,
-marked `X-Receiver-Relayed: 1`. The peer verifies the original token exactly as for a
-direct push: the marker only stops it relaying again (and waiting for the install in
-`RECEIVER_ACK=installed` mode), never any check. The journal's per-generation dedupe
-makes a relay of something a peer already has a harmless duplicate.
+A push subscription has one endpoint, so a notification reaches one replica. That
+replica relays every upload or delete that names a model version (and that the settings,
+the same on every replica, do not rule out), whatever it made of it: queued, already
+known (its sync may have beaten the push), or skipped or refused because of its own disk
+or journal, which a peer's may not match (see `intake.Outcome.for_peers`). It sends the
+same body with the headers that carry the event and the token to every peer's push
+endpoint, marked `X-Receiver-Relayed: 1`. The peer verifies the original token exactly
+as for a direct push: the marker only stops it relaying again (and waiting for the
+install in `RECEIVER_ACK=installed` mode), never any check. The journal's per-generation
+dedupe makes a relay of something a peer already has a harmless duplicate.
 
 The answer to Pub/Sub never waits for a relay: `forward` only puts the push on a bounded
-schedule that a few sender threads of this process work through (started on first use,
-so in each gunicorn worker process after the fork). A peer that does not answer, or
-answers 429/5xx, is tried `ATTEMPTS` times with doubling delays; after that, or when the
-schedule is full (peers down while pushes keep coming), the relay is dropped and left to
-the peer's periodic sync. Relays cut short by a shutdown are left to sync the same way.
+schedule (`QUEUE_LIMIT` deliveries, one per push and peer) that `SENDERS` threads of
+this process work through (started on first use, so in each gunicorn worker process
+after the fork). A peer that does not answer, or answers 429/5xx, is tried `ATTEMPTS`
+times with doubling delays; after that, or when the schedule is full (peers down while
+pushes keep coming, or more peers than it holds), the relay is dropped and left to the
+peer's periodic sync. Relays cut short by a shutdown are left to sync the same way.
 Each (push, peer) ends counted once in `receiver_relays_total{outcome}`.
 """
 
@@ -34,17 +37,11 @@ import requests
 from receiver import metrics
 from receiver.intake import Outcome
 from receiver.peers import Peers
-from receiver.vocabulary import PushOutcome, RelayOutcome
+from receiver.vocabulary import RelayOutcome
 
 log = logging.getLogger(__name__)
 
 RELAYED_HEADER = "X-Receiver-Relayed"
-# What a push did that the peers should do too: a job queued (or one already known here:
-# this replica's sync may have beaten the push, and its peers have not synced yet), a
-# version withdrawn (or a delete of one this replica never had, see `Outcome.for_peers`).
-RELAYED_OUTCOMES = frozenset(
-    {PushOutcome.QUEUED, PushOutcome.DUPLICATE, PushOutcome.REMOVED, PushOutcome.WITHDRAWING}
-)
 
 # Headers that carry the event (every delivery format events.py reads) and the token.
 _FORWARDED = frozenset(
@@ -74,8 +71,10 @@ CONNECT_TIMEOUT, READ_TIMEOUT = 2.0, 10.0  # a peer answers once journaled: mill
 
 
 def concerns_peers(outcome: Outcome) -> bool:
-    """Whether the peers should hear of a push that ended here with `outcome`."""
-    return outcome.outcome in RELAYED_OUTCOMES or outcome.for_peers
+    """Whether the peers should hear of a push that ended here with `outcome`: whenever it
+    names a model version, not only when it queued something here (sync never withdraws,
+    and a peer's disk may not be this replica's)."""
+    return outcome.for_peers
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -157,6 +156,7 @@ class Relay:
         self._started = False
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()  # peers a sender is waiting on
+        self._warned_of_too_many_peers = False
 
     def forward(self, body: bytes, headers: Mapping[str, str]) -> None:
         """Schedule the push for every peer; returns at once (peers are looked up later)."""
@@ -203,6 +203,8 @@ class Relay:
         urls = self.peers.resolve(self.own_port)
         if not urls:
             log.info("relay: no peers found for %s", self.peers)
+        if len(urls) > self._schedule.limit:
+            self._warn_of_too_many_peers(len(urls))
         random.shuffle(urls)  # no peer is always first in line behind a hung one
         for url in urls:
             if not self._schedule.put(_Delivery(delivery.body, delivery.headers, url)):
@@ -249,6 +251,20 @@ class Relay:
         delay = self._first_retry * 2 ** (delivery.attempt - 1)
         if not self._schedule.put(delivery, delay):
             self._count(RelayOutcome.DROPPED, delivery.url, f"{problem}; the relay queue is full")
+
+    def _warn_of_too_many_peers(self, found: int) -> None:
+        # Once a process: the drops are counted and logged per peer anyway; this says why.
+        # The setting's name and the numbers only: never a header (the token rides in one).
+        with self._lock:
+            if self._warned_of_too_many_peers:
+                return
+            self._warned_of_too_many_peers = True
+        log.warning(
+            "relay: RECEIVER_PEERS gives %d peers, more than the relay queue holds (%d "
+            "deliveries a process): the peers past that get no relays, only their own sync",
+            found,
+            self._schedule.limit,
+        )
 
     @staticmethod
     def _count(outcome: RelayOutcome, peer: str, reason: str = "") -> None:

@@ -230,9 +230,9 @@ RECEIVER: dict[str, Var[Any]] = {
     ),
     "peers": Var(
         "RECEIVER_PEERS", "", then(text, lambda value: parse_peers(value)),
-        "the other replicas, to relay each push this one acts on to: `dns:NAME:PORT` (every "
-        "address of a headless Service, looked up at each relay, our own left out) or a "
-        'comma-separated list of URLs (docs/deploying.md, "Topologies")',
+        "the other replicas, to relay each push naming a model version to: `dns:NAME:PORT` "
+        "(every address of a headless Service, looked up at each relay, our own left out) or "
+        'a comma-separated list of URLs (docs/deploying.md, "Topologies")',
     ),
 }  # fmt: skip
 

@@ -126,3 +126,24 @@ def test_the_replicas_benchmark_runs_a_fleet_and_one_down():
     low, high = (two - 0.005) / (alone + 0.005), (two + 0.005) / max(alone - 0.005, 1e-9)
     assert low - 0.005 <= two_ratio <= high + 0.005, output
     assert len(one_down) == 2 and min(one_down) > 0, output
+
+
+def test_the_install_profile_counts_each_threads_busy_samples_not_its_waits(tmp_path):
+    """py-spy counts a thread blocked on a queue as running; the summary must not."""
+    raw = tmp_path / "install.raw"
+    raw.write_text(
+        "thread (1): MainThread;Installer.install (receiver/installer.py:1);"
+        "_read_tar (receiver/unpack/tar.py:2) 20\n"
+        "thread (1): MainThread;<module> (benchmarks/profile_install.py:1);"
+        "upload (google/cloud/storage/blob.py:3) 500\n"
+        "thread (2): unpack-read;_produce (receiver/unpack/readahead.py:4);"
+        "GzipFile.read (gzip.py:301) 200\n"
+        "thread (2): unpack-read;_produce (receiver/unpack/readahead.py:4);"
+        "Queue.get (queue.py:182) 300\n"
+        "thread (3): unpack-write_0;_worker (thread.py:81) 400\n"
+    )
+    output = run_benchmark("profile_install.py", "summarize", str(raw))
+    assert "unpack-read: busy 1.00 s" in output, output  # 200 samples at 200 Hz, waits out
+    assert "100.0%  GzipFile.read (gzip.py:301)" in output, output
+    assert "MainThread: busy 0.10 s" in output, output  # the upload before it left out
+    assert "unpack-write" not in output, output  # only ever waiting

@@ -24,7 +24,7 @@ from tests.test_deploy_kubernetes import (
     render,
 )
 
-FILESTORE_CLASSES = {"standard-rwx", "premium-rwx", "enterprise-rwx", "zonal-rwx"}
+FILESTORE_DRIVER = "filestore.csi.storage.gke.io"
 
 
 def push_rules(policy: dict[str, Any]) -> list[dict[str, Any]]:
@@ -69,6 +69,13 @@ def test_the_sidecar_confirms_loads_and_knows_tf_servings_memory(tmp_path):
         == 4 * 2**30
         == gibibytes(tf_serving["resources"]["limits"]["memory"]) * 2**30
     )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_everything_an_overlay_applies_is_labelled_as_part_of_the_receiver(overlay):
+    for document in render(overlay):
+        labels = document["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "model-receiver", document["kind"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -154,7 +161,8 @@ def test_one_receiver_writes_the_shared_volume_and_every_replica_reads_it():
     for container in serving_pod["initContainers"] + serving_pod["containers"]:
         assert all(m["readOnly"] is True for m in container["volumeMounts"])
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
-    assert claim["spec"]["storageClassName"] in FILESTORE_CLASSES
+    shared = find(documents, "StorageClass", claim["spec"]["storageClassName"])
+    assert shared["provisioner"] == FILESTORE_DRIVER
     pod, receiver = receiver_of(documents)
     mounts = {m["mountPath"]: m["name"] for m in receiver["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -218,3 +226,19 @@ def test_pushes_and_scrapes_go_to_the_shared_receiver_and_not_to_tf_serving():
     (rule,) = push_rules(find(documents, "NetworkPolicy", "model-receiver"))
     assert {f["ipBlock"]["cidr"] for f in rule["from"] if "ipBlock" in f} == LOAD_BALANCER_RANGES
     assert push_rules(find(documents, "NetworkPolicy", "tf-serving")) == []
+
+
+def test_the_tf_serving_pods_see_a_new_version_on_the_share_within_two_seconds():
+    """TF Serving lists a model's directory at each poll; over NFS the listing is as old
+    as the client's cached attributes of that directory (30 to 60 s by default)."""
+    documents = render("shared-volume")
+    claim = find(documents, "PersistentVolumeClaim", "models")["spec"]
+    mount_options = find(documents, "StorageClass", claim["storageClassName"])["mountOptions"]
+    options = dict(option.partition("=")[::2] for option in mount_options)
+    assert "noac" not in options and "actimeo" not in options  # files keep their cache
+    assert 1 <= int(options["acdirmin"]) <= int(options["acdirmax"])
+    (tf_serving,) = find(documents, "Deployment", "tf-serving")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    (poll,) = [a for a in tf_serving["args"] if a.startswith("--file_system_poll_wait_seconds=")]
+    assert int(options["acdirmax"]) + int(poll.partition("=")[2]) <= 2

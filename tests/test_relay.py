@@ -250,3 +250,19 @@ def test_a_relayed_push_is_answered_once_journaled_even_in_installed_mode(enviro
 def test_no_peers_no_relay(app, client, bucket, push):
     assert app.extensions["receiver"].relay is None
     assert push(upload_model(bucket, 7)).status_code == 202
+
+
+def test_more_peers_than_the_queue_holds_is_said_once_without_a_token(caplog):
+    crowd = [Peer() for _ in range(3)]
+    try:
+        sender = Relay(Peers(urls=tuple(f"{p.url}/push" for p in crowd)), 8080, limit=2)
+        for n in range(3):
+            sender.forward(f"push {n}".encode(), {"Authorization": "Bearer secret-token"})
+            wait_for(lambda: sender.pending() == 0, what="the fan-out and its sends")
+        said = [r.getMessage() for r in caplog.records if "RECEIVER_PEERS" in r.getMessage()]
+        assert len(said) == 1 and "3 peers" in said[0] and "(2 " in said[0]
+        assert "secret-token" not in caplog.text
+        assert sum(len(p.requests) for p in crowd) == 3 * 2  # the others are left to sync
+    finally:
+        for peer in crowd:
+            peer.close()

@@ -102,9 +102,20 @@ class StorageEmulator:
     """
 
     def __init__(
-        self, port: int | None = None, log: IO[bytes] | None = None, die_with_parent: bool = False
+        self,
+        port: int | None = None,
+        log: IO[bytes] | None = None,
+        die_with_parent: bool = False,
+        root: Path | None = None,
     ) -> None:
         self.port = port or free_port()
+        # Objects in memory, or as files under `root`: the benchmarks' 5 GiB archives, which
+        # the in-memory backend holds twice over while an upload is assembled.
+        self._backend = (
+            ("-backend", "memory")
+            if root is None
+            else ("-backend", "filesystem", "-filesystem-root", str(root))
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log
         self._die_with_parent = die_with_parent
@@ -128,7 +139,7 @@ class StorageEmulator:
         self._process = subprocess.Popen(
             [
                 str(_get_binary_path()),
-                *("-scheme", "http", "-backend", "memory", "-log-level", "warn"),
+                *("-scheme", "http", *self._backend, "-log-level", "warn"),
                 *("-host", "127.0.0.1", "-port", str(self.port), "-external-url", self.url),
             ],
             stdout=self._log or subprocess.DEVNULL,

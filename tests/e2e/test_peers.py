@@ -131,3 +131,28 @@ def test_a_peer_that_was_down_converges_by_sync_at_its_start(fleet, bucket, toke
     down.start()
     wait_for(lambda: installed(down), what="the replica that was down to sync")
     assert same_files(Path(down.env["RECEIVER_MODEL_DIR"]) / "half_plus_two" / "7")
+
+
+def test_a_delete_the_replica_refuses_as_its_last_version_is_withdrawn_by_its_peers(
+    fleet, bucket, token, tmp_path
+):
+    """`a` came up after version 7 and has only 8; `b` has both. Deleting 8 through `a`
+    leaves `a` its one version, and must still take 8 from `b` (sync never withdraws)."""
+    a, b = fleet(2)
+    for server in (a, b):
+        server.env["RECEIVER_ON_DELETE"] = "remove"
+    b.start()
+    curl_push(b.url, token(), push_body(upload_model(bucket, 7)), tmp_path)
+    wait_for(lambda: installed(b, 7), what="version 7 on b")
+    wait_for(lambda: relays(b, "failed") == 1, what="the relay of 7 to a, down, to give up")
+    a.start()
+    eight = upload_model(bucket, 8)
+    curl_push(b.url, token(), push_body(eight), tmp_path)
+    for server in (a, b):
+        wait_for(partial(installed, server, 8), what=f"version 8 on {server.url}")
+    body = push_body(eight, event_type="OBJECT_DELETE")
+    eight.delete()
+    status, answer = curl_push(a.url, token(), body, tmp_path)
+    assert (status, answer["outcome"]) == (200, "ignored") and "last one" in answer["reason"]
+    wait_for(lambda: not installed(b, 8), what="b to withdraw version 8")
+    assert installed(b, 7) and installed(a, 8) and not installed(a, 7)
