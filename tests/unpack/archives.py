@@ -1,10 +1,13 @@
 """Archives built in memory and unpacked as the installer unpacks a download."""
 
+import base64
 import io
 import tarfile
 import zipfile
 from pathlib import Path
 from typing import cast
+
+import google_crc32c
 
 from receiver.config import Limits
 from receiver.dev.tools import archive_directory
@@ -77,12 +80,15 @@ class MemoryStore:
 
     def open(self, obj: ObjectRef) -> ObjectStream:
         self.streams += 1
-        return _MemoryStream(self.streamed, len(self.data), self.content_encoding)
+        crc32c = base64.b64encode(google_crc32c.value(self.data).to_bytes(4, "big")).decode()
+        return _MemoryStream(self.streamed, len(self.data), crc32c, self.content_encoding)
 
 
 class _MemoryStream(ObjectStream):
-    def __init__(self, data: bytes, size: int, content_encoding: str | None) -> None:
-        super().__init__("memory", size, None, None)
+    """The stream `streamed`, checked against the crc32c of the object as stored."""
+
+    def __init__(self, data: bytes, size: int, crc32c: str, content_encoding: str | None) -> None:
+        super().__init__("memory", size, crc32c, None)
         self._bytes = io.BytesIO(data)
         self.content_encoding = content_encoding
 

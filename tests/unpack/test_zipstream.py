@@ -156,12 +156,30 @@ def flipped(data: bytes, at: int) -> bytes:
     ],
     ids=["comment", "index-crc", "data-in-tail"],
 )
-def test_a_range_that_differs_from_the_stream_is_a_retry(staging, where):
-    """The download is the object (its checksum says so); a range that disagrees with it
-    was damaged on the way, and the install is tried again rather than failed."""
+def test_a_range_that_differs_from_the_stream_is_refused_as_corrupt(staging, where):
+    """The download is the object (its checksum holds); an index whose ranged bytes
+    disagree with it is not what the unpack may be planned from."""
     data = zip_bytes(comment=b"a comment")
     store = MemoryStore(data, ranged=flipped(data, where(data)))
-    with pytest.raises(TransientError, match="index as read first differs"):
+    with pytest.raises(CorruptArchiveError, match="index as read first differs"):
+        fetch_zip(store, staging)
+    assert store.streams == 1
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        lambda data: data.rindex(b"PK\x03\x04") + 1000,  # inside the last entry's data
+        lambda data: len(data) - 10,  # in the comment: every entry unpacks whole
+    ],
+    ids=["entry-data", "comment"],
+)
+def test_a_stream_damaged_on_the_way_fails_its_checksum_and_is_a_retry(staging, where):
+    """The ranges are whole, the stream is not: whatever the unpack made of it (a CRC-32
+    failure, or a mismatch with the index read first), the checksum says retry."""
+    data = zip_bytes(comment=b"a comment")
+    store = MemoryStore(data, streamed=flipped(data, where(data)))
+    with pytest.raises(TransientError, match="crc32c mismatch"):
         fetch_zip(store, staging)
     assert store.streams == 1
 
