@@ -4,8 +4,7 @@ Every object is read pinned to its generation and checksummed (`receiver.downloa
 what arrives is counted for the job's progress; a stored gzip layer (`gcloud storage cp
 -Z`) is removed before unpacking (`receiver.unpack`). A zip's index is read first, by
 ranged reads of its end, and the zip then streams as a tar does (`unpack.zipstream`);
-one whose ranges are not its own bytes (stored gzip-encoded), or whose index looks
-corrupt in them, is spooled to disk first.
+one whose ranges are not its own bytes (stored gzip-encoded) is spooled to disk first.
 """
 
 from __future__ import annotations
@@ -86,11 +85,12 @@ def _fetch_zip(
         try:
             reporting = _ReportingStream(download, progress)
             zipstream.unpack_zip_stream(reporting, index, staging, limits)
-        except CorruptArchiveError:
-            # A checksum mismatch makes this a retry (damaged on the way, as for a tar);
-            # otherwise the download is the object, and an index whose ranged bytes differ
-            # from it (`IndexMismatchError`) is refused as corrupt, as a bad entry is.
+        except zipstream.IndexMismatchError as exc:
+            # The download is the object (its checksum says so): the ranged reads were not.
             download.verify()
+            raise TransientError(f"{ref.url}: {exc}") from exc
+        except CorruptArchiveError:
+            download.verify()  # damaged on the way: a retry (as for a tar)
             raise
         download.verify()
 
