@@ -121,8 +121,11 @@ def unpack_member(raw: IO[bytes], info: zipfile.ZipInfo, unpacker: SafeWriter) -
         unpacker.directory(info.filename)
     elif file_type == stat.S_IFLNK:
         source = _ZipMember(raw, info)
-        target = source.read(MAX_SYMLINK_TARGET + 1).decode("utf-8", "replace")
-        unpacker.symlink(info.filename, target)
+        # Read to its end, which checks its CRC-32 and size: one read may come back short.
+        target = b""
+        while len(target) <= MAX_SYMLINK_TARGET and (chunk := source.read(MAX_SYMLINK_TARGET)):
+            target += chunk
+        unpacker.symlink(info.filename, target.decode("utf-8", "replace"))
     else:
         # Inflated ahead on a thread while the writer copies (as tar's stream, `readahead`).
         with ReadAhead(_ZipMember(raw, info)) as member:
@@ -144,7 +147,7 @@ class _ZipMember:
 
     def __init__(self, raw: IO[bytes], info: zipfile.ZipInfo) -> None:
         raw.seek(info.header_offset)
-        header = raw.read(_LOCAL_HEADER.size)
+        header = _read_full(raw, _LOCAL_HEADER.size)
         if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
             raise CorruptArchiveError(f"zip entry {info.filename!r} has no local header")
         fields = _LOCAL_HEADER.unpack(header)
@@ -153,7 +156,7 @@ class _ZipMember:
             raise ArchiveError(f"zip entry {info.filename!r} is encrypted")
         if flags & _PATCHED:
             raise ArchiveError(f"zip entry {info.filename!r} holds patched data")
-        if raw.read(name_length) != _name_bytes(info):
+        if _read_full(raw, name_length) != _name_bytes(info):
             raise CorruptArchiveError(
                 f"zip entry {info.filename!r}: its name in the index and in its header differ"
             )
@@ -207,6 +210,14 @@ class _ZipMember:
             raise CorruptArchiveError(f"zip entry {name!r} is shorter than it says")
         if self._crc != self._info.CRC:
             raise CorruptArchiveError(f"zip entry {name!r} fails its CRC-32 check")
+
+
+def _read_full(raw: IO[bytes], size: int) -> bytes:
+    """`size` bytes, or fewer only at the end: a download's reads end where its chunks do."""
+    data = raw.read(size)
+    while len(data) < size and (more := raw.read(size - len(data))):
+        data += more
+    return data
 
 
 def _name_bytes(info: zipfile.ZipInfo) -> bytes:

@@ -4,6 +4,7 @@ zips of every layout install, and where streaming cannot apply the zip is spoole
 import io
 import logging
 import os
+import stat
 import struct
 import subprocess
 import zipfile
@@ -12,9 +13,10 @@ import zlib
 import pytest
 
 from receiver.errors import ArchiveError, CorruptArchiveError, TransientError
+from receiver.unpack.readahead import READ_BYTES
 from receiver.unpack.zipstream import TAIL_BYTES
 from tests.hostile import gzip
-from tests.unpack.archives import MemoryStore, fetch_zip, outside
+from tests.unpack.archives import MemoryStore, fetch_zip, outside, unpack
 
 FILES = {
     "m/saved_model.pb": b"graph" * 1000,
@@ -229,3 +231,23 @@ def test_a_stream_cut_short_is_corrupt(staging):
     data = zip_bytes()
     with pytest.raises(TransientError, match="truncated download"):
         fetch_zip(MemoryStore(data, streamed=data[:1000]), staging)
+
+
+def _padded_zip(pad: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("m/pad.bin", b"x" * pad)
+        archive.writestr("m/dir/target_file_long_name", b"hello")
+        link = zipfile.ZipInfo("m/link")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, b"dir/target_file_long_name")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("pad", range(READ_BYTES - 220, READ_BYTES - 100, 4))
+def test_headers_and_link_targets_across_the_downloads_read_boundaries_are_read_whole(staging, pad):
+    """The download's reads end where its 2 MiB chunks do, wherever a header or a link's
+    target lies: each is read whole (before, one layout in three failed or cut a link)."""
+    unpack(_padded_zip(pad), staging, "zip")
+    assert os.readlink(staging / "m" / "link") == "dir/target_file_long_name"
+    assert (staging / "m" / "dir" / "target_file_long_name").read_bytes() == b"hello"
