@@ -41,7 +41,7 @@ ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 
 
 class _Decompressor(Protocol):
-    """The shape of bz2/lzma/zstd decompressors, which `_Inflater` gives gzip too."""
+    """The shape of bz2/lzma/zstd decompressors, which `DecompressedStream` reads."""
 
     @property
     def eof(self) -> bool: ...
