@@ -4,19 +4,21 @@
         .venv/bin/python benchmarks/profile_install.py install 1024
     PYTHONPATH=. .venv/bin/python benchmarks/profile_install.py summarize /tmp/install.raw
 
-`install SIZE [KIND]` uploads a SIZE MiB tar.gz (benchmarks/models.py: float32 weights
-unless KIND says half-zeros) to the storage
-emulator and runs `Installer.install` on it once, as the worker would. `summarize` reads
-py-spy's collapsed stacks (`--threads`, which names each thread) and prints, for each
-thread of the install, how long it was busy (waits on locks and queues left out) and
-the innermost frames it was busy in. py-spy slows the process it samples: the shares
-are what to read, not the seconds.
+`install SIZE [KIND [FORMAT]]` uploads a SIZE MiB archive (benchmarks/models.py: float32
+weights unless KIND says half-zeros; tar.gz unless FORMAT names another) into the storage
+emulator's files in /dev/shm and recycles memory, as the install benchmark does, and
+runs `Installer.install` on it once, as the worker would. `summarize` reads py-spy's
+collapsed stacks (`--threads`, which names each thread) and prints, for each thread of
+the install, how long it was busy (waits on locks and queues left out) and the innermost
+frames it was busy in. py-spy slows the process it samples: the shares are what to read,
+not the seconds.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,6 +27,8 @@ from pathlib import Path
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from benchmarks.common import emulator_root, place_object, recycle_memory
+from benchmarks.install import drop_caches
 from benchmarks.models import archive_path
 from receiver.config import Settings
 from receiver.dev.tools import StorageEmulator
@@ -35,17 +39,19 @@ from receiver.layout import ModelVersion, parse_object_name
 from receiver.objectref import ObjectRef
 
 
-def install(size_mib: int, kind: str = "weights") -> None:
-    emulator = StorageEmulator().start()
+def install(size_mib: int, kind: str = "weights", archive_format: str = "tar.gz") -> None:
+    root = emulator_root()
+    workdir = Path(tempfile.mkdtemp(prefix="profile-"))
+    emulator = StorageEmulator(root=root).start()
     try:
         client = storage.Client(
             project="profile",
             credentials=AnonymousCredentials(),
             client_options={"api_endpoint": emulator.url},
         )
-        blob = client.create_bucket("profile").blob("models/m/1.tar.gz")
-        blob.upload_from_filename(str(archive_path(kind, size_mib, "tar.gz")), timeout=1800)
-        workdir = Path(tempfile.mkdtemp(prefix="profile-"))
+        bucket = client.create_bucket("profile")
+        archive = archive_path(kind, size_mib, archive_format)
+        blob = place_object(bucket, root, f"models/m/1.{archive_format}", archive)
         settings = Settings.from_env(
             {"RECEIVER_SOURCE": "gs://profile/models", "RECEIVER_MODEL_DIR": str(workdir)},
             verifies_pushes=False,
@@ -58,11 +64,15 @@ def install(size_mib: int, kind: str = "weights") -> None:
         job, _ = journal.enqueue(ref, target)
         os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
         store = ObjectStore.from_environment()
+        drop_caches()
+        recycle_memory(2 * size_mib * 2**20 + blob.size, workdir)
         started = time.perf_counter()
         Installer(settings, store).install(ref, target, job.id)
         print(f"installed {size_mib} MiB in {time.perf_counter() - started:.2f} s")
     finally:
         emulator.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # py-spy counts a thread blocked on a lock or queue as running: samples whose innermost
@@ -91,6 +101,6 @@ def summarize(raw: Path, top: int = 4, rate: int = 200) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "install":
-        install(int(sys.argv[2]), *sys.argv[3:4])
+        install(int(sys.argv[2]), *sys.argv[3:5])
     else:
         summarize(Path(sys.argv[2]))

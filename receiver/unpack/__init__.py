@@ -8,6 +8,7 @@
                 as the download passes them, front to back (as tar's)
     zipindex    a zip's index sized up before zipfile reads it
     readahead   a stream read a few chunks ahead on its own thread (inflate beside the rest)
+    forward     a stream read front to back as a file (tell, forward seek), data as views
     writer      the safe writer: entries under staging, nothing escaping it
     flush       writeback started as files grow, finished files fsynced on a thread
     entrytree   the archive's own tree: where links lead, without the disk

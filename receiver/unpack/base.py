@@ -30,6 +30,12 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+class ViewReadable(Protocol):
+    """A file's data to write: its reads may be views into larger chunks, copied by no one."""
+
+    def read(self, size: int = -1, /) -> bytes | memoryview: ...
+
+
 class ByteBudget:
     """Counts unpacked bytes against RECEIVER_MAX_UNPACKED_BYTES and RECEIVER_MAX_RATIO."""
 

@@ -35,14 +35,14 @@ class ReadAhead:
     Use as a context manager (or call `close`): closing stops the thread once its current
     read returns, before the stream under it is closed."""
 
-    def __init__(self, source: Readable, depth: int = DEPTH) -> None:
+    def __init__(self, source: Readable, depth: int = DEPTH, name: str = "unpack-inflate") -> None:
         self._source = source
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(depth)
         self._closed = threading.Event()
         self._current = b""
         self._offset = 0
         self._ended = False
-        self._thread = threading.Thread(target=self._produce, name="unpack-read", daemon=True)
+        self._thread = threading.Thread(target=self._produce, name=name, daemon=True)
         self._thread.start()
 
     def __enter__(self) -> ReadAhead:

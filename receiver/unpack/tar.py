@@ -2,10 +2,11 @@
 
 `decompress.decompressed` inflates it in bounded steps and tarfile only ever sees plain
 tar, and only its headers: tarfile parses them (pax, GNU long names and all) from a
-`_ForwardStream`, which gives it the `tell` and forward-only `seek` of its random-access
+`ForwardStream`, which gives it the `tell` and forward-only `seek` of its random-access
 mode, and each member's data is read straight off that stream into the writer
-(`_MemberData`), whole read-ahead chunks passed on uncopied. tarfile's stream mode (`r|`)
-and `extractfile` copied every byte three times more on the way (docs/benchmarks.md).
+(`_MemberData`), as views of the inflated chunks: no byte is copied on the way.
+tarfile's stream mode (`r|`) and `extractfile` copied every byte three times more
+(docs/benchmarks.md).
 
 tarfile is held to three more rules than it keeps on its own: a header that carries
 data (pax, GNU long names) may not claim more than `MAX_HEADER_BYTES`, which tarfile
@@ -26,6 +27,7 @@ from receiver.config import Limits
 from receiver.errors import ArchiveError, CorruptArchiveError
 from receiver.unpack import decompress
 from receiver.unpack.base import ByteBudget, Readable
+from receiver.unpack.forward import ForwardStream
 from receiver.unpack.readahead import DOWNLOAD_DEPTH, READ_BYTES, ReadAhead
 from receiver.unpack.writer import SafeWriter
 
@@ -49,7 +51,7 @@ def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callabl
     # The decompressed stream has a budget of its own: it also counts headers and padding.
     # The download and the inflate are each read ahead on a thread of their own, so one
     # core inflates while the socket, tarfile and the writes use the other (`readahead`).
-    with ReadAhead(stream, DOWNLOAD_DEPTH) as download:
+    with ReadAhead(stream, DOWNLOAD_DEPTH, "unpack-download") as download:
         budget = ByteBudget(limits, compressed)
         with ReadAhead(decompress.decompressed(download, budget)) as plain:
             _read_tar(plain, unpacker)
@@ -58,7 +60,7 @@ def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callabl
 
 def _read_tar(plain: Readable, unpacker: SafeWriter) -> None:
     """Every member of the plain tar stream `plain` into `unpacker`, then the stream's end."""
-    stream = _ForwardStream(plain)
+    stream = ForwardStream(plain, _seek_back)
     try:
         with _TarReader(fileobj=cast(IO[bytes], stream), mode="r") as tar:
             while (member := tar.next()) is not None:
@@ -75,54 +77,24 @@ def _read_tar(plain: Readable, unpacker: SafeWriter) -> None:
         raise ArchiveError(f"the tar archive nests headers too deeply to read: {exc}") from exc
     # Read what follows the end-of-archive block (padding), so that a compressed stream
     # is checked to its end marker and checksum.
-    while stream.read(READ_BYTES):
-        pass
+    stream.skip_to_end()
 
 
-class _ForwardStream:
-    """A stream read front to back, with the position tarfile asks for (`tell`) and a
-    `seek` that only skips ahead (over padding, or a member the writer passed over)."""
-
-    def __init__(self, source: Readable) -> None:
-        self._source = source
-        self._position = 0
-
-    def tell(self) -> int:
-        return self._position
-
-    def read(self, size: int = -1, /) -> bytes:
-        size = READ_BYTES if size is None or size < 0 else size
-        chunk = self._source.read(size)
-        if 0 < len(chunk) < size:  # a header across two chunks: tarfile reads it in one
-            parts = [chunk]
-            got = len(chunk)
-            while got < size and (more := self._source.read(size - got)):
-                parts.append(more)
-                got += len(more)
-            chunk = b"".join(parts)
-        self._position += len(chunk)
-        return chunk
-
-    def seek(self, position: int, whence: int = 0, /) -> int:
-        if whence != 0 or position < self._position:
-            raise tarfile.ReadError("the tar reader tried to seek back in a stream")
-        while self._position < position:
-            if not self.read(min(position - self._position, READ_BYTES)):
-                break  # the next header read finds the end
-        return self._position
+def _seek_back() -> Exception:
+    return tarfile.ReadError("the tar reader tried to seek back in a stream")
 
 
 class _MemberData:
     """A member's `size` bytes, read off the stream as they come; short means truncated."""
 
-    def __init__(self, stream: _ForwardStream, size: int) -> None:
+    def __init__(self, stream: ForwardStream, size: int) -> None:
         self._stream = stream
         self._left = size
 
-    def read(self, size: int = -1, /) -> bytes:
+    def read(self, size: int = -1, /) -> memoryview:
         if not self._left:
-            return b""
-        chunk = self._stream.read(min(self._left, READ_BYTES if size < 0 else size))
+            return memoryview(b"")
+        chunk = self._stream.read1(min(self._left, READ_BYTES if size < 0 else size))
         if not chunk:
             raise CorruptArchiveError("the tar archive is truncated: it stops inside a member")
         self._left -= len(chunk)
@@ -179,7 +151,7 @@ class _TarReader(tarfile.TarFile):
 
 
 def _unpack_tar_member(
-    stream: _ForwardStream, member: tarfile.TarInfo, unpacker: SafeWriter
+    stream: ForwardStream, member: tarfile.TarInfo, unpacker: SafeWriter
 ) -> None:
     if member.issparse():
         raise ArchiveError(f"entry {member.name!r} is a sparse file; a SavedModel has none")

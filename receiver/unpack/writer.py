@@ -30,16 +30,16 @@ from typing import IO
 from receiver.config import Limits
 from receiver.errors import ArchiveError, TransientError
 from receiver.unpack.base import (
-    CHUNK_SIZE,
     MAX_LINK_TARGET_BYTES,
     MAX_SYMLINK_TARGET,
     ByteBudget,
-    Readable,
+    ViewReadable,
     check_name,
     is_macos_junk,
 )
 from receiver.unpack.entrytree import FILE, EntryTree, Link, Node
 from receiver.unpack.flush import Flusher
+from receiver.unpack.readahead import READ_BYTES
 
 
 class SafeWriter:
@@ -66,7 +66,7 @@ class SafeWriter:
             with self._lock:
                 self._make_dirs(parts)
 
-    def file(self, name: str, source: Readable, executable: bool = False) -> None:
+    def file(self, name: str, source: ViewReadable, executable: bool = False) -> None:
         parts = check_name(name)
         if not parts:
             raise ArchiveError(f"entry {name!r} has no file name")
@@ -195,23 +195,28 @@ class SafeWriter:
 
 
 def _copy(
-    source: Readable, out: IO[bytes], spend: Callable[[int], None], written: Callable[[int], None]
+    source: ViewReadable,
+    out: IO[bytes],
+    spend: Callable[[int], None],
+    written: Callable[[int], None],
 ) -> None:
     """Copy `source` to `out`, each chunk counted before it is written, `written` told
     the file's size after each write.
 
     A file of more than one chunk is written by a second thread while the next chunk is
-    read: the `write` system call releases the GIL, so inflating and tar's copying on
-    this thread overlap the kernel's copy into the page cache (docs/benchmarks.md)."""
-    chunk = source.read(CHUNK_SIZE)
-    following = source.read(CHUNK_SIZE) if chunk else b""
+    read: the `write` system call releases the GIL, so inflating and reading on this
+    thread overlap the kernel's copy into the page cache (docs/benchmarks.md). Chunks are
+    asked for a read-ahead chunk at a time (`READ_BYTES`), so each is handed on whole,
+    with no slice copied and one hand-over to the writer per chunk."""
+    chunk = source.read(READ_BYTES)
+    following = source.read(READ_BYTES) if chunk else b""
     if not following:
         spend(len(chunk))
         _write(out, chunk)
         return
     size = 0
 
-    def write(data: bytes) -> None:
+    def write(data: bytes | memoryview) -> None:
         nonlocal size
         _write(out, data)
         size += len(data)
@@ -224,11 +229,11 @@ def _copy(
             spend(len(following))
             pending.result()  # one write in flight: memory stays at two chunks
             pending = writer.submit(write, following)
-            following = source.read(CHUNK_SIZE)
+            following = source.read(READ_BYTES)
         pending.result()
 
 
-def _write(out: IO[bytes], chunk: bytes) -> None:
+def _write(out: IO[bytes], chunk: bytes | memoryview) -> None:
     try:
         out.write(chunk)
     except OSError as exc:

@@ -8,9 +8,10 @@ Each entry's data is then read by `_ZipMember`, which inflates with ISA-L in bou
 (zipfile would use zlib, half the speed) and checks what zipfile checks: the local
 header's signature and name, no encryption, the CRC-32 and the size.
 
-Entries are read in the order their data comes, from anything with `read`, `tell` and a
-`seek` that may only go forward: a file (`unpack_zip`, for a zip spooled to disk) or the
-download itself (`zipstream`).
+Entries are read in the order their data comes, from anything with `read`, `read1`,
+`tell` and a `seek` that may only go forward: a file (`unpack_zip`, for a zip spooled to
+disk) or the download itself (`zipstream`). Both paths refuse an entry whose local header
+runs into the next entry (`unpack_entries`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from isal import isal_zlib
 
@@ -42,9 +43,17 @@ def unpack_zip(path: Path, root: Path, limits: Limits) -> None:
     compressed_size = path.stat().st_size
     unpacker = SafeWriter(root, limits, lambda: compressed_size)
     with path.open("rb") as raw, corrupt_errors():
-        for info in read_entries(raw, limits):
-            unpack_member(raw, info, unpacker)
+        unpack_entries(raw, read_entries(raw, limits), unpacker)
     unpacker.finish()
+
+
+class Seekable(Protocol):
+    """A file, or the download read front to back (`ForwardStream`)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def read1(self, size: int = -1, /) -> bytes | memoryview: ...
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+    def tell(self) -> int: ...
 
 
 @contextlib.contextmanager
@@ -111,7 +120,18 @@ def overlap(info: zipfile.ZipInfo, following: zipfile.ZipInfo) -> ArchiveError:
     )
 
 
-def unpack_member(raw: IO[bytes], info: zipfile.ZipInfo, unpacker: SafeWriter) -> None:
+def unpack_entries(raw: Seekable, entries: list[zipfile.ZipInfo], unpacker: SafeWriter) -> None:
+    """Every entry of `entries` (checked by `check_entries`, in the order of their data)
+    into `unpacker`, read from `raw`."""
+    for number, info in enumerate(entries):
+        if number and raw.tell() > info.header_offset:
+            # The previous entry's local header (its extra fields) ran into this one.
+            raise overlap(entries[number - 1], info)
+        raw.seek(info.header_offset)
+        unpack_member(raw, info, unpacker)
+
+
+def unpack_member(raw: Seekable, info: zipfile.ZipInfo, unpacker: SafeWriter) -> None:
     """One entry (checked by `check_entries`) into `unpacker`, its data read from `raw`."""
     # Only Unix-made zips carry a file type; zipfile.writestr leaves the type bits at zero,
     # and other systems store DOS attributes there. No type bits means a regular file.
@@ -145,9 +165,9 @@ class _ZipMember:
     as zipfile itself uses them; the local header only locates the data.
     """
 
-    def __init__(self, raw: IO[bytes], info: zipfile.ZipInfo) -> None:
+    def __init__(self, raw: Seekable, info: zipfile.ZipInfo) -> None:
         raw.seek(info.header_offset)
-        header = _read_full(raw, _LOCAL_HEADER.size)
+        header = raw.read(_LOCAL_HEADER.size)
         if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
             raise CorruptArchiveError(f"zip entry {info.filename!r} has no local header")
         fields = _LOCAL_HEADER.unpack(header)
@@ -156,7 +176,7 @@ class _ZipMember:
             raise ArchiveError(f"zip entry {info.filename!r} is encrypted")
         if flags & _PATCHED:
             raise ArchiveError(f"zip entry {info.filename!r} holds patched data")
-        if _read_full(raw, name_length) != _name_bytes(info):
+        if raw.read(name_length) != _name_bytes(info):
             raise CorruptArchiveError(
                 f"zip entry {info.filename!r}: its name in the index and in its header differ"
             )
@@ -188,7 +208,7 @@ class _ZipMember:
 
     def _next(self, size: int) -> bytes:
         if self._inflate is None:
-            return self._take(size)
+            return bytes(self._take(size))
         while not self._inflate.eof:
             data = self._inflate.unconsumed_tail or self._take(CHUNK_SIZE)
             # Called with no input too: ISA-L may hold output from input it has taken.
@@ -197,8 +217,8 @@ class _ZipMember:
                 return out
         return b""
 
-    def _take(self, size: int) -> bytes:
-        data = self._raw.read(min(size, self._left))
+    def _take(self, size: int) -> bytes | memoryview:
+        data = self._raw.read1(min(size, self._left))
         self._left -= len(data)
         return data
 
@@ -210,14 +230,6 @@ class _ZipMember:
             raise CorruptArchiveError(f"zip entry {name!r} is shorter than it says")
         if self._crc != self._info.CRC:
             raise CorruptArchiveError(f"zip entry {name!r} fails its CRC-32 check")
-
-
-def _read_full(raw: IO[bytes], size: int) -> bytes:
-    """`size` bytes, or fewer only at the end: a download's reads end where its chunks do."""
-    data = raw.read(size)
-    while len(data) < size and (more := raw.read(size - len(data))):
-        data += more
-    return data
 
 
 def _name_bytes(info: zipfile.ZipInfo) -> bytes:

@@ -30,9 +30,10 @@ from receiver.config import Limits
 from receiver.errors import CorruptArchiveError
 from receiver.unpack import zipindex
 from receiver.unpack.base import Readable
-from receiver.unpack.readahead import DOWNLOAD_DEPTH, READ_BYTES, ReadAhead
+from receiver.unpack.forward import ForwardStream
+from receiver.unpack.readahead import DOWNLOAD_DEPTH, ReadAhead
 from receiver.unpack.writer import SafeWriter
-from receiver.unpack.zip import corrupt_errors, overlap, read_entries, unpack_member
+from receiver.unpack.zip import corrupt_errors, read_entries, unpack_entries
 
 # The end record (22 bytes) and a comment of up to 65,535, with zip64's end record (56)
 # and locator (20) before them: zipfile looks no further back from the end than that.
@@ -109,15 +110,11 @@ def unpack_zip_stream(stream: Readable, index: ZipIndex, root: Path, limits: Lim
     unpacker = SafeWriter(root, limits, lambda: size)
     # The download is read ahead on a thread of its own, and each entry is inflated ahead
     # on another (`zip.unpack_member`), as a tar's stream is (`readahead`).
-    with ReadAhead(stream, DOWNLOAD_DEPTH) as download:
+    with ReadAhead(stream, DOWNLOAD_DEPTH, "unpack-download") as download:
         passing = _Passing(download, index.index)
         try:
             with corrupt_errors():
-                for number, info in enumerate(index.entries):
-                    if passing.tell() > info.header_offset:
-                        # The previous entry's local header (its extra fields) ran into this one.
-                        raise overlap(index.entries[number - 1], info)
-                    unpack_member(cast(IO[bytes], passing), info, unpacker)
+                unpack_entries(passing.stream, index.entries, unpacker)
         except CorruptArchiveError:
             passing.finish()  # a damaged index makes good entries look corrupt: say which
             raise
@@ -126,48 +123,34 @@ def unpack_zip_stream(stream: Readable, index: ZipIndex, root: Path, limits: Lim
 
 
 class _Passing:
-    """The download front to back, with the `tell` and forward-only `seek` that
-    `unpack_member` reads a file with; the index's bytes are compared as they pass."""
+    """The download read front to back (`ForwardStream`), the index's bytes compared with
+    the same bytes as they pass."""
 
     def __init__(self, source: Readable, index: IndexBytes) -> None:
-        self._source = source
         self._index = index
-        self._position = 0
         self._differs = False
+        self.stream = ForwardStream(source, _seek_back, self._compare)
 
-    def tell(self) -> int:
-        return self._position
-
-    def read(self, size: int = -1, /) -> bytes:
-        if size == 0:
-            return b""
-        chunk = self._source.read(READ_BYTES if size is None or size < 0 else size)
-        end = self._position + len(chunk)
-        if end > self._index.start:
-            skip = max(self._index.start - self._position, 0)
-            at = self._position + skip - self._index.start
-            if chunk[skip:] != self._index.data[at : end - self._index.start]:
+    def _compare(self, position: int, view: memoryview) -> None:
+        start = self._index.start
+        end = position + len(view)
+        if end > start:
+            skip = max(start - position, 0)
+            if view[skip:] != self._index.data[position + skip - start : end - start]:
                 self._differs = True
-        self._position = end
-        return chunk
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
-        target = offset if whence == io.SEEK_SET else self._position + offset
-        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < self._position:
-            raise CorruptArchiveError("the zip reader tried to seek back in the download")
-        while self._position < target and self.read(min(target - self._position, READ_BYTES)):
-            pass
-        return self._position
 
     def finish(self) -> None:
         """Read to the end; raise unless the index read first is what the download holds."""
-        while self.read(READ_BYTES):
-            pass
+        self.stream.skip_to_end()
         if self._differs:
             raise IndexMismatchError(
                 "the zip's index as read first differs from the same bytes in the download"
             )
-        if self._position != self._index.size:
+        if self.stream.tell() != self._index.size:
             raise CorruptArchiveError(
-                f"the zip download ends after {self._position} of {self._index.size} bytes"
+                f"the zip download ends after {self.stream.tell()} of {self._index.size} bytes"
             )
+
+
+def _seek_back() -> Exception:
+    return CorruptArchiveError("the zip reader tried to seek back in the download")
