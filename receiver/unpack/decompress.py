@@ -31,6 +31,7 @@ from isal import igzip, isal_zlib
 from receiver.config import Limits
 from receiver.errors import ArchiveError, CorruptArchiveError
 from receiver.unpack.base import CHUNK_SIZE, ByteBudget, Readable
+from receiver.unpack.forward import ForwardStream
 
 # Empty members in a row that a bzip2, xz or zstd stream may hold: they unpack to nothing
 # (so no budget stops them) but each costs a decompressor made in Python; real tools write
@@ -49,7 +50,7 @@ class _Decompressor(Protocol):
     def needs_input(self) -> bool: ...
     @property
     def unused_data(self) -> bytes: ...
-    def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
+    def decompress(self, data: bytes | memoryview, max_length: int = -1) -> bytes: ...
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -126,8 +127,8 @@ class DecompressedStream:
         factory: Callable[[], _Decompressor],
         budget: ByteBudget,
     ) -> None:
-        self._source = source
-        self._input = head  # compressed bytes read but not yet handed to a decompressor
+        self._source = ForwardStream(source)  # taken in views: no slice of it copied
+        self._input: bytes | memoryview = head  # read, not yet handed to a decompressor
         self.name = name
         self._factory = factory
         self._budget = budget
@@ -143,13 +144,13 @@ class DecompressedStream:
         while not self._done and size:
             if self._member.eof and not self._next_member():
                 break
-            data = b""
+            data: bytes | memoryview = b""
             # zstd can fill a read exactly, say it needs no input, then give nothing
             # without more: feed it then, and call the stream truncated only once the
             # source itself has run dry.
             asked = self._member.needs_input or starved
             if asked:
-                data = self._input or self._source.read(CHUNK_SIZE)
+                data = self._input or self._source.read1(CHUNK_SIZE)
                 self._input = b""
             try:
                 chunk = self._member.decompress(data, size)
@@ -173,10 +174,10 @@ class DecompressedStream:
 
     def _next_member(self) -> bool:
         """After one member ended: start the next one, if any bytes follow."""
-        rest = self._member.unused_data + self._input
+        rest: bytes | memoryview = self._member.unused_data + self._input
         self._input = b""
         if not rest:
-            rest = self._source.read(CHUNK_SIZE)
+            rest = self._source.read1(CHUNK_SIZE)
         if not rest:
             self._done = True
             return False
@@ -228,12 +229,12 @@ class _ReadInto:
     """`source` (its first bytes already read as `head`) with the `readinto` the reader uses."""
 
     def __init__(self, source: Readable, head: bytes) -> None:
-        self._source = source
+        self._source = ForwardStream(source)  # taken in views: copied once, into `buffer`
         self._pending = memoryview(head)
 
     def readinto(self, buffer: memoryview) -> int:
         if not self._pending:
-            self._pending = memoryview(self._source.read(len(buffer)))
+            self._pending = self._source.read1(len(buffer))
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]

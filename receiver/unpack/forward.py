@@ -4,7 +4,8 @@ They get a file's `tell`, a `seek` that may only skip ahead, and reads filled to
 asked, so a header that straddles two of the stream's chunks is read whole. Bulk data is
 taken with `read1`, a view into the chunk the stream returned: each byte of a member's
 data then goes from the inflate to the `write` system call without being copied on the
-way (copies held the GIL for a third of a tar install's main thread, docs/benchmarks.md).
+way (copies held the GIL for a third of a tar install's main thread, docs/benchmarks.md),
+and the inflaters take the download's chunks in bounded views the same way.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ class ForwardStream:
     def __init__(
         self,
         source: Readable,
-        seek_back: Callable[[], Exception],
+        seek_back: Callable[[], Exception] | None = None,
         watch: Watcher | None = None,
     ) -> None:
         self._source = source
-        self._seek_back = seek_back
+        self._seek_back = seek_back or (lambda: ValueError("a stream cannot seek back"))
         self._watch = watch
         self._chunk = memoryview(b"")
         self._position = 0
