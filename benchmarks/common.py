@@ -147,6 +147,12 @@ def wait_until_up(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"nothing answered {url} within {timeout:g}s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` has spent so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def worker_pids(master: int) -> list[str]:
     """The processes a gunicorn master has forked (its workers)."""
     return Path(f"/proc/{master}/task/{master}/children").read_text().split()
@@ -212,11 +218,7 @@ class Receiver:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the workers have spent so far (all their threads)."""
-        ticks = 0
-        for worker in worker_pids(self.process.pid):
-            fields = Path(f"/proc/{worker}/stat").read_text().rpartition(")")[2].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return sum(cpu_seconds(int(worker)) for worker in worker_pids(self.process.pid))
 
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)

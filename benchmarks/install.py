@@ -12,7 +12,9 @@ page cache is dropped (root only) and memory recycled (`common.recycle_memory`):
 * receiver: a real push (curl, signed token) to a real gunicorn receiver with
   RECEIVER_ACK=installed, timed to its answer `installed` (renamed into place, fsynced);
   a fresh gunicorn per row, so its peak RSS (worker VmHWM) is that row's; its CPU is the
-  user + system time its workers spent on the install;
+  user + system time its workers spent on the install, and the emulator's CPU what
+  fake-gcs-server spent meanwhile serving it: on one machine both share its cores, so
+  the install cannot beat their sum divided by the cores (the "CPU / cores" limit);
 * by hand: `curl -s URL | igzip -dc | tar -xf - -C DIR && sync` (tar.gz, Debian `isal`),
   `curl -s URL | tar -x[z|--zstd]f - -C DIR && sync`, and for zip `curl -o`, `unzip`,
   `sync`;
@@ -45,6 +47,7 @@ from isal import isal_zlib
 from benchmarks.common import (
     ROOT,
     Receiver,
+    cpu_seconds,
     emulator_root,
     link_object,
     place_object,
@@ -67,6 +70,7 @@ class Row:
     archive_bytes: int
     seconds: dict[str, float] = field(default_factory=dict)  # method -> median
     receiver_cpu: float = 0.0  # median seconds of CPU, the receiver's workers
+    emulator_cpu: float = 0.0  # median seconds of CPU fake-gcs-server spent serving them
     peak_rss_mib: int = 0
 
 
@@ -105,7 +109,7 @@ def run(
                 # The half-zeros model is the comparison with earlier rounds: tar.gz only.
                 for archive_format in formats if kind == "weights" else formats[:1]:
                     row, dropped_here = measure(
-                        bucket, root, emulator.url, kind, size, archive_format, runs
+                        bucket, root, emulator, kind, size, archive_format, runs
                     )
                     dropped = dropped and dropped_here
                     rows.append(row)
@@ -120,7 +124,7 @@ def run(
 def measure(
     bucket: storage.Bucket,
     root: Path,
-    emulator_url: str,
+    emulator: StorageEmulator,
     kind: str,
     size: int,
     archive_format: str,
@@ -128,22 +132,25 @@ def measure(
 ) -> tuple[Row, bool]:
     path = archive_path(kind, size, archive_format)
     shared = place_object(bucket, root, f"by-hand/{path.name}", path)
-    url = f"{emulator_url}/download/storage/v1/b/{bucket.name}/o/by-hand%2F{path.name}?alt=media"
+    url = f"{emulator.url}/download/storage/v1/b/{bucket.name}/o/by-hand%2F{path.name}?alt=media"
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     in_memory = root / bucket.name / shared.name  # the emulator's file: in /dev/shm
-    receiver = Receiver(emulator_url, bucket.name, workdir)
+    receiver = Receiver(emulator.url, bucket.name, workdir)
     row = Row(kind, size, archive_format, path.stat().st_size)
     versions = iter(range(1, runs + 1))
     cpu: list[float] = []
+    serving: list[float] = []
 
     def install() -> None:
         blob = link_object(bucket, root, shared, f"models/m/{next(versions)}.{archive_format}")
         drop_caches()
         recycle_memory(2 * size * MIB + row.archive_bytes, Path(_scratch()))
-        before, started = receiver.cpu_seconds(), time.perf_counter()
+        before, served = receiver.cpu_seconds(), cpu_seconds(emulator.pid)
+        started = time.perf_counter()
         receiver.install(blob)
         times[RECEIVER].append(time.perf_counter() - started)
         cpu.append(receiver.cpu_seconds() - before)
+        serving.append(cpu_seconds(emulator.pid) - served)
         blob.delete()
 
     actions = by_hand(url, archive_format, in_memory, size)
@@ -165,6 +172,7 @@ def measure(
         shared.delete()
     row.seconds = {name: statistics.median(taken) for name, taken in times.items()}
     row.receiver_cpu = statistics.median(cpu)
+    row.emulator_cpu = statistics.median(serving)
     return row, dropped
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,20 +36,22 @@ def write_report(
         "receiver's time divided by the other's (below 1: the receiver is faster).",
         "",
         f"| model | format | archive | {header} | ÷ igzip pipe | ÷ inflate | ÷ max(disk, wire) "
-        "| receiver CPU | receiver peak RSS |",
-        "|---|---|---:|" + "---:|" * len(COLUMNS) + "---:|---:|---:|---:|---:|",
+        "| receiver CPU | emulator CPU | ÷ CPU / cores | receiver peak RSS |",
+        "|---|---|---:|" + "---:|" * len(COLUMNS) + "---:|" * 7,
     ]
     for row in rows:
         seconds = row.seconds
         cells = " | ".join(_seconds(seconds.get(column)) for column in COLUMNS)
         receiver = seconds["receiver"]
         floor = max(seconds["disk (dd fdatasync)"], seconds["wire (curl -o /dev/null)"])
+        cpu_floor = (row.receiver_cpu + row.emulator_cpu) / (os.cpu_count() or 1)
         lines.append(
             f"| {row.kind}, {row.size_mib} MiB | {row.archive_format} "
             f"| {row.archive_bytes / MIB:.0f} MiB | {cells} "
             f"| {_ratio(receiver, seconds.get('curl | igzip -dc | tar -x'))} "
             f"| {_ratio(receiver, seconds.get('inflate alone'))} | {_ratio(receiver, floor)} "
-            f"| {row.receiver_cpu:.2f} s | {row.peak_rss_mib} MiB |"
+            f"| {row.receiver_cpu:.2f} s | {row.emulator_cpu:.2f} s "
+            f"| {_ratio(receiver, cpu_floor)} | {row.peak_rss_mib} MiB |"
         )
     (out / f"{table}.md").write_text("\n".join(lines) + "\n")
     chart(rows, out / f"{table}.png")

@@ -125,6 +125,11 @@ class StorageEmulator:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "start() it first"
+        return self._process.pid
+
     def wait(self) -> int:
         """Until the emulator exits (a signal handler may interrupt it); its exit code."""
         assert self._process is not None, "start() it first"
