@@ -54,11 +54,16 @@ class ForwardStream:
         """`size` bytes (a chunk's worth if negative), fewer only at the end."""
         if size < 0:
             return bytes(self.read1())
-        parts = []
-        while size and (view := self.read1(size)):
-            parts.append(view)
-            size -= len(view)
-        return b"".join(parts)
+        first = self.read1(size)
+        if len(first) == size or not first:
+            return bytes(first)
+        # Gathered into one buffer, not a list of views: a view costs ~200 bytes whatever
+        # its length, and an inflate can hand on one byte a chunk (one-byte zstd frames),
+        # so a 1 MiB tar header held ~450 MiB as a million views.
+        data = bytearray(first)
+        while len(data) < size and (view := self.read1(size - len(data))):
+            data += view
+        return bytes(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
         target = offset if whence == io.SEEK_SET else self._position + offset

@@ -1,6 +1,7 @@
 """The forward-only stream tarfile and the zip reader read the download through."""
 
 import io
+import tracemalloc
 
 import pytest
 
@@ -65,3 +66,31 @@ def test_the_watcher_sees_every_byte_at_its_offset():
     forward.seek(9)
     forward.skip_to_end()
     assert bytes(seen) == b"header-and-data"
+
+
+class OneByteChunks:
+    """An inflate handing on one byte a read, as a run of one-byte zstd frames makes it."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def read(self, size: int = -1, /) -> bytes:
+        if not self.left:
+            return b""
+        self.left -= 1
+        return b"a"
+
+
+def test_a_read_across_many_tiny_chunks_holds_about_what_it_returns():
+    """A tar header (up to MAX_HEADER_BYTES) arriving a byte at a time is gathered in one
+    buffer: held as a view a byte, a 1 MiB header took a worker's memory up by 450 MiB."""
+    size = 256 * 1024
+    forward = ForwardStream(OneByteChunks(size), lambda: ValueError("seek back"))
+    tracemalloc.start()
+    try:
+        data = forward.read(size)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert data == b"a" * size
+    assert peak < 4 * size
