@@ -1,5 +1,13 @@
 """Directory uploads: every object beside the done marker, installed on the marker."""
 
+import tracemalloc
+from types import SimpleNamespace
+from typing import cast
+
+from receiver.config import Limits
+from receiver.download import ObjectStore, ObjectStream
+from receiver.fetch import ByteCounter, fetch_directory
+from receiver.objectref import ObjectRef
 from receiver.sync import sync
 from receiver.vocabulary import JobState
 from tests.helpers import HALF_PLUS_TWO, same_files
@@ -68,3 +76,43 @@ def test_sync_installs_a_completed_directory(runtime, bucket, settings):
     assert [(job.model, job.version) for job in jobs] == [("half_plus_two", 42)]
     runtime.worker.run_once()
     assert same_files(settings.model_dir / "half_plus_two" / "42")
+
+
+class _Generated(ObjectStream):
+    """An object of `size` bytes made as it is read: each read a new allocation, as a
+    socket's is."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__("generated", size, None, None)
+        self._left = size
+
+    def _next(self, amount: int) -> bytes:
+        amount = min(amount, self._left)
+        self._left -= amount
+        return b"\x01" * amount
+
+
+def test_a_directory_upload_holds_a_few_small_reads_per_object(tmp_path):
+    """Eight objects are written at once, each read while its last read is written: with
+    2 MiB reads (an archive's read-ahead chunk) that held 48 MiB, four times 512 KiB's."""
+    size = 16 * 1024 * 1024
+    objects = [ObjectRef("b", f"models/m/1/variables/v{n}", 1, size=size) for n in range(8)]
+    store = SimpleNamespace(open=lambda obj: _Generated(size))
+    staging = tmp_path / ".staging-1-job1-test"
+    staging.mkdir()
+    limits = Limits(max_unpacked_bytes=1024**3, max_files=100, max_ratio=200)
+    tracemalloc.start()
+    try:
+        fetch_directory(
+            cast(ObjectStore, store),
+            ObjectRef("b", "models/m/1/_SUCCESS", 1),
+            objects,
+            staging,
+            limits,
+            ByteCounter(lambda done: None),
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [path.stat().st_size for path in (staging / "variables").iterdir()] == [size] * 8
+    assert peak < 20 * 1024 * 1024

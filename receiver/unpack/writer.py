@@ -66,7 +66,15 @@ class SafeWriter:
             with self._lock:
                 self._make_dirs(parts)
 
-    def file(self, name: str, source: ViewReadable, executable: bool = False) -> None:
+    def file(
+        self,
+        name: str,
+        source: ViewReadable,
+        executable: bool = False,
+        read_bytes: int = READ_BYTES,
+    ) -> None:
+        """`source` written as file `name`, read `read_bytes` at a time (an archive's
+        read-ahead chunk by default, whose reads are views)."""
         parts = check_name(name)
         if not parts:
             raise ArchiveError(f"entry {name!r} has no file name")
@@ -82,7 +90,7 @@ class SafeWriter:
         tracked = self._flusher.track(fd)
         try:
             with os.fdopen(fd, "wb") as out:
-                _copy(source, out, self.budget.spend, tracked.written)
+                _copy(source, out, self.budget.spend, tracked.written, read_bytes)
         except BaseException:
             tracked.abandon()
             raise
@@ -199,6 +207,7 @@ def _copy(
     out: IO[bytes],
     spend: Callable[[int], None],
     written: Callable[[int], None],
+    read_bytes: int,
 ) -> None:
     """Copy `source` to `out`, each chunk counted before it is written, `written` told
     the file's size after each write.
@@ -206,10 +215,10 @@ def _copy(
     A file of more than one chunk is written by a second thread while the next chunk is
     read: the `write` system call releases the GIL, so inflating and reading on this
     thread overlap the kernel's copy into the page cache (docs/benchmarks.md). Chunks are
-    asked for a read-ahead chunk at a time (`READ_BYTES`), so each is handed on whole,
-    with no slice copied and one hand-over to the writer per chunk."""
-    chunk = source.read(READ_BYTES)
-    following = source.read(READ_BYTES) if chunk else b""
+    asked for `read_bytes` at a time: from an archive a read-ahead chunk (`READ_BYTES`),
+    so each is handed on whole, with no slice copied and one hand-over per chunk."""
+    chunk = source.read(read_bytes)
+    following = source.read(read_bytes) if chunk else b""
     if not following:
         spend(len(chunk))
         _write(out, chunk)
@@ -229,7 +238,7 @@ def _copy(
             spend(len(following))
             pending.result()  # one write in flight: memory stays at two chunks
             pending = writer.submit(write, following)
-            following = source.read(READ_BYTES)
+            following = source.read(read_bytes)
         pending.result()
 
 
