@@ -33,10 +33,15 @@ from receiver.errors import ArchiveError, CorruptArchiveError
 from receiver.unpack.base import CHUNK_SIZE, ByteBudget, Readable
 from receiver.unpack.forward import ForwardStream
 
-# Empty members in a row that a bzip2, xz or zstd stream may hold: they unpack to nothing
-# (so no budget stops them) but each costs a decompressor made in Python; real tools write
-# one at most. gzip's reader walks members in C (a million empty ones: under a second).
-MAX_EMPTY_MEMBERS = 16
+# Members a bzip2, xz or zstd stream may hold: `FREE_MEMBERS`, and one more for each
+# `MEMBER_BYTES` it has unpacked. Each member costs a decompressor made in Python and a
+# few reads (~70 us), and an empty or one-byte member is a few bytes of archive, so
+# without a bound a 10 MB archive of one-byte zstd frames took over a minute (1 GB:
+# hours), and empty ones unpack to nothing, so no byte budget stops them. Real tools
+# write one member (zstd, xz) or one per block of about 900 KB (pbzip2). gzip's reader
+# walks members in C (a million empty ones: under a second), so gzip has no such rule.
+FREE_MEMBERS = 64
+MEMBER_BYTES = 64 * 1024
 # typed as an instance in isal's stubs
 ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 
@@ -134,8 +139,7 @@ class DecompressedStream:
         self._budget = budget
         self._member = factory()
         self._members = 1
-        self._empty_members = 0  # in a row, each costing a decompressor and a copy of the input
-        self._member_output = False
+        self._unpacked = 0
         self._done = False
 
     def read(self, size: int = -1, /) -> bytes:
@@ -163,7 +167,7 @@ class DecompressedStream:
                 raise CorruptArchiveError(f"corrupt {self.name} data: {exc}") from exc
             if chunk:
                 self._budget.spend(len(chunk))
-                self._member_output = True
+                self._unpacked += len(chunk)
                 return chunk
             if asked and not data and not self._member.eof:
                 raise CorruptArchiveError(
@@ -181,13 +185,12 @@ class DecompressedStream:
         if not rest:
             self._done = True
             return False
-        self._empty_members = 0 if self._member_output else self._empty_members + 1
-        if self._empty_members > MAX_EMPTY_MEMBERS:
+        if self._members >= FREE_MEMBERS + self._unpacked // MEMBER_BYTES:
             raise ArchiveError(
-                f"more than {MAX_EMPTY_MEMBERS} empty {self.name} members in a row; "
-                "refusing a hostile stream"
+                f"the {self.name} stream holds more than {FREE_MEMBERS} members averaging "
+                f"under {MEMBER_BYTES // 1024} KiB unpacked; refusing a hostile stream "
+                f"({self.name} tools write one member)"
             )
-        self._member_output = False
         self._input = rest
         self._member = self._factory()
         self._members += 1

@@ -28,6 +28,7 @@ from tests.hostile.builders import (
     zip_index,
     zip_of,
     zstd_,
+    zstd_one_byte_frames,
 )
 
 __all__ = ["CORPUS", "Hostile", "gzip", "gzip_bomb", "zip_index"]
@@ -184,8 +185,14 @@ CORPUS = [
     Hostile(
         "zstd-empty-frames",
         "tar.zst",
-        "more than 16 empty zstd members in a row",
+        "more than 64 members averaging under 64 KiB",
         lambda: zstd_(b"") * 1000 + tar(compress=zstd_),
+    ),
+    Hostile(
+        "zstd-one-byte-frames",
+        "tar.zst",
+        "more than 64 members averaging under 64 KiB",
+        lambda: tar(compress=zstd_one_byte_frames),
     ),
     Hostile(
         "content-encoding-gzip-bomb",

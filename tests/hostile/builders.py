@@ -111,6 +111,11 @@ def zstd_(data: bytes) -> bytes:
     return zstd.compress(data)
 
 
+def zstd_one_byte_frames(data: bytes) -> bytes:
+    """`data` as one zstd frame per byte: each a few bytes, each a decompressor to make."""
+    return b"".join(zstd.compress(data[i : i + 1]) for i in range(len(data)))
+
+
 def better_zip_bomb(files: int = 32, kernel_bytes: int = 4 * MIB) -> bytes:
     """Fifield's overlapping zip: every entry's data runs on through the next entries' headers.
 

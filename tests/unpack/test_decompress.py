@@ -154,16 +154,39 @@ def test_no_encoding_and_identity_pass_the_bytes_through(staging):
     assert same_files(staging / "m")
 
 
-@pytest.mark.parametrize(("empty", "refused"), [(16, False), (17, True)])
-def test_a_run_of_empty_zstd_frames_is_refused_past_sixteen(staging, empty, refused):
-    """Each costs a decompressor made in Python and unpacks to nothing: a million cost minutes."""
-    data = zstd.compress(b"") * empty + zstd.compress(model_tar())
+@pytest.mark.parametrize("one_byte", [False, True], ids=["empty", "one-byte"])
+@pytest.mark.parametrize(("frames", "refused"), [(63, False), (64, True)])
+def test_a_stream_of_tiny_zstd_frames_is_refused_past_64(staging, one_byte, frames, refused):
+    """Each costs a decompressor made in Python, and the byte budget cannot stop a frame
+    that unpacks to nothing or one byte: a 10 MB archive of them took over a minute."""
+    plain = model_tar()
+    if one_byte:  # the tar's first bytes a frame each, then the rest in one
+        data = hostile.builders.zstd_one_byte_frames(plain[:frames])
+        data += zstd.compress(plain[frames:])
+    else:
+        data = zstd.compress(b"") * frames + zstd.compress(plain)
     if refused:
-        with pytest.raises(ArchiveError, match="more than 16 empty zstd members"):
+        with pytest.raises(ArchiveError, match="more than 64 members averaging under 64 KiB"):
             unpack(data, staging, "tar")
     else:
         unpack(data, staging, "tar")
         assert same_files(staging / "m")
+
+
+def test_many_frames_of_real_size_are_read(staging):
+    """As multi-frame tools write (pzstd, seekable zstd): 200 frames of 64 KiB each."""
+    payload = random.randbytes(200 * 64 * 1024)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("m/variables/variables.data-00000-of-00001")
+        info.size = len(payload)
+        archive.addfile(info, io.BytesIO(payload))
+    plain = buffer.getvalue()
+    frames = b"".join(
+        zstd.compress(plain[at : at + 64 * 1024]) for at in range(0, len(plain), 64 * 1024)
+    )
+    unpack(frames, staging, "tar")
+    assert (staging / "m/variables/variables.data-00000-of-00001").read_bytes() == payload
 
 
 def test_empty_gzip_members_and_zero_padding_are_read_past_as_gzip_does(staging):
