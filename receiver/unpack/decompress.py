@@ -83,7 +83,7 @@ def decompressed(source: Readable, budget: ByteBudget) -> Readable:
     for magic, (name, factory) in _FORMATS.items():
         if head.startswith(magic):
             return DecompressedStream(source, head, name, factory, budget)
-    return _Plain(source, head, budget)
+    return Plain(source, head, budget)
 
 
 _CONTENT_GZIP = "Content-Encoding: gzip (gcloud storage cp -Z)"  # names it in errors
@@ -248,7 +248,7 @@ class _ReadInto:
         return bytes(buffer[: self.readinto(memoryview(buffer))])
 
 
-class _Plain:
+class Plain:
     """An uncompressed stream, passed through and counted."""
 
     def __init__(self, source: Readable, head: bytes, budget: ByteBudget) -> None:

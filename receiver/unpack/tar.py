@@ -50,11 +50,16 @@ def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callabl
     unpacker = SafeWriter(root, limits, compressed)
     # The decompressed stream has a budget of its own: it also counts headers and padding.
     # The download and the inflate are each read ahead on a thread of their own, so one
-    # core inflates while the socket, tarfile and the writes use the other (`readahead`).
+    # core inflates while the socket, tarfile and the writes use the other (`readahead`);
+    # a plain tar has nothing to inflate, and a thread to pass its chunks on only adds a
+    # hand-over per chunk and four chunks of memory.
     with ReadAhead(stream, DOWNLOAD_DEPTH, "unpack-download") as download:
-        budget = ByteBudget(limits, compressed)
-        with ReadAhead(decompress.decompressed(download, budget)) as plain:
-            _read_tar(plain, unpacker)
+        inflated = decompress.decompressed(download, ByteBudget(limits, compressed))
+        if isinstance(inflated, decompress.Plain):
+            _read_tar(inflated, unpacker)
+        else:
+            with ReadAhead(inflated) as plain:
+                _read_tar(plain, unpacker)
     unpacker.finish()
 
 
