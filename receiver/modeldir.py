@@ -21,6 +21,8 @@ from pathlib import Path
 
 from receiver.layout import PROVENANCE_FILE, is_model_name, parse_version
 
+TRASH_PREFIX = ".trash-"  # a withdrawn version, hidden from TF Serving, until deleted
+
 
 def read_provenance(version_dir: Path) -> dict[str, object]:
     """Where an installed version came from ({} if unknown, e.g. placed by hand)."""
@@ -87,9 +89,12 @@ def superseded(model_root: Path, version: int, keep: int) -> str | None:
     return None
 
 
-def prune(model_root: Path, keep: int, protected: int | None = None) -> list[int]:
+def prune(
+    model_root: Path, keep: int, protected: int | None = None, *, delete: bool = True
+) -> list[int]:
     """Withdraw all but the `keep` highest versions (0 keeps all), and never `protected`
-    or any version above it; returns those removed."""
+    or any version above it; returns those removed. With `delete` false they are only
+    hidden (out of TF Serving's sight at once), for `empty_trash` to delete later."""
     if keep <= 0:
         return []
     with directory_lock(model_root):
@@ -98,7 +103,7 @@ def prune(model_root: Path, keep: int, protected: int | None = None) -> list[int
             kept |= {v for v in installed_versions(model_root) if v >= protected}
         removed = [(v, path) for v, path in version_dirs(model_root) if v not in kept]
         for _, path in removed:
-            withdraw(path)
+            withdraw(path, delete=delete)
     return sorted({version for version, _ in removed})
 
 
@@ -125,11 +130,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def withdraw(version_dir: Path) -> None:
-    """Take a version away from TF Serving in one rename, then delete it."""
-    trash = version_dir.with_name(f".trash-{version_dir.name}-{secrets.token_hex(6)}")
+def withdraw(version_dir: Path, *, delete: bool = True) -> None:
+    """Take a version away from TF Serving in one rename, then delete it (unless not
+    `delete`: then `empty_trash` does, later)."""
+    trash = version_dir.with_name(f"{TRASH_PREFIX}{version_dir.name}-{secrets.token_hex(6)}")
     try:
         os.rename(version_dir, trash)
     except FileNotFoundError:
         return  # another process withdrew it first
-    shutil.rmtree(trash, ignore_errors=True)
+    if delete:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def empty_trash(model_root: Path) -> None:
+    """Delete the versions withdrawn under `model_root` but not yet deleted, by any
+    process (two deleting one tree at once is harmless)."""
+    for trash in model_root.glob(f"{TRASH_PREFIX}*"):
+        shutil.rmtree(trash, ignore_errors=True)

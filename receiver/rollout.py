@@ -56,6 +56,7 @@ class Rollout:
         self.journal = journal
         self.tfserving = TFServing(settings.tfserving_url) if settings.tfserving_url else None
         self._confirm_at = 0.0  # monotonic time of the next background confirmation
+        self._untidy: set[str] = set()  # models with pruned versions not yet deleted
 
     def first_state(self) -> LoadState:
         return LoadState.LOADING if self.tfserving else LoadState.UNCONFIRMED
@@ -149,14 +150,22 @@ class Rollout:
             ]  # fmt: skip
             protected = max(available, default=None)
         pruned = modeldir.prune(
-            self.settings.model_dir / model, self.settings.keep_versions, protected
+            self.settings.model_dir / model, self.settings.keep_versions, protected, delete=False
         )
         if pruned:
             log.info("pruned %s versions %s", model, pruned)
+            self._untidy.add(model)
         if self.versions is not None:
             for version in pruned:
                 self.versions.forget(model, version)
         return pruned
+
+    def empty_trash(self) -> None:
+        """Delete the versions pruned since the last call. A prune only hides them (TF
+        Serving stops seeing them at once); the worker deletes them once the job is
+        recorded, so a push's answer does not wait for a gigabyte's deletion."""
+        while self._untidy:
+            modeldir.empty_trash(self.settings.model_dir / self._untidy.pop())
 
     def _withdraw(self, model: str, version: int, reason: str) -> None:
         model_root = self.settings.model_dir / model

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from receiver.errors import PermanentError
 from receiver.layout import PROVENANCE_FILE, is_model_name
-from receiver.modeldir import fsync_dir
+from receiver.modeldir import TRASH_PREFIX, fsync_dir
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-_DEBRIS_PREFIXES = (".staging-", ".trash-", ".download-")
+_DEBRIS_PREFIXES = (".staging-", TRASH_PREFIX, ".download-")
 
 
 def find_saved_model(staging: Path) -> Path:

@@ -103,6 +103,7 @@ class Worker:
                 for model in self.installer.rollout.confirm_pending():
                     if self.syncer is not None:
                         self.syncer.model_failed(model)
+                self.installer.rollout.empty_trash()
                 self._forget_old_jobs()
                 worked = self.run_once()
             except Exception:
@@ -146,8 +147,6 @@ class Worker:
             try:
                 self.run_job(job)
             finally:
-                with self.changed:
-                    self.changed.notify_all()
                 _return_freed_memory()
         return True
 
@@ -189,6 +188,12 @@ class Worker:
             note = result.note or ("already installed" if result.already_installed else None)
             if self._finish(job, JobState.INSTALLED, note):
                 _record_install(result, time.monotonic() - started)
+        finally:
+            # The outcome is recorded: wake the pushes waiting on it before deleting what
+            # the install pruned (hidden from TF Serving already).
+            with self.changed:
+                self.changed.notify_all()
+            self.installer.rollout.empty_trash()
 
     def _withdrawn_after_delete(self, job: Job) -> bool:
         """Its object was deleted while it installed (RECEIVER_ON_DELETE=remove): withdraw."""

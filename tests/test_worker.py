@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from receiver import modeldir
 from receiver.config import Settings
 from receiver.vocabulary import JobState
 from receiver.web import create_app
@@ -36,6 +37,36 @@ def test_waiting_pushes_hear_when_the_worker_records_a_job(runtime, bucket, push
         assert runtime.worker.changed.wait(timeout=120), "the worker never told its waiters"
         assert only_job(runtime).state is JobState.INSTALLED
     thread.join()
+
+
+def test_a_push_hears_of_its_install_before_the_replaced_version_is_deleted(
+    runtime, bucket, push, settings, monkeypatch
+):
+    """The prune hides the version it replaces at once and deletes it once the job is
+    recorded: a waiting push's answer does not wait for a model's deletion."""
+    release = threading.Event()
+    empty_trash = modeldir.empty_trash
+
+    def held(model_root):
+        release.wait(120)
+        empty_trash(model_root)
+
+    monkeypatch.setattr(modeldir, "empty_trash", held)
+    model_root = settings.model_dir / "half_plus_two"
+    for version in (1, 2):
+        push(upload_model(bucket, version))
+        runtime.worker.run_once()
+    push(upload_model(bucket, 3))  # RECEIVER_KEEP_VERSIONS=2: version 1 goes
+    with runtime.worker.changed:
+        thread = threading.Thread(target=runtime.worker.run_once)
+        thread.start()
+        assert runtime.worker.changed.wait(timeout=120), "the worker never told its waiters"
+        assert runtime.journal.get(3).state is JobState.INSTALLED
+        assert modeldir.installed_versions(model_root) == [2, 3]  # out of TF Serving's sight
+        assert [p.name[:9] for p in model_root.glob(".trash-*")] == [".trash-1-"]
+    release.set()
+    thread.join()
+    assert sorted(p.name for p in model_root.iterdir()) == ["2", "3"]
 
 
 def test_object_deleted_before_install_fails_with_reason(runtime, bucket, push):
