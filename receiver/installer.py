@@ -136,6 +136,7 @@ class Installer:
         skip = modeldir.superseded(model_root, order.version, self.settings.keep_versions)
         if skip:
             raise SupersededError(skip)
+        modeldir.empty_all_trash(self.settings.model_dir)
         self._check_room(
             order.model, order.ref.size or 0, zip_spool=order.release.archive_format == "zip"
         )

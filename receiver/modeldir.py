@@ -147,3 +147,10 @@ def empty_trash(model_root: Path) -> None:
     process (two deleting one tree at once is harmless)."""
     for trash in model_root.glob(f"{TRASH_PREFIX}*"):
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def empty_all_trash(model_dir: Path) -> None:
+    """`empty_trash` for every model: before an install measures its room, so what another
+    worker process pruned (and may still be deleting), or one that died left, counts as free."""
+    for model in installed_models(model_dir):
+        empty_trash(model_dir / model)
