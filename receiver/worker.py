@@ -189,10 +189,8 @@ class Worker:
             if self._finish(job, JobState.INSTALLED, note):
                 _record_install(result, time.monotonic() - started)
         finally:
-            # The outcome is recorded: wake the pushes waiting on it before deleting what
-            # the install pruned (hidden from TF Serving already).
-            with self.changed:
-                self.changed.notify_all()
+            # The outcome is recorded and its waiters woken (`_record`): only now delete
+            # what the install pruned (hidden from TF Serving already).
             self.installer.rollout.empty_trash()
 
     def _withdrawn_after_delete(self, job: Job) -> bool:
@@ -236,10 +234,14 @@ class Worker:
         return self._record(job, recorded)
 
     def _record(self, job: Job, recorded: bool) -> bool:
+        """Every outcome passes here, also those of jobs that end before they install:
+        wake the pushes waiting on it."""
         if not recorded:
             log.warning(
                 "job %s: no longer held by this worker; its outcome is not recorded", job.id
             )
+        with self.changed:
+            self.changed.notify_all()
         return recorded
 
     def _heartbeat(self, job: Job, also: Callable[[int], None] | None) -> Heartbeat:

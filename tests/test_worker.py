@@ -39,6 +39,26 @@ def test_waiting_pushes_hear_when_the_worker_records_a_job(runtime, bucket, push
     thread.join()
 
 
+@pytest.mark.parametrize("ending", ["object deleted", "too many attempts"])
+def test_waiting_pushes_hear_of_a_job_that_ends_before_it_installs(runtime, bucket, push, ending):
+    blob = upload_model(bucket, 5)
+    push(blob)
+    job = only_job(runtime)
+    if ending == "object deleted":
+        assert runtime.journal.request_withdrawal(job.ref) is not None
+        expected = JobState.SKIPPED
+    else:  # each attempt cut off: claimed, then its process died (lease gone)
+        for _ in range(runtime.worker.retry.max_attempts):
+            runtime.journal.claim("died", lease_seconds=-1)
+        expected = JobState.FAILED
+    with runtime.worker.changed:
+        thread = threading.Thread(target=runtime.worker.run_once)
+        thread.start()
+        assert runtime.worker.changed.wait(timeout=120), "the worker never told its waiters"
+        assert only_job(runtime).state is expected
+    thread.join()
+
+
 def test_a_push_hears_of_its_install_before_the_replaced_version_is_deleted(
     runtime, bucket, push, settings, monkeypatch
 ):
