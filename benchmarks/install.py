@@ -54,7 +54,7 @@ from benchmarks.common import (
     recycle_memory,
 )
 from benchmarks.install_report import COLUMNS, write_report
-from benchmarks.models import FORMATS, KINDS, MIB, archive_path
+from benchmarks.models import FORMATS, KINDS, MIB, archive_path, object_suffix
 from receiver.dev.tools import StorageEmulator
 
 RECEIVER, IGZIP_PIPE, TAR_PIPE, INFLATE, DISK, WIRE = COLUMNS
@@ -142,7 +142,8 @@ def measure(
     serving: list[float] = []
 
     def install() -> None:
-        blob = link_object(bucket, root, shared, f"models/m/{next(versions)}.{archive_format}")
+        name = f"models/m/{next(versions)}.{object_suffix(archive_format)}"
+        blob = link_object(bucket, root, shared, name)
         drop_caches()
         recycle_memory(2 * size * MIB + row.archive_bytes, Path(_scratch()))
         before, served = receiver.cpu_seconds(), cpu_seconds(emulator.pid)
@@ -192,7 +193,7 @@ def by_hand(url: str, archive_format: str, local: Path, size: int) -> dict[str, 
     if archive_format in inflate:
         command = f"{inflate[archive_format]} {str(local)!r} > /dev/null"
         actions[INFLATE] = lambda: _shell(command)
-    elif archive_format == "zip":
+    elif archive_format == "zip":  # a stored zip has nothing to inflate
         actions[INFLATE] = lambda: inflate_zip(local)
     actions[DISK] = lambda: _unpack(
         f"dd if=/dev/zero of={{}}/dd bs=1M count={size} conv=fdatasync status=none"

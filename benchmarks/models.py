@@ -10,8 +10,9 @@ variables file of SIZE MiB):
   it and inflates the zeros at memory speed, which flatters every gzip reader.
 
 Archives are made by the tools a user publishes with (GNU tar, gzip -6, zstd -3, Info-ZIP
-zip -6) from files on disk, so a 5 GiB model never sits in memory, and kept under
-`CACHE` (named by kind, size and format) for the next run.
+zip -6, and `zip -0`, which stores every file as it is: `stored.zip`) from files on disk,
+so a 5 GiB model never sits in memory, and kept under `CACHE` (named by kind, size and
+format) for the next run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ SAMPLE = ROOT / "receiver" / "dev" / "sample" / "half_plus_two" / "00000123"
 CACHE = Path(tempfile.gettempdir()) / "bench-archives"
 MIB = 2**20
 KINDS = ("weights", "half-zeros")
-FORMATS = ("tar.gz", "tar.zst", "tar", "zip")
+FORMATS = ("tar.gz", "tar.zst", "tar", "zip", "stored.zip")
+STORED_ZIP = "stored.zip"  # a zip with nothing deflated: the zip reader without an inflate
 SEED = 23
 _BLOCK_VALUES = 4 * MIB  # float32 values drawn at a time: 16 MiB of weights
 
@@ -70,10 +72,16 @@ def _block(rng: numpy.random.Generator, kind: str, nbytes: int, second_half: boo
     return bytes(nbytes) if second_half else rng.bytes(nbytes)
 
 
+def object_suffix(archive_format: str) -> str:
+    """What an object of this format is named with (a stored zip is a zip to the receiver)."""
+    return "zip" if archive_format == STORED_ZIP else archive_format
+
+
 def _pack(model: Path, archive_format: str, out: Path) -> None:
     parent = str(model.parent)
-    if archive_format == "zip":
-        subprocess.run(["zip", "-q", "-6", "-r", str(out), model.name], cwd=parent, check=True)
+    if archive_format in ("zip", STORED_ZIP):
+        level = "-0" if archive_format == STORED_ZIP else "-6"
+        subprocess.run(["zip", "-q", level, "-r", str(out), model.name], cwd=parent, check=True)
         return
     tar = f"tar -cf - -C {parent!r} {model.name!r}"
     compress = {"tar.gz": " | gzip -6", "tar.zst": " | zstd -q -3", "tar": ""}[archive_format]

@@ -29,7 +29,7 @@ from google.cloud import storage
 
 from benchmarks.common import emulator_root, place_object, recycle_memory
 from benchmarks.install import drop_caches
-from benchmarks.models import archive_path
+from benchmarks.models import archive_path, object_suffix
 from receiver.config import Settings
 from receiver.dev.tools import StorageEmulator
 from receiver.download import ObjectStore
@@ -51,7 +51,7 @@ def install(size_mib: int, kind: str = "weights", archive_format: str = "tar.gz"
         )
         bucket = client.create_bucket("profile")
         archive = archive_path(kind, size_mib, archive_format)
-        blob = place_object(bucket, root, f"models/m/1.{archive_format}", archive)
+        blob = place_object(bucket, root, f"models/m/1.{object_suffix(archive_format)}", archive)
         settings = Settings.from_env(
             {"RECEIVER_SOURCE": "gs://profile/models", "RECEIVER_MODEL_DIR": str(workdir)},
             verifies_pushes=False,
