@@ -4,9 +4,9 @@
 `ZipInfo` per record), then zipfile reads it; its entries are checked before any data is
 read (`check_entries`): no overlap (the "better zip bomb" reuses one compressed kernel for
 every entry), only store and deflate, no encryption or patched data, no special files.
-Each entry's data is then read by `_ZipMember`, which inflates with ISA-L in bounded steps
-(zipfile would use zlib, half the speed) and checks what zipfile checks: the local
-header's signature and name, no encryption, the CRC-32 and the size.
+Each entry's data is then read by `_Stored` or `_Deflated`, which inflates with ISA-L in
+bounded steps (zipfile would use zlib, half the speed), both checking what zipfile
+checks: the local header's signature and name, no encryption, the CRC-32 and the size.
 
 Entries are read in the order their data comes, from anything with `read`, `read1`,
 `tell` and a `seek` that may only go forward: a file (`unpack_zip`, for a zip spooled to
@@ -140,15 +140,19 @@ def unpack_member(raw: Seekable, info: zipfile.ZipInfo, unpacker: SafeWriter) ->
     if info.is_dir() or file_type == stat.S_IFDIR:
         unpacker.directory(info.filename)
     elif file_type == stat.S_IFLNK:
-        source = _ZipMember(raw, info)
+        source = _member(raw, info)
         # Read to its end, which checks its CRC-32 and size: one read may come back short.
         target = b""
         while len(target) <= MAX_SYMLINK_TARGET and (chunk := source.read(MAX_SYMLINK_TARGET)):
             target += chunk
         unpacker.symlink(info.filename, target.decode("utf-8", "replace"))
+    elif info.compress_type == zipfile.ZIP_STORED:
+        # Nothing to inflate: as a plain tar's, its data goes to the writer in views of
+        # the stream's chunks, with no thread to hand them on.
+        unpacker.file(info.filename, _Stored(raw, info), executable=executable)
     else:
         # Inflated ahead on a thread while the writer copies (as tar's stream, `readahead`).
-        with ReadAhead(_ZipMember(raw, info)) as member:
+        with ReadAhead(_Deflated(raw, info)) as member:
             unpacker.file(info.filename, member, executable=executable)
 
 
@@ -158,8 +162,13 @@ _ENCRYPTED = 0x1 | 0x40  # traditional and strong encryption
 _PATCHED = 0x20
 
 
-class _ZipMember:
-    """One zip entry's data, inflated with ISA-L, `read(n)` never returning more than n.
+def _member(raw: Seekable, info: zipfile.ZipInfo) -> _Stored | _Deflated:
+    return (_Deflated if info.compress_type == zipfile.ZIP_DEFLATED else _Stored)(raw, info)
+
+
+class _ZipData:
+    """One zip entry's data, `read(n)` never returning more than n, checked as zipfile
+    checks it: the local header's signature and name, no encryption, the CRC-32, the size.
 
     Sizes and CRC come from the central directory (zipfile's `ZipInfo`, zip64 resolved),
     as zipfile itself uses them; the local header only locates the data.
@@ -183,32 +192,55 @@ class _ZipMember:
         raw.seek(extra_length, 1)
         self._raw = raw
         self._info = info
-        self._left = info.compress_size  # compressed bytes not yet read
+        self._left = info.compress_size  # stored bytes not yet read
         self._crc = 0
         self._out = 0
-        self._inflate = (
-            isal_zlib.decompressobj(-zlib.MAX_WBITS)
-            if info.compress_type == zipfile.ZIP_DEFLATED
-            else None
-        )
 
-    def read(self, size: int = -1, /) -> bytes:
+    def _checked(self, size: int, data: bytes | memoryview) -> None:
         if size < 0:
             raise ValueError("a zip member is read in bounded steps")
-        if size == 0:
-            return b""  # to zlib a max_length of 0 means no limit
-        data = self._next(size)
         self._crc = isal_zlib.crc32(data, self._crc)
         self._out += len(data)
-        if not data:
+        if not data and size:
             self._check_end()
         elif self._out > self._info.file_size:
             raise CorruptArchiveError(f"zip entry {self._info.filename!r} is longer than it says")
+
+    def _take(self, size: int) -> memoryview:
+        data = self._raw.read1(min(size, self._left))
+        self._left -= len(data)
+        return memoryview(data)
+
+    def _check_end(self) -> None:
+        name = self._info.filename
+        if self._out != self._info.file_size:
+            raise CorruptArchiveError(f"zip entry {name!r} is shorter than it says")
+        if self._crc != self._info.CRC:
+            raise CorruptArchiveError(f"zip entry {name!r} fails its CRC-32 check")
+
+
+class _Stored(_ZipData):
+    """A stored entry's data: views of the stream's chunks, copied by no one."""
+
+    def read(self, size: int = -1, /) -> memoryview:
+        data = self._take(size) if size > 0 else memoryview(b"")
+        self._checked(size, data)
+        return data
+
+
+class _Deflated(_ZipData):
+    """A deflated entry's data, inflated with ISA-L in bounded steps."""
+
+    def __init__(self, raw: Seekable, info: zipfile.ZipInfo) -> None:
+        super().__init__(raw, info)
+        self._inflate = isal_zlib.decompressobj(-zlib.MAX_WBITS)
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._next(size) if size > 0 else b""  # to zlib a max_length of 0: no limit
+        self._checked(size, data)
         return data
 
     def _next(self, size: int) -> bytes:
-        if self._inflate is None:
-            return bytes(self._take(size))
         while not self._inflate.eof:
             data = self._inflate.unconsumed_tail or self._take(CHUNK_SIZE)
             # Called with no input too: ISA-L may hold output from input it has taken.
@@ -217,19 +249,10 @@ class _ZipMember:
                 return out
         return b""
 
-    def _take(self, size: int) -> bytes | memoryview:
-        data = self._raw.read1(min(size, self._left))
-        self._left -= len(data)
-        return data
-
     def _check_end(self) -> None:
-        name = self._info.filename
-        if self._inflate is not None and not self._inflate.eof:
-            raise CorruptArchiveError(f"zip entry {name!r} is truncated")
-        if self._out != self._info.file_size:
-            raise CorruptArchiveError(f"zip entry {name!r} is shorter than it says")
-        if self._crc != self._info.CRC:
-            raise CorruptArchiveError(f"zip entry {name!r} fails its CRC-32 check")
+        if not self._inflate.eof:
+            raise CorruptArchiveError(f"zip entry {self._info.filename!r} is truncated")
+        super()._check_end()
 
 
 def _name_bytes(info: zipfile.ZipInfo) -> bytes:

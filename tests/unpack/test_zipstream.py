@@ -141,6 +141,14 @@ def test_stored_entries_stream_too(staging):
     assert installed(staging) == FILES
 
 
+def test_a_stored_entry_across_many_reads_streams_whole(staging):
+    """Its data goes to the writer as views of the download's reads, which do not line
+    up with the entry's start or end."""
+    files = {**FILES, "m/variables/variables.data-00000-of-00001": os.urandom(3 * READ_BYTES + 7)}
+    streams(zip_bytes(files, method=zipfile.ZIP_STORED), staging)
+    assert installed(staging) == files
+
+
 def _patch(data: bytes, at: int, value: bytes) -> bytes:
     return data[:at] + value + data[at + len(value) :]
 
