@@ -108,8 +108,12 @@ def _spool_zip(
     spool = staging.with_name(staging.name.replace(".staging-", ".download-", 1))
     try:
         with store.open(ref) as download:
-            with spool.open("wb") as out:
-                shutil.copyfileobj(_decoded(download, progress, limits), out, CHUNK_SIZE)
+            try:
+                with spool.open("wb") as out:
+                    shutil.copyfileobj(_decoded(download, progress, limits), out, CHUNK_SIZE)
+            except CorruptArchiveError:  # its gzip layer: damaged on the way is a retry
+                download.verify()
+                raise
             download.verify()
         unpack_zip(spool, staging, limits)
     finally:
@@ -147,7 +151,11 @@ def fetch_directory(
             # Read in 512 KiB: each read of a download is a new allocation, three are
             # held per object, and eight objects are written at once (2 MiB: 48 MiB).
             source = _decoded(download, progress, limits)
-            writer.file(obj.name[len(folder) :], source, read_bytes=CHUNK_SIZE)
+            try:
+                writer.file(obj.name[len(folder) :], source, read_bytes=CHUNK_SIZE)
+            except CorruptArchiveError:  # its gzip layer: damaged on the way is a retry
+                download.verify()
+                raise
             download.verify()
 
     with ThreadPoolExecutor(max_workers=_PARALLEL_DOWNLOADS) as pool:

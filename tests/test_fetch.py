@@ -1,17 +1,22 @@
 """Directory uploads: every object beside the done marker, installed on the marker."""
 
 import tracemalloc
+import zlib
 from types import SimpleNamespace
 from typing import cast
 
+import pytest
+
 from receiver.config import Limits
 from receiver.download import ObjectStore, ObjectStream
+from receiver.errors import TransientError
 from receiver.fetch import ByteCounter, fetch_directory
 from receiver.objectref import ObjectRef
 from receiver.sync import sync
 from receiver.vocabulary import JobState
 from tests.helpers import HALF_PLUS_TWO, same_files
 from tests.installs import only_job, visible
+from tests.unpack.archives import MemoryStore
 
 
 def upload_directory(bucket, version, model="half_plus_two", source=HALF_PLUS_TWO, marker=True):
@@ -116,3 +121,22 @@ def test_a_directory_upload_holds_a_few_small_reads_per_object(tmp_path):
         tracemalloc.stop()
     assert [path.stat().st_size for path in (staging / "variables").iterdir()] == [size] * 8
     assert peak < 20 * 1024 * 1024
+
+
+def test_a_gzip_encoded_object_damaged_on_the_way_is_a_retry(tmp_path):
+    """`cp -Z`: its gzip layer fails first (a CRC-32); the checksum says retry."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    encoded = packer.compress(b"graph" * 10_000) + packer.flush()
+    damaged = encoded[:100] + bytes([encoded[100] ^ 1]) + encoded[101:]
+    store = MemoryStore(encoded, "gzip", streamed=damaged)
+    staging = tmp_path / ".staging-1-job1-test"
+    staging.mkdir()
+    with pytest.raises(TransientError, match="crc32c mismatch"):
+        fetch_directory(
+            cast(ObjectStore, store),
+            ObjectRef("b", "models/m/1/_SUCCESS", 1),
+            [ObjectRef("b", "models/m/1/saved_model.pb", 1, size=len(encoded))],
+            staging,
+            Limits(max_unpacked_bytes=1024**3, max_files=100, max_ratio=200),
+            ByteCounter(lambda done: None),
+        )

@@ -222,6 +222,13 @@ class GzipStream:
                     f"{self.name} member ({exc})"
                 ) from exc
             raise CorruptArchiveError(f"corrupt {self.name} data: {exc}") from exc
+        except OverflowError as exc:
+            # The reader parses a member's header within its 512 KiB input buffer: a file
+            # name or comment longer than that (no tool writes one) is not an OS fault.
+            raise CorruptArchiveError(
+                f"corrupt {self.name} data: a member's header (its file name or comment) "
+                f"is too long to read ({exc})"
+            ) from exc
         except (ISAL_ERROR, OSError) as exc:
             raise CorruptArchiveError(f"corrupt {self.name} data: {exc}") from exc
         self._budget.spend(len(chunk))

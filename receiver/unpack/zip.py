@@ -3,10 +3,11 @@
 `read_entries` sizes the index up first with `zipindex` (zipfile would hold all of it, a
 `ZipInfo` per record), then zipfile reads it; its entries are checked before any data is
 read (`check_entries`): no overlap (the "better zip bomb" reuses one compressed kernel for
-every entry), only store and deflate, no encryption or patched data, no special files.
-Each entry's data is then read by `_Stored` or `_Deflated`, which inflates with ISA-L in
-bounded steps (zipfile would use zlib, half the speed), both checking what zipfile
-checks: the local header's signature and name, no encryption, the CRC-32 and the size.
+every entry), only store and deflate, no encryption or patched data, no special files,
+no NUL in a name (zipfile cuts a name there). Each entry's data is then read by `_Stored`
+or `_Deflated`, which inflates with ISA-L in bounded steps (zipfile would use zlib, half
+the speed), both checking what zipfile checks: the local header's signature and name, no
+encryption, the CRC-32 and the size.
 
 Entries are read in the order their data comes, from anything with `read`, `read1`,
 `tell` and a `seek` that may only go forward: a file (`unpack_zip`, for a zip spooled to
@@ -70,6 +71,11 @@ def corrupt_errors() -> Iterator[None]:
         decompress.ISAL_ERROR,
     ) as exc:
         raise CorruptArchiveError(f"corrupt zip archive: {exc}") from exc
+    except NotImplementedError as exc:  # zipfile: a record needs a zip version above 6.3
+        raise CorruptArchiveError(
+            f"corrupt zip archive: an entry in its index says it needs {exc} to extract, "
+            "later than any zip specification (6.3)"
+        ) from exc
     except OSError as exc:
         if exc.errno != errno.EINVAL:  # an offset before the start of the file
             raise
@@ -97,6 +103,8 @@ def check_entries(entries: list[zipfile.ZipInfo]) -> None:
         if _data_start(info) + info.compress_size > following.header_offset:
             raise overlap(info, following)
     for info in entries:
+        if "\0" in info.orig_filename:  # zipfile cuts the name there: not the index's name
+            raise ArchiveError(f"entry name {info.orig_filename!r} contains a control character")
         file_type = stat.S_IFMT(info.external_attr >> 16)
         if info.is_dir() or file_type == stat.S_IFDIR:
             continue

@@ -15,7 +15,7 @@ from backports import zstd
 
 from receiver.config import Limits
 from receiver.dev.tools import archive_directory
-from receiver.errors import ArchiveError
+from receiver.errors import ArchiveError, CorruptArchiveError
 from receiver.unpack import decompressed
 from receiver.unpack.base import ByteBudget
 from tests import hostile
@@ -77,6 +77,28 @@ def test_a_zstd_stream_whose_output_fills_a_read_exactly_is_not_called_truncated
 def test_a_gzip_stream_must_end_properly(staging, mangle, reason):
     with pytest.raises(ArchiveError, match=reason):
         unpack(mangle(hostile.gzip(model_tar())), staging, "tar")
+
+
+def named(gz: bytes, length: int) -> bytes:
+    """The same gzip member with a file name (FNAME) of `length` bytes in its header."""
+    return gz[:3] + b"\x08" + gz[4:10] + b"n" * length + b"\0" + gz[10:]
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first-member", "later-member"])
+@pytest.mark.parametrize("encoding", [None, "gzip"], ids=["gzip", "content-encoding"])
+def test_a_gzip_header_too_long_to_read_is_corrupt(staging, later, encoding):
+    """ISA-L's reader parses a member's header within its 512 KiB buffer; a longer name was
+    an OverflowError, which the worker retried as an unexpected error."""
+    data = model_tar()
+    first, second = (hostile.gzip(data[:1000]), hostile.gzip(data[1000:]))
+    gz = first + named(second, 1024 * 1024) if later else named(hostile.gzip(data), 1024 * 1024)
+    with pytest.raises(CorruptArchiveError, match="header .*file name or comment.* too long"):
+        unpack(gz, staging, "tar", content_encoding=encoding)
+
+
+def test_a_gzip_member_with_a_long_name_is_read(staging):
+    unpack(named(hostile.gzip(model_tar()), 256 * 1024), staging, "tar")
+    assert same_files(staging / "m")
 
 
 def test_a_plain_tar_cut_between_members_is_truncated(staging):

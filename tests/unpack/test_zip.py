@@ -91,8 +91,20 @@ def _patch(archive: bytes, at: int, value: bytes) -> bytes:
         # the encryption flag, in the local header (offset 6) and in the index (offset 8)
         (lambda z: _patch(z, 6, b"\x01"), "encrypted"),
         (lambda z: _patch(z, _central(z) + 8, b"\x01"), "encrypted"),
+        # the version needed to extract, in the index (offset 6): zipfile refuses over 6.3
+        (lambda z: _patch(z, _central(z) + 6, (64).to_bytes(2, "little")), "version 6.4"),
     ],
-    ids=["crc", "flipped-byte", "size-short", "size-long", "name", "signature", "enc", "enc-idx"],
+    ids=[
+        "crc",
+        "flipped-byte",
+        "size-short",
+        "size-long",
+        "name",
+        "signature",
+        "enc",
+        "enc-idx",
+        "version",
+    ],
 )
 @pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
 def test_a_zip_entry_must_be_what_the_index_says(staging, mangle, reason, method):
@@ -127,3 +139,12 @@ def test_two_index_records_of_one_local_header_overlap(staging):
     """Read at random, the second was a duplicate name; streamed, it would lie behind."""
     with pytest.raises(ArchiveError, match="overlap"):
         unpack(hostile.zip_index(2), staging, "zip")
+
+
+def test_a_zip_entry_name_with_a_nul_is_refused(staging):
+    """zipfile cuts a name at a NUL: m/saved_model.pb<NUL>.txt would have been installed
+    as m/saved_model.pb, a name the index does not hold."""
+    archive = zip_of(("m/saved_model.pbX.txt", b"x", 0o100644)).replace(b"pbX.txt", b"pb\0.txt")
+    with pytest.raises(ArchiveError, match="control character"):
+        unpack(archive, staging, "zip")
+    assert list(staging.iterdir()) == []

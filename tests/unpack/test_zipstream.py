@@ -216,6 +216,15 @@ def test_a_gzip_encoded_zip_is_spooled(staging, caplog):
     assert (store.streams, outside(staging)) == (1, [])
 
 
+def test_a_gzip_encoded_zip_damaged_on_the_way_is_a_retry(staging):
+    """Spooled, its gzip layer fails first (a CRC-32): the checksum says retry, as for a tar."""
+    encoded = gzip(zip_bytes())
+    store = MemoryStore(encoded, "gzip", streamed=flipped(encoded, len(encoded) // 2))
+    with pytest.raises(TransientError, match="crc32c mismatch"):
+        fetch_zip(store, staging)
+    assert outside(staging) == []
+
+
 def test_an_empty_object_is_not_a_zip(staging):
     with pytest.raises(CorruptArchiveError, match="not a zip file"):
         fetch_zip(MemoryStore(b""), staging)
