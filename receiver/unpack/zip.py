@@ -200,7 +200,7 @@ class _ZipData:
         raw.seek(extra_length, 1)
         self._raw = raw
         self._info = info
-        self._left = info.compress_size  # stored bytes not yet read
+        self._left = info.compress_size  # bytes of its data in the archive, not yet read
         self._crc = 0
         self._out = 0
 
