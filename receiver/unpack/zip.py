@@ -153,6 +153,11 @@ def unpack_member(raw: Seekable, info: zipfile.ZipInfo, unpacker: SafeWriter) ->
         target = b""
         while len(target) <= MAX_SYMLINK_TARGET and (chunk := source.read(MAX_SYMLINK_TARGET)):
             target += chunk
+        if len(target) > MAX_SYMLINK_TARGET:
+            # Not read to its end, so unchecked; and in characters it may pass the bound.
+            raise ArchiveError(
+                f"symlink {info.filename!r} has a target of more than {MAX_SYMLINK_TARGET} bytes"
+            )
         unpacker.symlink(info.filename, target.decode("utf-8", "replace"))
     elif info.compress_type == zipfile.ZIP_STORED:
         # Nothing to inflate: as a plain tar's, its data goes to the writer in views of

@@ -148,3 +148,18 @@ def test_a_zip_entry_name_with_a_nul_is_refused(staging):
     with pytest.raises(ArchiveError, match="control character"):
         unpack(archive, staging, "zip")
     assert list(staging.iterdir()) == []
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_a_zip_links_target_over_the_bound_in_bytes_is_refused(staging, method):
+    """A target of 1024 two-byte characters passes a bound counted in characters: it was
+    taken cut off after 2048 of its 5000 bytes, its CRC-32 and size never checked."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        link = zipfile.ZipInfo("m/link")
+        link.external_attr = 0o120777 << 16
+        archive.writestr(link, ("é" * 2500).encode(), compress_type=method)
+        archive.writestr("m/saved_model.pb", b"graph")
+    with pytest.raises(ArchiveError, match="target"):
+        unpack(buffer.getvalue(), staging, "zip")
+    assert outside(staging) == []
