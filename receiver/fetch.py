@@ -9,10 +9,11 @@ one whose ranges are not its own bytes (stored gzip-encoded) is spooled to disk 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -43,16 +44,22 @@ def fetch_archive(
     if archive_format == "zip":
         _fetch_zip(store, ref, staging, limits, progress)
         return
-    with store.open(ref) as download:
+    with store.open(ref) as download, _verified(download):
         reporting = _decoded(download, progress, limits)
-        try:
-            unpack_tar(reporting, staging, limits, lambda: download.bytes_read)
-        except CorruptArchiveError:
-            # Bytes damaged on the way look like a corrupt archive: a checksum mismatch
-            # (raised by verify) makes that a retry instead of a permanent failure.
-            download.verify()
-            raise
+        unpack_tar(reporting, staging, limits, lambda: download.bytes_read)
+
+
+@contextlib.contextmanager
+def _verified(download: ObjectStream) -> Iterator[None]:
+    """`download`'s checksum checked once the body has read it, and also when the body
+    found its bytes corrupt: bytes damaged on the way look like a corrupt archive, and a
+    checksum mismatch (raised by verify) makes that a retry instead of a refusal."""
+    try:
+        yield
+    except CorruptArchiveError:
         download.verify()
+        raise
+    download.verify()
 
 
 def _fetch_zip(
@@ -81,7 +88,7 @@ def _fetch_zip(
         # damaged on the way (a retry) from a corrupt zip, so download it whole first.
         _spool_zip(store, ref, staging, limits, progress, "its index looks corrupt")
         return
-    with store.open(ref) as download:
+    with store.open(ref) as download, _verified(download):
         try:
             reporting = _ReportingStream(download, progress)
             zipstream.unpack_zip_stream(reporting, index, staging, limits)
@@ -89,10 +96,6 @@ def _fetch_zip(
             # The download is the object (its checksum says so): the ranged reads were not.
             download.verify()
             raise TransientError(f"{ref.url}: {exc}") from exc
-        except CorruptArchiveError:
-            download.verify()  # damaged on the way: a retry (as for a tar)
-            raise
-        download.verify()
 
 
 def _spool_zip(
@@ -107,14 +110,8 @@ def _spool_zip(
     log.info("%s: downloading the zip whole before unpacking it: %s", ref.url, why)
     spool = staging.with_name(staging.name.replace(".staging-", ".download-", 1))
     try:
-        with store.open(ref) as download:
-            try:
-                with spool.open("wb") as out:
-                    shutil.copyfileobj(_decoded(download, progress, limits), out, CHUNK_SIZE)
-            except CorruptArchiveError:  # its gzip layer: damaged on the way is a retry
-                download.verify()
-                raise
-            download.verify()
+        with store.open(ref) as download, _verified(download), spool.open("wb") as out:
+            shutil.copyfileobj(_decoded(download, progress, limits), out, CHUNK_SIZE)
         unpack_zip(spool, staging, limits)
     finally:
         spool.unlink(missing_ok=True)
@@ -147,16 +144,11 @@ def fetch_directory(
 
     def fetch(obj: ObjectRef) -> None:
         # Pinned to the generation listed: a later overwrite cannot mix into this version.
-        with store.open(obj) as download:
+        with store.open(obj) as download, _verified(download):
             # Read in 512 KiB: each read of a download is a new allocation, three are
             # held per object, and eight objects are written at once (2 MiB: 48 MiB).
             source = _decoded(download, progress, limits)
-            try:
-                writer.file(obj.name[len(folder) :], source, read_bytes=CHUNK_SIZE)
-            except CorruptArchiveError:  # its gzip layer: damaged on the way is a retry
-                download.verify()
-                raise
-            download.verify()
+            writer.file(obj.name[len(folder) :], source, read_bytes=CHUNK_SIZE)
 
     with ThreadPoolExecutor(max_workers=_PARALLEL_DOWNLOADS) as pool:
         futures = [pool.submit(fetch, obj) for obj in objects]
