@@ -19,9 +19,11 @@ from receiver.unpack.base import CHUNK_SIZE, Readable
 # and a turn of the GIL, and a turn can wait out the holder's switch interval (5 ms), so
 # few large reads beat many small ones (512 KiB reads: about 15% slower in
 # docs/benchmarks.md). Memory: at most `depth` reads wait (DEPTH unless the caller says),
-# 8 MiB a stream.
+# 4 MiB a stream. Two are enough slack: the reader is faster than the inflate, so the
+# queue fills only while a write stalls, and a 5 GiB tar.gz install peaked 5-6 MiB lower
+# with two than with four, no slower (docs/benchmarks.md, "Memory").
 READ_BYTES = 4 * CHUNK_SIZE
-DEPTH = 4
+DEPTH = 2
 # Reads of the download waiting for the inflate (tar's and zip's): one is enough to keep
 # the socket busy beside it, and a deeper queue only hid from the download's probe whether
 # the unpacker keeps up (`download.sliced`); a 1 GiB install peaked 6-8 MiB lower, no slower.
