@@ -20,8 +20,9 @@ from receiver.unpack.base import CHUNK_SIZE, Readable
 # few large reads beat many small ones (512 KiB reads: about 15% slower in
 # docs/benchmarks.md). Memory: at most `depth` reads wait (DEPTH unless the caller says),
 # 4 MiB a stream. Two are enough slack: the reader is faster than the inflate, so the
-# queue fills only while a write stalls, and a 5 GiB tar.gz install peaked 5-6 MiB lower
-# with two than with four, no slower (docs/benchmarks.md, "Memory").
+# queue fills only while a write stalls, and a 5 GiB tar.gz install peaked about 5 MiB
+# lower with two than with four, with no loss the machine's noise let alternating runs
+# show (docs/benchmarks.md, the goals' round and "Memory").
 READ_BYTES = 4 * CHUNK_SIZE
 DEPTH = 2
 # Reads of the download waiting for the inflate (tar's and zip's): one is enough to keep

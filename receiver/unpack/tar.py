@@ -52,7 +52,7 @@ def unpack_tar(stream: Readable, root: Path, limits: Limits, compressed: Callabl
     # The download and the inflate are each read ahead on a thread of their own, so one
     # core inflates while the socket, tarfile and the writes use the other (`readahead`);
     # a plain tar has nothing to inflate, and a thread to pass its chunks on only adds a
-    # hand-over per chunk and four chunks of memory.
+    # hand-over per chunk and `readahead.DEPTH` chunks of memory.
     with ReadAhead(stream, DOWNLOAD_DEPTH, "unpack-download") as download:
         inflated = decompress.decompressed(download, ByteBudget(limits, compressed))
         if isinstance(inflated, decompress.Plain):
