@@ -26,7 +26,8 @@ def write_report(
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cache = (
-        "the page cache dropped and memory recycled before each run"
+        "the page cache dropped, memory recycled and the methods' programs read back in "
+        "before each run"
         if dropped
         else "memory recycled before each run (not root: the page cache could not be dropped)"
     )

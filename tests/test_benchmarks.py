@@ -147,3 +147,13 @@ def test_the_install_profile_counts_each_threads_busy_samples_not_its_waits(tmp_
     assert "100.0%  GzipFile.read (gzip.py:301)" in output, output
     assert "MainThread: busy 0.10 s" in output, output  # the upload before it left out
     assert "unpack-write" not in output, output  # only ever waiting
+
+
+def test_the_fresh_memory_benchmark_times_writes_into_freed_and_idle_pages(tmp_path):
+    output = run_benchmark("fresh_memory.py", "--mib", "4", "--idle", "0", "--dir", str(tmp_path))
+    rows = table_rows(output)
+    assert len(rows) == 2, output  # pages just freed, pages left idle
+    for row in rows:
+        written, took, *_ = measured(row)
+        assert written == 4 and took > 0, row
+    assert list(tmp_path.iterdir()) == [], "the file written is left behind"
