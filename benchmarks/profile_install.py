@@ -4,10 +4,12 @@
         .venv/bin/python benchmarks/profile_install.py install 1024
     PYTHONPATH=. .venv/bin/python benchmarks/profile_install.py summarize /tmp/install.raw
 
-`install SIZE [KIND [FORMAT]]` uploads a SIZE MiB archive (benchmarks/models.py: float32
-weights unless KIND says half-zeros; tar.gz unless FORMAT names another) into the storage
-emulator's files in /dev/shm and recycles memory, as the install benchmark does, and
-runs `Installer.install` on it once, as the worker would. `summarize` reads py-spy's
+`install SIZE [KIND [FORMAT [TIMES]]]` uploads a SIZE MiB archive (benchmarks/models.py:
+float32 weights unless KIND says half-zeros; tar.gz unless FORMAT names another) into the
+storage emulator's files in /dev/shm and recycles memory, as the install benchmark does,
+and runs `Installer.install` on it as the worker would, TIMES times (once unless told) as
+versions 1, 2, ..., printing the process's resident memory after each: how a long-lived
+worker's memory settles. `summarize` reads py-spy's
 collapsed stacks (`--threads`, which names each thread) and prints, for each thread of
 the install, how long it was busy (waits on locks and queues left out) and the innermost
 frames it was busy in. py-spy slows the process it samples: the shares are what to read,
@@ -39,7 +41,9 @@ from receiver.layout import ModelVersion, parse_object_name
 from receiver.objectref import ObjectRef
 
 
-def install(size_mib: int, kind: str = "weights", archive_format: str = "tar.gz") -> None:
+def install(
+    size_mib: int, kind: str = "weights", archive_format: str = "tar.gz", times: int = 1
+) -> None:
     root = emulator_root()
     workdir = Path(tempfile.mkdtemp(prefix="profile-"))
     emulator = StorageEmulator(root=root).start()
@@ -51,28 +55,40 @@ def install(size_mib: int, kind: str = "weights", archive_format: str = "tar.gz"
         )
         bucket = client.create_bucket("profile")
         archive = archive_path(kind, size_mib, archive_format)
-        blob = place_object(bucket, root, f"models/m/1.{object_suffix(archive_format)}", archive)
         settings = Settings.from_env(
             {"RECEIVER_SOURCE": "gs://profile/models", "RECEIVER_MODEL_DIR": str(workdir)},
             verifies_pushes=False,
         )
         journal = Journal(workdir / ".receiver" / "journal.sqlite3")
         journal.initialize()
-        ref = ObjectRef("profile", blob.name, blob.generation, blob.size, crc32c=blob.crc32c)
-        target = parse_object_name(blob.name, settings.prefix)
-        assert isinstance(target, ModelVersion)
-        job, _ = journal.enqueue(ref, target)
         os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
         store = ObjectStore.from_environment()
-        drop_caches()
-        recycle_memory(2 * size_mib * 2**20 + blob.size, workdir)
-        started = time.perf_counter()
-        Installer(settings, store).install(ref, target, job.id)
-        print(f"installed {size_mib} MiB in {time.perf_counter() - started:.2f} s")
+        for version in range(1, times + 1):
+            name = f"models/m/{version}.{object_suffix(archive_format)}"
+            blob = place_object(bucket, root, name, archive)
+            ref = ObjectRef("profile", blob.name, blob.generation, blob.size, crc32c=blob.crc32c)
+            target = parse_object_name(blob.name, settings.prefix)
+            assert isinstance(target, ModelVersion)
+            job, _ = journal.enqueue(ref, target)
+            drop_caches()
+            recycle_memory(2 * size_mib * 2**20 + blob.size, workdir)
+            started = time.perf_counter()
+            Installer(settings, store).install(ref, target, job.id)
+            print(
+                f"install {version}: {size_mib} MiB in {time.perf_counter() - started:.2f} s,"
+                f" resident after it {_resident_mib()} MiB",
+                flush=True,
+            )
+            shutil.rmtree(workdir / "m" / str(version))
     finally:
         emulator.stop()
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _resident_mib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) // 1024
 
 
 # py-spy counts a thread blocked on a lock or queue as running: samples whose innermost
@@ -101,6 +117,8 @@ def summarize(raw: Path, top: int = 4, rate: int = 200) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "install":
-        install(int(sys.argv[2]), *sys.argv[3:5])
+        given, defaults = sys.argv[3:6], ["weights", "tar.gz", "1"]
+        kind, archive_format, times = given + defaults[len(given) :]
+        install(int(sys.argv[2]), kind, archive_format, int(times))
     else:
         summarize(Path(sys.argv[2]))

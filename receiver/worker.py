@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 _IDLE_POLL_SECONDS = 0.5
 _FORGET_EVERY_SECONDS = 3600.0  # how often old finished jobs are deleted
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
+_MALLOC_ARENAS = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Worker:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        limit_malloc_arenas()
         self._thread = threading.Thread(target=self.run, name="receiver-worker", daemon=True)
         self._thread.start()
 
@@ -265,6 +268,19 @@ def _return_freed_memory() -> None:
     trim = getattr(_LIBC, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+def limit_malloc_arenas() -> None:
+    """Let glibc keep at most two heaps for the process's threads (`mallopt(M_ARENA_MAX)`).
+
+    Every install runs on new threads, and glibc may give each thread a heap of its own,
+    up to eight per core, keeping in each what was freed there: a worker's memory climbed
+    with every install (ten 100 MiB installs: 81 to 111 MiB), where two heaps held it at
+    88 MiB at the same speed (docs/benchmarks.md, Memory). MALLOC_ARENA_MAX in the
+    environment, which glibc reads itself, wins. Elsewhere this does nothing."""
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(_M_ARENA_MAX, _MALLOC_ARENAS)
 
 
 def _record_install(result: InstallResult, seconds: float) -> None:

@@ -157,3 +157,10 @@ def test_the_fresh_memory_benchmark_times_writes_into_freed_and_idle_pages(tmp_p
         written, took, *_ = measured(row)
         assert written == 4 and took > 0, row
     assert list(tmp_path.iterdir()) == [], "the file written is left behind"
+
+
+def test_the_install_profile_installs_a_model_again_and_again_reporting_memory():
+    output = run_benchmark("profile_install.py", "install", "1", "weights", "tar.zst", "2")
+    installs = re.findall(r"install (\d): 1 MiB in [\d.]+ s, resident after it (\d+) MiB", output)
+    assert [version for version, _ in installs] == ["1", "2"], output
+    assert all(int(resident) > 0 for _, resident in installs), output

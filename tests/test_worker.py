@@ -13,7 +13,7 @@ from receiver.config import Settings
 from receiver.vocabulary import JobState
 from receiver.web import create_app
 from receiver.worker import RetryPolicy, Worker
-from tests.helpers import push_body, same_files, upload_model
+from tests.helpers import PROJECT_ROOT, push_body, same_files, upload_model
 from tests.installs import only_job, push_with, visible
 
 
@@ -221,3 +221,42 @@ def test_models_config_lists_two_models_after_their_installs(environ, bucket, to
         "models": ["half_plus_two", "half_plus_three"],
         "problem": None,
     }
+
+
+# Eight threads alive at once, each allocating: glibc gives each a heap of its own unless
+# the arenas are limited; malloc_stats() then prints one "Arena N:" block per heap.
+_EIGHT_THREADS_ALLOCATING = """
+import ctypes, sys, threading
+from receiver import worker
+if sys.argv[1] == "limited":
+    worker.limit_malloc_arenas()
+barrier = threading.Barrier(8)
+def allocate():
+    barrier.wait()
+    blocks = [bytearray(4096) for _ in range(64)]
+    barrier.wait()
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+ctypes.CDLL(None).malloc_stats()
+"""
+
+
+def _heaps(mode: str, **env: str) -> int:
+    result = subprocess.run(
+        [sys.executable, "-c", _EIGHT_THREADS_ALLOCATING, mode],
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sum(line.startswith("Arena ") for line in result.stderr.splitlines())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_a_worker_keeps_its_threads_to_two_heaps_so_installs_do_not_grow_its_memory():
+    assert _heaps("unlimited") > 2  # what every install's new threads would do
+    assert _heaps("limited") == 2
+    assert _heaps("limited", MALLOC_ARENA_MAX="3") == 3  # the operator's own setting wins
