@@ -266,6 +266,10 @@ PLATFORM: tuple[Var[str], ...] = (
         shown="a new temporary directory"),
     Var("GUNICORN_CMD_ARGS", "", text,
         "gunicorn's own extra options, e.g. `--access-logfile -` for an access log"),
+    Var("MALLOC_ARENA_MAX", "", text,
+        "as glibc defines it: how many heaps a process's threads share; unset, each "
+        "worker keeps to 2 (memory stays flat over many installs)",
+        shown="2 per worker"),
 )  # fmt: skip
 
 
