@@ -9,7 +9,9 @@ float32 weights unless KIND says half-zeros; tar.gz unless FORMAT names another)
 storage emulator's files in /dev/shm and recycles memory, as the install benchmark does,
 and runs `Installer.install` on it as the worker would, TIMES times (once unless told) as
 versions 1, 2, ..., printing the process's resident memory after each: how a long-lived
-worker's memory settles. `summarize` reads py-spy's
+worker's memory settles. It limits glibc's heaps and hands freed memory back after each
+install as a worker does (`receiver.worker`); `MALLOC_ARENA_MAX=16`, glibc's default on
+two cores, shows what it would do without the limit. `summarize` reads py-spy's
 collapsed stacks (`--threads`, which names each thread) and prints, for each thread of
 the install, how long it was busy (waits on locks and queues left out) and the innermost
 frames it was busy in. py-spy slows the process it samples: the shares are what to read,
@@ -32,6 +34,7 @@ from google.cloud import storage
 from benchmarks.common import emulator_root, place_object, recycle_memory
 from benchmarks.install import drop_caches
 from benchmarks.models import archive_path, object_suffix
+from receiver import worker
 from receiver.config import Settings
 from receiver.dev.tools import StorageEmulator
 from receiver.download import ObjectStore
@@ -63,6 +66,7 @@ def install(
         journal.initialize()
         os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
         store = ObjectStore.from_environment()
+        worker.limit_malloc_arenas()
         for version in range(1, times + 1):
             name = f"models/m/{version}.{object_suffix(archive_format)}"
             blob = place_object(bucket, root, name, archive)
@@ -74,6 +78,7 @@ def install(
             recycle_memory(2 * size_mib * 2**20 + blob.size, workdir)
             started = time.perf_counter()
             Installer(settings, store).install(ref, target, job.id)
+            worker.return_freed_memory()
             print(
                 f"install {version}: {size_mib} MiB in {time.perf_counter() - started:.2f} s,"
                 f" resident after it {_resident_mib()} MiB",
@@ -120,5 +125,7 @@ if __name__ == "__main__":
         given, defaults = sys.argv[3:6], ["weights", "tar.gz", "1"]
         kind, archive_format, times = given + defaults[len(given) :]
         install(int(sys.argv[2]), kind, archive_format, int(times))
-    else:
+    elif sys.argv[1] == "summarize":
         summarize(Path(sys.argv[2]))
+    else:
+        raise SystemExit(f"{sys.argv[1]}: neither install nor summarize")

@@ -268,8 +268,11 @@ PLATFORM: tuple[Var[str], ...] = (
         "gunicorn's own extra options, e.g. `--access-logfile -` for an access log"),
     Var("MALLOC_ARENA_MAX", "", text,
         "as glibc defines it: how many heaps a process's threads share; unset, each "
-        "worker keeps to 2 (memory stays flat over many installs)",
+        "worker keeps to 2 (its memory climbs far less over many installs)",
         shown="2 per worker"),
+    Var("GLIBC_TUNABLES", "", text,
+        "as glibc defines it; with `glibc.malloc.arena_max` in it, workers leave the heaps' "
+        "limit to glibc"),
 )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import platform
 import random
 import socket
 import threading
@@ -150,7 +151,7 @@ class Worker:
             try:
                 self.run_job(job)
             finally:
-                _return_freed_memory()
+                return_freed_memory()
         return True
 
     def wait_for_news(self, timeout: float) -> None:
@@ -259,7 +260,7 @@ def _log_taken_over(job: Job) -> None:
     )
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Hand the heap an install freed back to the system (glibc's `malloc_trim`).
 
     An install passes gigabytes through 512 KiB buffers on several threads; glibc keeps
@@ -275,12 +276,16 @@ def limit_malloc_arenas() -> None:
 
     Every install runs on new threads, and glibc may give each thread a heap of its own,
     up to eight per core, keeping in each what was freed there: a worker's memory climbed
-    with every install (ten 100 MiB installs: 81 to 111 MiB), where two heaps held it at
-    88 MiB at the same speed (docs/benchmarks.md, Memory). MALLOC_ARENA_MAX in the
-    environment, which glibc reads itself, wins. Elsewhere this does nothing."""
-    mallopt = getattr(_LIBC, "mallopt", None)
-    if mallopt is not None and "MALLOC_ARENA_MAX" not in os.environ:
-        mallopt(_M_ARENA_MAX, _MALLOC_ARENAS)
+    with every install (ten 100 MiB installs: 81 to 103 MiB), where with two heaps it
+    stayed at 75 MiB from the second on, at the same speed (docs/benchmarks.md, Memory).
+    A limit set for glibc itself (MALLOC_ARENA_MAX, or arena_max in GLIBC_TUNABLES) wins.
+    Elsewhere this does nothing."""
+    if platform.libc_ver()[0] != "glibc":
+        return
+    if "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    if _LIBC.mallopt(_M_ARENA_MAX, _MALLOC_ARENAS) != 1:
+        log.warning("glibc refused to limit its heaps to %d; memory may grow", _MALLOC_ARENAS)
 
 
 def _record_install(result: InstallResult, seconds: float) -> None:
