@@ -247,6 +247,8 @@ for thread in threads:
 ctypes.CDLL(None).malloc_stats()
 """
 
+_GLIBC_OWN_LIMITS = ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+
 
 def _heaps(mode: str, **env: str) -> int:
     inherited = {k: v for k, v in os.environ.items() if k not in _GLIBC_OWN_LIMITS}
@@ -258,9 +260,6 @@ def _heaps(mode: str, **env: str) -> int:
         check=True,
     )
     return sum(line.startswith("Arena ") for line in result.stderr.splitlines())
-
-
-_GLIBC_OWN_LIMITS = ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
