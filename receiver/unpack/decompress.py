@@ -42,8 +42,7 @@ from receiver.unpack.forward import ForwardStream
 # walks members in C (a million empty ones: under a second), so gzip has no such rule.
 FREE_MEMBERS = 64
 MEMBER_BYTES = 64 * 1024
-# typed as an instance in isal's stubs
-ISAL_ERROR = cast(type[Exception], isal_zlib.error)
+ISAL_ERROR = cast(type[Exception], isal_zlib.error)  # typed as an instance in isal's stubs
 
 
 class _Decompressor(Protocol):
@@ -204,13 +203,19 @@ class GzipStream:
     def __init__(self, source: Readable, head: bytes, name: str, budget: ByteBudget) -> None:
         self.name = name
         self._budget = budget
-        self._file = igzip.GzipFile(fileobj=_ReadInto(source, head), mode="rb")  # type: ignore[no-untyped-call]
+        self._input = _ReadInto(source, head)
+        self._file = igzip.GzipFile(fileobj=self._input, mode="rb")  # type: ignore[no-untyped-call]
 
     def read(self, size: int = -1, /) -> bytes:
         size = CHUNK_SIZE if size is None or size < 0 else size
         try:
             chunk = self._file.read(size)
         except EOFError as exc:
+            if stray := self._stray_bytes():
+                raise CorruptArchiveError(
+                    f"bytes after the end of the {self.name} data are not another complete "
+                    f"{self.name} member ({stray} bytes, too few for a member's header)"
+                ) from exc
             raise CorruptArchiveError(
                 f"the {self.name} stream is truncated: it stops before its end marker"
             ) from exc
@@ -234,6 +239,24 @@ class GzipStream:
         self._budget.spend(len(chunk))
         return chunk
 
+    def _stray_bytes(self) -> int:
+        """How many bytes (1-9: too few for a header, so the reader calls them an early
+        end) follow a trailer whose length is the bytes inflated (by the reader's own count:
+        GzipFile.tell needs a seekable source), modulo 2**32. Cut-off deflate data matches
+        one time in four billion; after several members stray bytes still read as truncated."""
+        try:
+            inflated = int(self._file._buffer.raw.tell())
+        except (AttributeError, OSError, ValueError):
+            return 0
+        for stray in range(1, _MOST_STRAY + 1):
+            length = self._input.tail[-stray - 4 : -stray]
+            if len(length) == 4 and int.from_bytes(length, "little") == inflated % 2**32:
+                return stray
+        return 0
+
+
+_MOST_STRAY = 9  # bytes the reader calls an early end: a member's header is 10
+
 
 class _ReadInto:
     """`source` (its first bytes already read as `head`) with the `readinto` the reader uses."""
@@ -241,12 +264,15 @@ class _ReadInto:
     def __init__(self, source: Readable, head: bytes) -> None:
         self._source = ForwardStream(source)  # taken in views: copied once, into `buffer`
         self._pending = memoryview(head)
+        self.tail = b""  # the last bytes handed to the reader (`GzipStream._stray_bytes`)
 
     def readinto(self, buffer: memoryview) -> int:
         if not self._pending:
             self._pending = self._source.read1(len(buffer))
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
+        keep = _MOST_STRAY + 4  # and the trailer's length field before them
+        self.tail = (self.tail + self._pending[max(0, size - keep) : size])[-keep:]
         self._pending = self._pending[size:]
         return size
 

@@ -98,8 +98,14 @@ class SafeWriter:
 
     def symlink(self, name: str, target: str) -> None:
         parts = check_name(name)
-        if not parts or not target or len(target) > MAX_SYMLINK_TARGET or "\x00" in target:
+        if not parts or not target or "\x00" in target:
             raise ArchiveError(f"symlink {name!r} has no usable name or target")
+        # In bytes as the filesystem stores them: a character of UTF-8 may be four.
+        target_bytes = len(os.fsencode(target))
+        if target_bytes > MAX_SYMLINK_TARGET:
+            raise ArchiveError(
+                f"symlink {name!r} has a target of more than {MAX_SYMLINK_TARGET} bytes"
+            )
         if self._skip(parts):
             return
         resolved = posixpath.normpath(posixpath.join(*parts[:-1], target))
@@ -108,7 +114,7 @@ class SafeWriter:
         with self._lock:
             # Every target is kept until `finish` resolves them: their bytes are bounded
             # on their own (a SavedModel has a handful of links, if any).
-            self._link_bytes += len(target)
+            self._link_bytes += target_bytes
             if self._link_bytes > MAX_LINK_TARGET_BYTES:
                 raise ArchiveError(
                     f"the archive's symlink targets add up to more than "

@@ -154,11 +154,11 @@ def unpack_member(raw: Seekable, info: zipfile.ZipInfo, unpacker: SafeWriter) ->
         while len(target) <= MAX_SYMLINK_TARGET and (chunk := source.read(MAX_SYMLINK_TARGET)):
             target += chunk
         if len(target) > MAX_SYMLINK_TARGET:
-            # Not read to its end, so unchecked; and in characters it may pass the bound.
+            # Not read to its end, so unchecked.
             raise ArchiveError(
                 f"symlink {info.filename!r} has a target of more than {MAX_SYMLINK_TARGET} bytes"
             )
-        unpacker.symlink(info.filename, target.decode("utf-8", "replace"))
+        unpacker.symlink(info.filename, target.decode("utf-8", "surrogateescape"))
     elif info.compress_type == zipfile.ZIP_STORED:
         # Nothing to inflate: as a plain tar's, its data goes to the writer in views of
         # the stream's chunks, with no thread to hand them on.

@@ -59,3 +59,16 @@ def test_headers_split_across_reads_are_read_whole(staging):
     data = buffer.getvalue()
     unpack_tar(_OddReads(data), staging, LIMITS, lambda: len(data))
     assert {f"m/{path.name}": path.read_bytes() for path in (staging / "m").iterdir()} == files
+
+
+def test_a_tar_links_target_over_the_bound_in_bytes_is_refused(staging):
+    """A pax header holds a target in UTF-8: 600 characters of four bytes each are 2,400
+    bytes, over the 1,024-byte bound a count of characters would let pass."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        link = tarfile.TarInfo("m/link")
+        link.type, link.linkname = tarfile.SYMTYPE, "\U0001f600" * 600
+        archive.addfile(link)
+    with pytest.raises(ArchiveError, match="target of more than 1024 bytes"):
+        unpack(buffer.getvalue(), staging, "tar")
+    assert not (staging / "m" / "link").is_symlink()
