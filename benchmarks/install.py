@@ -10,8 +10,10 @@ each per round, median of --runs rounds, each into a fresh directory and each af
 page cache is dropped (root only), memory recycled (`common.recycle_memory`) and the
 methods' programs read back in (`warm_programs`):
 
-* receiver: a real push (curl, signed token) to a real gunicorn receiver with
-  RECEIVER_ACK=installed, timed to its answer `installed` (renamed into place, fsynced);
+* receiver: a real push (a signed token) to a real gunicorn receiver with
+  RECEIVER_ACK=installed, timed from sending it on a connection already open, its token
+  minted, as Pub/Sub sends one (`common.Receiver.ready_push`), to its answer `installed`
+  (renamed into place, fsynced);
   a fresh gunicorn per row, so its peak RSS (worker VmHWM) is that row's; its CPU is the
   user + system time its workers spent on the install, and the emulator's CPU what
   fake-gcs-server spent meanwhile serving it: on one machine both share its cores, so
@@ -48,6 +50,7 @@ from isal import isal_zlib
 from benchmarks.common import (
     ROOT,
     Receiver,
+    cleaned_up_on_sigterm,
     cpu_seconds,
     emulator_root,
     link_object,
@@ -102,16 +105,16 @@ def run(
 ) -> list[Row]:
     root = emulator_root()
     emulator = StorageEmulator(root=root).start()
-    os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
-    client = storage.Client(
-        project="bench",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": emulator.url},
-    )
-    bucket = client.create_bucket("bench")
     rows = []
     dropped = True
     try:
+        os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
+        client = storage.Client(
+            project="bench",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": emulator.url},
+        )
+        bucket = client.create_bucket("bench")
         for kind in kinds:
             for size in sizes:
                 # The half-zeros model is the comparison with earlier rounds: tar.gz only.
@@ -157,9 +160,10 @@ def measure(
         name = f"models/m/{next(versions)}.{object_suffix(archive_format)}"
         blob = link_object(bucket, root, shared, name)
         prepare()
+        push = receiver.ready_push(blob)
         before, served = receiver.cpu_seconds(), cpu_seconds(emulator.pid)
         started = time.perf_counter()
-        receiver.install(blob)
+        push()
         times[RECEIVER].append(time.perf_counter() - started)
         cpu.append(receiver.cpu_seconds() - before)
         serving.append(cpu_seconds(emulator.pid) - served)
@@ -280,12 +284,15 @@ if __name__ == "__main__":
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--table", default="benchmarks-install", help="file names in --out")
     arguments = parser.parse_args()
-    run(
-        arguments.sizes,
-        arguments.runs,
-        arguments.out,
-        tuple(arguments.formats),
-        tuple(arguments.kinds),
-        arguments.table,
-    )
-    shutil.rmtree(_scratch(), ignore_errors=True)
+    cleaned_up_on_sigterm()
+    try:
+        run(
+            arguments.sizes,
+            arguments.runs,
+            arguments.out,
+            tuple(arguments.formats),
+            tuple(arguments.kinds),
+            arguments.table,
+        )
+    finally:
+        shutil.rmtree(_scratch(), ignore_errors=True)

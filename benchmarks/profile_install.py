@@ -8,8 +8,9 @@
 float32 weights unless KIND says half-zeros; tar.gz unless FORMAT names another) into the
 storage emulator's files in /dev/shm and recycles memory, as the install benchmark does,
 and runs `Installer.install` on it as the worker would, TIMES times (once unless told) as
-versions 1, 2, ..., printing the process's resident memory after each: how a long-lived
-worker's memory settles. It limits glibc's heaps and hands freed memory back after each
+versions 1, 2, ..., printing where it keeps its files, then the process's resident memory
+after each install: how a long-lived worker's memory settles. Stopped by SIGTERM or
+Ctrl-C, it removes its files. It limits glibc's heaps and hands freed memory back after each
 install as a worker does (`receiver.worker`); `MALLOC_ARENA_MAX=16`, glibc's default on
 two cores, shows what it would do without the limit. `summarize` reads py-spy's
 collapsed stacks (`--threads`, which names each thread) and prints, for each thread of
@@ -20,10 +21,10 @@ not the seconds.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +32,9 @@ from pathlib import Path
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from benchmarks.common import emulator_root, place_object, recycle_memory
+from benchmarks.common import cleaned_up_on_sigterm, emulator_root, place_object, recycle_memory
 from benchmarks.install import drop_caches
-from benchmarks.models import archive_path, object_suffix
+from benchmarks.models import FORMATS, KINDS, archive_path, object_suffix
 from receiver import worker
 from receiver.config import Settings
 from receiver.dev.tools import StorageEmulator
@@ -50,6 +51,7 @@ def install(
     root = emulator_root()
     workdir = Path(tempfile.mkdtemp(prefix="profile-"))
     emulator = StorageEmulator(root=root).start()
+    print(f"the emulator's files in {root}, the versions installed in {workdir}", flush=True)
     try:
         client = storage.Client(
             project="profile",
@@ -121,11 +123,18 @@ def summarize(raw: Path, top: int = 4, rate: int = 200) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "install":
-        given, defaults = sys.argv[3:6], ["weights", "tar.gz", "1"]
-        kind, archive_format, times = given + defaults[len(given) :]
-        install(int(sys.argv[2]), kind, archive_format, int(times))
-    elif sys.argv[1] == "summarize":
-        summarize(Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    installs = commands.add_parser("install", help="install one model, TIMES times")
+    installs.add_argument("size", type=int, help="MiB")
+    installs.add_argument("kind", nargs="?", choices=KINDS, default="weights")
+    installs.add_argument("format", nargs="?", choices=FORMATS, default="tar.gz")
+    installs.add_argument("times", nargs="?", type=int, default=1)
+    summaries = commands.add_parser("summarize", help="busy time per thread of a py-spy raw file")
+    summaries.add_argument("raw", type=Path)
+    arguments = parser.parse_args()
+    if arguments.command == "install":
+        cleaned_up_on_sigterm()
+        install(arguments.size, arguments.kind, arguments.format, arguments.times)
     else:
-        raise SystemExit(f"{sys.argv[1]}: neither install nor summarize")
+        summarize(arguments.raw)
