@@ -171,19 +171,25 @@ def test_the_install_profile_installs_a_model_again_and_again_reporting_memory()
 def test_an_install_profile_stopped_by_sigterm_leaves_no_files_behind():
     """A benchmark killed (`pkill`, a timeout) left its emulator's files, GiBs of them at
     the real sizes, in /dev/shm and its versions in /tmp."""
-    process = subprocess.Popen(
-        [sys.executable, "benchmarks/profile_install.py", "install", "1", "weights", "tar", "500"],
+    command = [sys.executable, "benchmarks/profile_install.py", "install", "1", "weights", "tar"]
+    with subprocess.Popen(
+        [*command, "500"],
         cwd=PROJECT_ROOT,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    where = re.fullmatch(r"the emulator's files in (\S+), the versions installed in (\S+)\n", first)
-    assert where, first
-    while not process.stdout.readline().startswith("install 1:"):
-        assert process.poll() is None, "it stopped before its first install"
-    process.terminate()
-    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    ) as process:
+        try:
+            assert process.stdout is not None
+            first = process.stdout.readline()
+            where = re.fullmatch(
+                r"the emulator's files in (\S+), the versions installed in (\S+)\n", first
+            )
+            assert where, first
+            while not process.stdout.readline().startswith("install 1:"):
+                assert process.poll() is None, "it stopped before its first install"
+            process.terminate()
+            assert process.wait(timeout=120) == 128 + signal.SIGTERM
+        finally:
+            process.kill()
     assert not Path(where[1]).exists() and not Path(where[2]).exists()
