@@ -1,7 +1,9 @@
 """Unpack: an archive's bytes into a staging directory, safely, within limits.
 
     base        the one chunk size, `Readable`, the byte budget, the rules for names
-    decompress  gzip, bzip2, xz and zstd in bounded steps; the -Z content encoding
+    decompress  the format from the first bytes; bzip2, xz and zstd in bounded steps;
+                the -Z content encoding
+    gzipstream  gzip through ISA-L's reader, its errors named by the stream's end
     tar         a tar stream read front to back
     zip         a zip's index read and checked, then its entries (`unpack_zip`: spooled)
     zipstream   a zip streamed: its index read by ranged reads first, then its entries

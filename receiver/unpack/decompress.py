@@ -11,10 +11,7 @@ does).
 
 The format is read from the first bytes, not from the object's name; an object stored
 gzip-encoded (`gcloud storage cp -Z`) has that layer removed first (`content_decoded`).
-gzip goes through ISA-L's own gzip reader (`isal.igzip`), which inflates straight into the
-bytes it returns and walks members in C: on float32 weights 1.4x the speed of ISA-L's
-decompressor objects, which grow and copy their output, and 2x zlib's
-(docs/benchmarks.md).
+gzip goes through ISA-L's own gzip reader (`gzipstream`).
 """
 
 from __future__ import annotations
@@ -23,15 +20,15 @@ import bz2
 import lzma
 import zlib
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Protocol
 
 from backports import zstd
-from isal import igzip, isal_zlib
 
 from receiver.config import Limits
 from receiver.errors import ArchiveError, CorruptArchiveError
 from receiver.unpack.base import CHUNK_SIZE, ByteBudget, Readable
 from receiver.unpack.forward import ForwardStream
+from receiver.unpack.gzipstream import GZIP_MAGIC, ISAL_ERROR, GzipStream
 
 # Members a bzip2, xz or zstd stream may hold: `FREE_MEMBERS`, and one more for each
 # `MEMBER_BYTES` it has unpacked. Each member costs a decompressor made in Python and a
@@ -42,7 +39,6 @@ from receiver.unpack.forward import ForwardStream
 # walks members in C (a million empty ones: under a second), so gzip has no such rule.
 FREE_MEMBERS = 64
 MEMBER_BYTES = 64 * 1024
-ISAL_ERROR = cast(type[Exception], isal_zlib.error)  # typed as an instance in isal's stubs
 
 
 class _Decompressor(Protocol):
@@ -57,7 +53,6 @@ class _Decompressor(Protocol):
     def decompress(self, data: bytes | memoryview, max_length: int = -1) -> bytes: ...
 
 
-_GZIP_MAGIC = b"\x1f\x8b"
 # magic bytes -> (format name, decompressor for one member/stream/frame)
 _FORMATS: dict[bytes, tuple[str, Callable[[], _Decompressor]]] = {
     b"BZh": ("bzip2", bz2.BZ2Decompressor),
@@ -77,7 +72,7 @@ _ERRORS: tuple[type[Exception], ...] = (
 def decompressed(source: Readable, budget: ByteBudget) -> Readable:
     """The bytes of `source` decompressed if they start like gzip, bzip2, xz or zstd."""
     head = source.read(CHUNK_SIZE)
-    if head.startswith(_GZIP_MAGIC):
+    if head.startswith(GZIP_MAGIC):
         return GzipStream(source, head, "gzip", budget)
     for magic, (name, factory) in _FORMATS.items():
         if head.startswith(magic):
@@ -112,7 +107,7 @@ def content_decoded(
             "is removed)"
         )
     head = source.read(CHUNK_SIZE)
-    if not head.startswith(_GZIP_MAGIC):
+    if not head.startswith(GZIP_MAGIC):
         raise CorruptArchiveError(
             "the object is stored with Content-Encoding: gzip (gcloud storage cp -Z) "
             "but its bytes are not gzip"
@@ -194,91 +189,6 @@ class DecompressedStream:
         self._member = self._factory()
         self._members += 1
         return True
-
-
-class GzipStream:
-    """gzip members, one after another, inflated by ISA-L's reader; `read(n)` as
-    `DecompressedStream`'s. The reader checks each member's CRC and length itself."""
-
-    def __init__(self, source: Readable, head: bytes, name: str, budget: ByteBudget) -> None:
-        self.name = name
-        self._budget = budget
-        self._input = _ReadInto(source, head)
-        self._file = igzip.GzipFile(fileobj=self._input, mode="rb")  # type: ignore[no-untyped-call]
-
-    def read(self, size: int = -1, /) -> bytes:
-        size = CHUNK_SIZE if size is None or size < 0 else size
-        try:
-            chunk = self._file.read(size)
-        except EOFError as exc:
-            if stray := self._stray_bytes():
-                raise CorruptArchiveError(
-                    f"bytes after the end of the {self.name} data are not another complete "
-                    f"{self.name} member ({stray} bytes, too few for a member's header)"
-                ) from exc
-            raise CorruptArchiveError(
-                f"the {self.name} stream is truncated: it stops before its end marker"
-            ) from exc
-        except igzip.BadGzipFile as exc:
-            # The first member's magic was checked already, so a bad one is a later one's.
-            if str(exc).startswith("Not a gzipped file"):
-                raise CorruptArchiveError(
-                    f"bytes after the end of the {self.name} data are not another complete "
-                    f"{self.name} member ({exc})"
-                ) from exc
-            raise CorruptArchiveError(f"corrupt {self.name} data: {exc}") from exc
-        except OverflowError as exc:
-            # The reader parses a member's header within its 512 KiB input buffer: a file
-            # name or comment longer than that (no tool writes one) is not an OS fault.
-            raise CorruptArchiveError(
-                f"corrupt {self.name} data: a member's header (its file name or comment) "
-                f"is too long to read ({exc})"
-            ) from exc
-        except (ISAL_ERROR, OSError) as exc:
-            raise CorruptArchiveError(f"corrupt {self.name} data: {exc}") from exc
-        self._budget.spend(len(chunk))
-        return chunk
-
-    def _stray_bytes(self) -> int:
-        """How many bytes (1-9: too few for a header, so the reader calls them an early
-        end) follow a trailer whose length is the bytes inflated (by the reader's own count:
-        GzipFile.tell needs a seekable source), modulo 2**32. Cut-off deflate data matches
-        one time in four billion; after several members stray bytes still read as truncated."""
-        try:
-            inflated = int(self._file._buffer.raw.tell())
-        except (AttributeError, OSError, ValueError):
-            return 0
-        for stray in range(1, _MOST_STRAY + 1):
-            length = self._input.tail[-stray - 4 : -stray]
-            if len(length) == 4 and int.from_bytes(length, "little") == inflated % 2**32:
-                return stray
-        return 0
-
-
-_MOST_STRAY = 9  # bytes the reader calls an early end: a member's header is 10
-
-
-class _ReadInto:
-    """`source` (its first bytes already read as `head`) with the `readinto` the reader uses."""
-
-    def __init__(self, source: Readable, head: bytes) -> None:
-        self._source = ForwardStream(source)  # taken in views: copied once, into `buffer`
-        self._pending = memoryview(head)
-        self.tail = b""  # the last bytes handed to the reader (`GzipStream._stray_bytes`)
-
-    def readinto(self, buffer: memoryview) -> int:
-        if not self._pending:
-            self._pending = self._source.read1(len(buffer))
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        keep = _MOST_STRAY + 4  # and the trailer's length field before them
-        self.tail = (self.tail + self._pending[max(0, size - keep) : size])[-keep:]
-        self._pending = self._pending[size:]
-        return size
-
-    def read(self, size: int = -1, /) -> bytes:  # marks a file to the reader, which uses readinto
-        buffer = bytearray(CHUNK_SIZE if size is None or size < 0 else size)
-        return bytes(buffer[: self.readinto(memoryview(buffer))])
 
 
 class Plain:

@@ -101,7 +101,7 @@ class SafeWriter:
         if not parts or not target or "\x00" in target:
             raise ArchiveError(f"symlink {name!r} has no usable name or target")
         # In bytes as the filesystem stores them: a character of UTF-8 may be four.
-        target_bytes = len(os.fsencode(target))
+        target_bytes = len(target.encode("utf-8", "surrogateescape"))
         if target_bytes > MAX_SYMLINK_TARGET:
             raise ArchiveError(
                 f"symlink {name!r} has a target of more than {MAX_SYMLINK_TARGET} bytes"

@@ -31,8 +31,9 @@ from isal import isal_zlib
 
 from receiver.config import Limits
 from receiver.errors import ArchiveError, CorruptArchiveError
-from receiver.unpack import decompress, zipindex
+from receiver.unpack import zipindex
 from receiver.unpack.base import CHUNK_SIZE, MAX_SYMLINK_TARGET
+from receiver.unpack.gzipstream import ISAL_ERROR
 from receiver.unpack.readahead import ReadAhead
 from receiver.unpack.writer import SafeWriter
 
@@ -68,7 +69,7 @@ def corrupt_errors() -> Iterator[None]:
         EOFError,
         ValueError,
         zlib.error,
-        decompress.ISAL_ERROR,
+        ISAL_ERROR,
     ) as exc:
         raise CorruptArchiveError(f"corrupt zip archive: {exc}") from exc
     except NotImplementedError as exc:  # zipfile: a record needs a zip version above 6.3

@@ -71,22 +71,8 @@ def test_a_zstd_stream_whose_output_fills_a_read_exactly_is_not_called_truncated
         (lambda gz: gz[:-4] + b"\0\0\0\0", "corrupt gzip data"),  # wrong length
         (lambda gz: gz + b"trailing garbage", "not another complete gzip member"),
         (lambda gz: gz + gz[:100], "truncated"),  # a second member cut short
-        # too few bytes for a header: ISA-L's reader calls that an early end
-        (lambda gz: gz + b"\x01", "not another complete gzip member .1 bytes"),
-        (lambda gz: gz + b"junk\n" * 2 + b"x" * 9, "not another complete gzip member"),
-        (lambda gz: gz + b"\x01" * 9, "not another complete gzip member .9 bytes"),
     ],
-    ids=[
-        "cut-200",
-        "no-trailer",
-        "bad-crc",
-        "bad-length",
-        "garbage-after",
-        "cut-member",
-        "one-stray-byte",
-        "nineteen-stray-bytes",
-        "nine-stray-bytes",
-    ],
+    ids=["cut-200", "no-trailer", "bad-crc", "bad-length", "garbage-after", "cut-member"],
 )
 def test_a_gzip_stream_must_end_properly(staging, mangle, reason):
     with pytest.raises(ArchiveError, match=reason):
