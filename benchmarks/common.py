@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
@@ -91,7 +92,12 @@ def cleaned_up_on_sigterm() -> None:
     """Make SIGTERM (`kill`, `pkill`, a CI timeout) unwind as Ctrl-C does, through every
     `finally`: a run stopped by it otherwise left its emulator's GiBs in /dev/shm and its
     scratch directory in /tmp behind."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    def leave(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one would cut cleanup short
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
 
 
 def emulator_root() -> Path:
@@ -200,7 +206,17 @@ class Receiver:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_until_up(f"{self.url}healthz")
+        try:
+            wait_until_up(f"{self.url}healthz")
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def install(self, blob: storage.Blob) -> None:
         self.ready_push(blob)()
@@ -209,7 +225,8 @@ class Receiver:
         """The push for `blob`, ready as Pub/Sub holds one: its token minted and a
         connection open, so sending it times the receiver alone. Sent by curl, as until
         2026-12-03, every install also paid curl's start (10 ms here, warm) and the
-        signing of a token, which Pub/Sub caches."""
+        signing of a token, which Pub/Sub caches. Send it within gunicorn's keep-alive
+        (5 s, gunicorn.conf.py): an idle connection is closed after that."""
         body = json.dumps(notification_push(blob)).encode()
         headers = {
             "Authorization": f"Bearer {self.signer.mint(self.url)}",
@@ -242,6 +259,7 @@ class Receiver:
         return sum(cpu_seconds(int(worker)) for worker in worker_pids(self.process.pid))
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # gone already
+            os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=60)
         self.log.close()

@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.by_hand import drop_caches
 from benchmarks.common import recycle_memory
-from benchmarks.install import drop_caches
 
 WRITE_BYTES = 2 << 20  # the writer's hand-over (`unpack.base.READ_BYTES`)
 REPORTED = Path("/sys/module/page_reporting/parameters/reported_kib")

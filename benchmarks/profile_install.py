@@ -32,8 +32,8 @@ from pathlib import Path
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from benchmarks.by_hand import drop_caches
 from benchmarks.common import cleaned_up_on_sigterm, emulator_root, place_object, recycle_memory
-from benchmarks.install import drop_caches
 from benchmarks.models import FORMATS, KINDS, archive_path, object_suffix
 from receiver import worker
 from receiver.config import Settings
@@ -50,9 +50,10 @@ def install(
 ) -> None:
     root = emulator_root()
     workdir = Path(tempfile.mkdtemp(prefix="profile-"))
-    emulator = StorageEmulator(root=root).start()
-    print(f"the emulator's files in {root}, the versions installed in {workdir}", flush=True)
+    emulator = StorageEmulator(root=root, die_with_parent=True)
     try:
+        emulator.start()
+        print(f"the emulator's files in {root}, the versions installed in {workdir}", flush=True)
         client = storage.Client(
             project="profile",
             credentials=AnonymousCredentials(),
