@@ -30,11 +30,18 @@ class DoesNotFitError(PermanentError):
 
 
 def tree_bytes(path: Path) -> int:
-    """Bytes of the regular files under `path` (links not followed), as TF Serving counts."""
+    """Bytes of the regular files under `path` (links not followed), as TF Serving counts.
+
+    A file that goes while it is counted (its version withdrawn or pruned by another
+    process) counts nothing: /status and a job's checks read a tree others change.
+    """
     total = 0
     for directory, _, files in os.walk(path):
         for name in files:
-            info = os.lstat(os.path.join(directory, name))
+            try:
+                info = os.lstat(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue
             if stat.S_ISREG(info.st_mode):
                 total += info.st_size
     return total

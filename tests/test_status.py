@@ -4,13 +4,15 @@ a journal and a model dir in a temporary directory, no storage and no server."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from receiver import status
+from receiver import modeldir, status
 from receiver.config import Settings
 from receiver.journal import Journal
 from receiver.layout import ModelVersion
@@ -116,3 +118,25 @@ def test_a_job_whose_version_is_in_place_says_it_waits_for_tf_serving(settings, 
     assert re.search(
         r"^1 +running +m +4 .* in place; waiting for TF Serving to load it$", report, re.M
     ), report
+
+
+def test_a_version_withdrawn_while_status_counts_it_does_not_fail_the_document(
+    settings: Settings, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI saw /status answer 500 while a failed version was withdrawn: the memory estimate
+    walked the version's files and one was gone before it was measured."""
+    on_disk(settings, "m", 1)
+    on_disk(settings, "m", 2)
+    real_walk = os.walk
+
+    def walk_then_withdraw(path: str) -> Iterator[tuple[str, list[str], list[str]]]:
+        for directory, dirs, files in real_walk(path):
+            if files and Path(directory).name == "2":
+                modeldir.withdraw(Path(directory))  # after listing, before lstat
+            yield directory, dirs, files
+
+    monkeypatch.setattr(os, "walk", walk_then_withdraw)  # as capacity.tree_bytes calls it
+    body = status.document(settings, journal, Quarantine(settings.state_dir / "q"))
+    serving = body["serving"]
+    assert isinstance(serving, dict) and serving["memory_estimate"] == {"m": 0}
+    assert not (settings.model_dir / "m" / "2").exists()
