@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import google_crc32c
@@ -219,14 +219,17 @@ class Receiver:
         self.stop()
 
     def install(self, blob: storage.Blob) -> None:
-        self.ready_push(blob)()
+        with self.ready_push(blob) as send:
+            send()
 
-    def ready_push(self, blob: storage.Blob) -> Callable[[], None]:
+    @contextlib.contextmanager
+    def ready_push(self, blob: storage.Blob) -> Iterator[Callable[[], None]]:
         """The push for `blob`, ready as Pub/Sub holds one: its token minted and a
         connection open, so sending it times the receiver alone. Sent by curl, as until
         2026-12-03, every install also paid curl's start (10 ms here, warm) and the
         signing of a token, which Pub/Sub caches. Send it within gunicorn's keep-alive
-        (5 s, gunicorn.conf.py): an idle connection is closed after that."""
+        (5 s, gunicorn.conf.py): an idle connection is closed after that. The connection
+        is closed on leaving the block, sent or not."""
         body = json.dumps(notification_push(blob)).encode()
         headers = {
             "Authorization": f"Bearer {self.signer.mint(self.url)}",
@@ -236,15 +239,15 @@ class Receiver:
         connection.connect()
 
         def send() -> None:
-            try:
-                connection.request("POST", "/", body, headers)
-                outcome = json.loads(connection.getresponse().read())
-            finally:
-                connection.close()
+            connection.request("POST", "/", body, headers)
+            outcome = json.loads(connection.getresponse().read())
             if outcome["outcome"] != "installed":
                 raise SystemExit(f"receiver did not install {blob.name}: {outcome}")
 
-        return send
+        try:
+            yield send
+        finally:
+            connection.close()
 
     def peak_rss_mib(self) -> int:
         peaks = []

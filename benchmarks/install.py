@@ -147,11 +147,11 @@ def measure(
             name = f"models/m/{next(versions)}.{object_suffix(archive_format)}"
             blob = link_object(bucket, root, shared, name)
             prepare()
-            push = receiver.ready_push(blob)
-            before, served = receiver.cpu_seconds(), cpu_seconds(emulator.pid)
-            started = time.perf_counter()
-            push()
-            times[RECEIVER].append(time.perf_counter() - started)
+            with receiver.ready_push(blob) as push:
+                before, served = receiver.cpu_seconds(), cpu_seconds(emulator.pid)
+                started = time.perf_counter()
+                push()
+                times[RECEIVER].append(time.perf_counter() - started)
             cpu.append(receiver.cpu_seconds() - before)
             serving.append(cpu_seconds(emulator.pid) - served)
             row.peaks_mib.append(receiver.peak_rss_mib())
