@@ -71,23 +71,6 @@ def interleaved_medians(
     return {name: statistics.median(taken) for name, taken in times.items()}
 
 
-def recycle_memory(nbytes: int, directory: Path) -> None:
-    """Write and delete `nbytes` of file, so the next writes get pages the guest has touched.
-
-    On this kind of virtual machine memory the guest has not touched lately is backed by
-    the host on first write: writing 1 GiB into such pages costs about 2.5 s of kernel
-    time, against 0.2 s into pages freed moments ago (the host takes freed pages back
-    within seconds). Calling this just before every timed run gives each method the same
-    kind of memory, whatever ran before it.
-    """
-    block = bytes(2**20)
-    path = directory / "recycle.tmp"
-    with path.open("wb") as scratch:
-        for _ in range(-(-nbytes // len(block))):
-            scratch.write(block)
-    path.unlink()
-
-
 def cleaned_up_on_sigterm() -> None:
     """Make SIGTERM (`kill`, `pkill`, a CI timeout) unwind as Ctrl-C does, through every
     `finally`: a run stopped by it otherwise left its emulator's GiBs in /dev/shm and its

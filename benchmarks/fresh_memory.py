@@ -6,7 +6,7 @@ On a virtual machine whose balloon device reports free memory to its host (virti
 `VIRTIO_BALLOON_F_REPORTING`; Firecracker and QEMU offer it), the host takes back pages
 the guest has left free for a few seconds, and the guest's next write into such a page
 costs a fault in the host. The install benchmark recycles memory before every method
-(`common.recycle_memory`) so each starts on pages just freed, but a long install outlives
+(`host_memory.recycle_memory`) so each starts on pages just freed, but a long install outlives
 that. This writes `--mib` into one file in 2 MiB writes, as the receiver's writer does,
 twice: right after writing and deleting twice as much (pages just freed), and after `--idle`
 seconds of leaving memory free (with the page cache dropped first, as root). It prints
@@ -27,18 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.by_hand import drop_caches
-from benchmarks.common import recycle_memory
+from benchmarks.host_memory import page_reporting, recycle_memory, reported_mib
 
 WRITE_BYTES = 2 << 20  # the writer's hand-over (`unpack.base.READ_BYTES`)
-REPORTED = Path("/sys/module/page_reporting/parameters/reported_kib")
-
-
-def reported_mib() -> float | None:
-    """MiB of free memory the guest has reported to its host since boot, if it reports."""
-    try:
-        return int(REPORTED.read_text()) / 1024
-    except (OSError, ValueError):
-        return None
 
 
 def write_file(path: Path, nbytes: int, per: int) -> list[float]:
@@ -104,7 +95,8 @@ def main() -> None:
     )
     print(measure("pages just freed", args.dir, nbytes, just_freed))
     print(measure(f"pages left free {args.idle:g} s", args.dir, nbytes, left_idle))
-    print(f"\npage cache dropped first: {'yes' if all(dropped) else 'no (needs root)'}")
+    cache = "yes" if all(dropped) else "no (needs root)"
+    print(f"\npage cache dropped first: {cache}; {page_reporting()}")
 
 
 if __name__ == "__main__":

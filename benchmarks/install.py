@@ -7,7 +7,7 @@ rounds), size and format, the same archive is put into the storage emulator (its
 filesystem backend in /dev/shm, the bytes placed straight into its files: its uploads
 cannot hold 5 GiB, `common.place_object`) and every method runs in turns, one run of
 each per round, median of --runs rounds, each into a fresh directory and each after the
-page cache is dropped (root only), memory recycled (`common.recycle_memory`) and the
+page cache is dropped (root only), memory recycled (`host_memory.recycle_memory`) and the
 methods' programs read back in (`warm_programs`):
 
 * receiver: a real push (a signed token) to a real gunicorn receiver with
@@ -26,7 +26,10 @@ methods' programs read back in (`warm_programs`):
   (`dd if=/dev/zero bs=1M conv=fdatasync` of the model's size) and the wire
   (`curl -s -o /dev/null URL`).
 
-Writes a Markdown table and a PNG chart to --out (default docs/).
+Writes a Markdown table and a PNG chart to --out (default docs/); the table says whether
+this machine hands freed memory to its host, which makes long writes cost more here.
+`--hold-free-memory` (root, this machine kind's kernel) holds it back for the run and
+then puts the kernel's settings back: what a machine that keeps its memory gives.
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ from benchmarks.common import (
     emulator_root,
     link_object,
     place_object,
-    recycle_memory,
 )
+from benchmarks.host_memory import free_memory_held, recycle_memory
 from benchmarks.install_report import COLUMNS, write_report
 from benchmarks.models import FORMATS, KINDS, MIB, archive_path, object_suffix
 from receiver.dev.tools import StorageEmulator
@@ -189,16 +192,23 @@ if __name__ == "__main__":
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--table", default="benchmarks-install", help="file names in --out")
+    parser.add_argument(
+        "--hold-free-memory",
+        action="store_true",
+        help="keep freed memory from the host during the run (this machine kind, root)",
+    )
     arguments = parser.parse_args()
     cleaned_up_on_sigterm()
+    held = free_memory_held() if arguments.hold_free_memory else contextlib.nullcontext()
     try:
-        run(
-            arguments.sizes,
-            arguments.runs,
-            arguments.out,
-            tuple(arguments.formats),
-            tuple(arguments.kinds),
-            arguments.table,
-        )
+        with held:
+            run(
+                arguments.sizes,
+                arguments.runs,
+                arguments.out,
+                tuple(arguments.formats),
+                tuple(arguments.kinds),
+                arguments.table,
+            )
     finally:
         shutil.rmtree(scratch(), ignore_errors=True)

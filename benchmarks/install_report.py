@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks.host_memory import page_reporting
 from benchmarks.models import MIB
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ def write_report(
     header = " | ".join(column.replace("|", "\\|") for column in COLUMNS)
     lines = [
         f"Medians of {runs} runs, the methods in turns, {cache}. Each ratio is the "
-        "receiver's time divided by the other's (below 1: the receiver is faster).",
+        "receiver's time divided by the other's (below 1: the receiver is faster); "
+        f"{page_reporting()}.",
         "",
         f"| model | format | archive | {header} | ÷ igzip pipe | ÷ inflate | ÷ max(disk, wire) "
         "| receiver CPU | emulator CPU | ÷ CPU / cores | receiver peak RSS |",

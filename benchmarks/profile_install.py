@@ -33,7 +33,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from benchmarks.by_hand import drop_caches
-from benchmarks.common import cleaned_up_on_sigterm, emulator_root, place_object, recycle_memory
+from benchmarks.common import cleaned_up_on_sigterm, emulator_root, place_object
+from benchmarks.host_memory import recycle_memory
 from benchmarks.models import FORMATS, KINDS, archive_path, object_suffix
 from receiver import worker
 from receiver.config import Settings

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.host_memory import free_memory_held
 from benchmarks.models import FORMATS, KINDS
 from tests.helpers import PROJECT_ROOT
 
@@ -161,6 +162,20 @@ def test_the_fresh_memory_benchmark_times_writes_into_freed_and_idle_pages(tmp_p
         written, took, *_ = measured(row)
         assert written == 4 and took > 0, row
     assert list(tmp_path.iterdir()) == [], "the file written is left behind"
+
+
+def test_free_memory_held_back_for_a_run_is_handed_back_however_the_run_ends(tmp_path):
+    """`install.py --hold-free-memory` changes the kernel's settings for one run only."""
+    shipped = {"max_waiting_mib": "1024", "min_free_ms": "0"}
+    for name, value in shipped.items():
+        (tmp_path / name).write_text(f"{value}\n")
+    with pytest.raises(RuntimeError), free_memory_held(tmp_path):
+        assert (tmp_path / "max_waiting_mib").read_text() == "65536"
+        raise RuntimeError("the run failed")
+    assert {name: (tmp_path / name).read_text() for name in shipped} == shipped
+    absent = tmp_path / "a kernel without them"
+    with pytest.raises(SystemExit, match="cannot hold free memory back"), free_memory_held(absent):
+        pass
 
 
 def test_the_install_profile_installs_a_model_again_and_again_reporting_memory():
