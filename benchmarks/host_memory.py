@@ -10,6 +10,7 @@ beside each table whether the machine reports, and can hold reporting back for a
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,47 +33,62 @@ def recycle_memory(nbytes: int, directory: Path) -> None:
 
 
 PAGE_REPORTING = Path("/sys/module/page_reporting/parameters")
-# This machine kind's kernel lets these say when freed memory is reported: after
-# `min_free_ms`, or at once when more than `max_waiting_mib` waits (docs/benchmarks.md).
-_REPORTING_KNOBS = ("min_free_ms", "max_waiting_mib")
+# This machine kind's kernel (not upstream Linux, which has only `page_reporting_order`)
+# says when freed memory is reported: once it has been free `min_free_ms`, or at once
+# while more than `max_waiting_mib` waits. Shipped: 0 and 1024, so a free GiB goes at once.
+# Held: a page is reported only after a minute free, and no amount waiting forces it.
+HELD = {"max_waiting_mib": "65536", "min_free_ms": "60000"}
 
 
-def reported_mib() -> float | None:
-    """MiB of free memory the guest has reported to its host since boot, if it reports."""
+def reported_mib(parameters: Path = PAGE_REPORTING) -> float | None:
+    """MiB of free memory the guest has reported to its host since boot (None: no count)."""
     try:
-        return int((PAGE_REPORTING / "reported_kib").read_text()) / 1024
+        return int((parameters / "reported_kib").read_text()) / 1024
     except (OSError, ValueError):
         return None
 
 
-def page_reporting() -> str:
-    """Whether this machine hands freed memory to its host, and its kernel's settings for
-    it: the cause of a long write's varying cost (docs/benchmarks.md), said beside a table."""
-    if not reported_mib():
-        return "this machine reports no free memory to a host"
-    knobs = []
-    for name in _REPORTING_KNOBS:
+def page_reporting(parameters: Path = PAGE_REPORTING) -> str:
+    """What this machine does with freed memory, said beside a table: a long write's cost
+    here depends on it (docs/benchmarks.md)."""
+    reported = reported_mib(parameters)
+    if reported is None:
+        return "this machine's kernel keeps no count of free memory reported to a host"
+    knobs = {}
+    for name in HELD:
         with contextlib.suppress(OSError):
-            knobs.append(f"{name}={(PAGE_REPORTING / name).read_text().strip()}")
-    settings = f" (page_reporting {', '.join(knobs)})" if knobs else ""
-    return f"this machine reports free memory to its host{settings}"
+            knobs[name] = (parameters / name).read_text().strip()
+    settings = ", ".join(f"{name}={value}" for name, value in knobs.items())
+    said = f"{reported / 1024:,.0f} GiB of free memory reported to its host since boot"
+    if knobs == HELD:
+        return (
+            f"this machine's free memory held back from its host for the run ({settings}); {said}"
+        )
+    return f"this machine: {said}" + (f" (page_reporting {settings})" if settings else "")
 
 
 @contextlib.contextmanager
 def free_memory_held(parameters: Path = PAGE_REPORTING) -> Iterator[None]:
-    """Hold freed memory back from the host while the block runs, then put the kernel's
-    settings back: what an install costs on a machine that keeps its memory (bare metal,
-    a VM without free page reporting). This machine kind's kernel only, as root."""
-    held = {"max_waiting_mib": "65536", "min_free_ms": "60000"}
+    """Hold freed memory back from the host while the block runs (a page is reported only
+    after a minute free), then put the kernel's settings back, unless the process is
+    killed outright: what an install costs on a machine that keeps its memory (bare
+    metal, a VM without free page reporting). This machine kind's kernel only, as root."""
     before: dict[str, str] = {}
     try:
         try:
-            for name, value in held.items():
-                before[name] = (parameters / name).read_text().strip()
+            for name, value in HELD.items():
+                shipped = (parameters / name).read_text().strip()
                 (parameters / name).write_text(value)
+                before[name] = shipped
         except OSError as exc:
             raise SystemExit(f"cannot hold free memory back on this machine: {exc}") from exc
         yield
     finally:
-        for name, value in before.items():
-            (parameters / name).write_text(value)
+        failed = []
+        for name, value in reversed(before.items()):
+            try:
+                (parameters / name).write_text(value)
+            except OSError as exc:
+                failed.append(f"{name}={value} ({exc})")
+        if failed:
+            print(f"could not put back {', '.join(failed)}: set them by hand", file=sys.stderr)

@@ -49,11 +49,21 @@ def tree_bytes(path: Path) -> int:
 
 def served_bytes(model_dir: Path) -> dict[str, int]:
     """Each model's newest installed version's bytes: what TF Serving holds for it."""
-    return {
-        model: tree_bytes(model_dir / model / str(versions[-1]))
-        for model, versions in modeldir.installed_models(model_dir).items()
-        if versions
+    held = {
+        model: _newest_bytes(model_dir / model) for model in modeldir.installed_models(model_dir)
     }
+    return {model: size for model, size in held.items() if size is not None}
+
+
+def _newest_bytes(model_root: Path) -> int | None:
+    """The newest version's bytes; if it is withdrawn while counted, the next one's, which
+    TF Serving falls back to (None: no version)."""
+    while versions := modeldir.version_dirs(model_root):
+        newest = versions[-1][1]
+        size = tree_bytes(newest)
+        if newest.is_dir():
+            return size
+    return None
 
 
 def memory_estimate(model_dir: Path) -> dict[str, int]:

@@ -36,10 +36,12 @@ def read_provenance(version_dir: Path) -> dict[str, object]:
 def version_dirs(model_root: Path) -> list[tuple[int, Path]]:
     """Each version directory with its number, ascending; a hand-placed `00000123` keeps its
     own name (removing `123` instead would remove nothing)."""
-    if not model_root.is_dir():
+    try:
+        entries = list(model_root.iterdir())
+    except (FileNotFoundError, NotADirectoryError):  # no such model, or just removed
         return []
     found = []
-    for entry in model_root.iterdir():
+    for entry in entries:
         version = parse_version(entry.name)
         if version is not None and entry.is_dir():
             found.append((version, entry))

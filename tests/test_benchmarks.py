@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.host_memory import free_memory_held
+from benchmarks.host_memory import free_memory_held, page_reporting
 from benchmarks.models import FORMATS, KINDS
 from tests.helpers import PROJECT_ROOT
 
@@ -176,6 +176,21 @@ def test_free_memory_held_back_for_a_run_is_handed_back_however_the_run_ends(tmp
     absent = tmp_path / "a kernel without them"
     with pytest.raises(SystemExit, match="cannot hold free memory back"), free_memory_held(absent):
         pass
+    (tmp_path / "reported_kib").write_text(f"{3 * 2**20}\n")
+    assert page_reporting(tmp_path).startswith("this machine: 3 GiB of free memory reported")
+    with free_memory_held(tmp_path):
+        assert page_reporting(tmp_path).startswith("this machine's free memory held back")
+    assert "keeps no count" in page_reporting(absent)
+
+
+def test_free_memory_held_back_by_a_kernel_with_one_setting_puts_that_one_back(tmp_path):
+    (tmp_path / "max_waiting_mib").write_text("1024\n")  # no min_free_ms
+    with (
+        pytest.raises(SystemExit, match="cannot hold free memory back"),
+        free_memory_held(tmp_path),
+    ):
+        pass
+    assert (tmp_path / "max_waiting_mib").read_text() == "1024"
 
 
 def test_the_install_profile_installs_a_model_again_and_again_reporting_memory():

@@ -138,5 +138,20 @@ def test_a_version_withdrawn_while_status_counts_it_does_not_fail_the_document(
     monkeypatch.setattr(os, "walk", walk_then_withdraw)  # as capacity.tree_bytes calls it
     body = status.document(settings, journal, Quarantine(settings.state_dir / "q"))
     serving = body["serving"]
-    assert isinstance(serving, dict) and serving["memory_estimate"] == {"m": 0}
+    # TF Serving falls back to version 1: the estimate is 1.2 x its bytes, not nothing.
+    assert isinstance(serving, dict) and serving["memory_estimate"] == {"m": round(1.2 * 5)}
     assert not (settings.model_dir / "m" / "2").exists()
+
+
+def test_a_model_removed_while_status_lists_it_does_not_fail_the_document(
+    settings: Settings,
+) -> None:
+    """A model whose only install failed is removed (servable.remove_if_empty) while /status
+    may be listing it: it shows with no versions, not a 500."""
+    on_disk(settings, "m", 1)
+    model_root = settings.model_dir / "m"
+    modeldir.withdraw(model_root / "1")
+    model_root.rmdir()
+    assert modeldir.version_dirs(model_root) == []
+    model_root.write_bytes(b"")  # a file where a model was: not a directory either
+    assert modeldir.version_dirs(model_root) == []
