@@ -224,6 +224,7 @@ class Receiver:
         def send() -> None:
             connection.request("POST", "/", body, headers)
             outcome = json.loads(connection.getresponse().read())
+            connection.close()  # timed with the push, as before it was made ready
             if outcome["outcome"] != "installed":
                 raise SystemExit(f"receiver did not install {blob.name}: {outcome}")
 
