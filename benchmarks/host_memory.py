@@ -77,9 +77,12 @@ def free_memory_held(parameters: Path = PAGE_REPORTING) -> Iterator[None]:
     try:
         try:
             for name, value in HELD.items():
-                shipped = (parameters / name).read_text().strip()
-                (parameters / name).write_text(value)
-                before[name] = shipped
+                before[name] = (parameters / name).read_text().strip()
+                try:
+                    (parameters / name).write_text(value)
+                except OSError:
+                    del before[name]  # not changed: nothing to put back
+                    raise
         except OSError as exc:
             raise SystemExit(f"cannot hold free memory back on this machine: {exc}") from exc
         yield

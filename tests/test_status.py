@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver import modeldir, status
+from receiver import capacity, modeldir, status
 from receiver.config import Settings
 from receiver.journal import Journal
 from receiver.layout import ModelVersion
@@ -155,3 +155,12 @@ def test_a_model_removed_while_status_lists_it_does_not_fail_the_document(
     assert modeldir.version_dirs(model_root) == []
     model_root.write_bytes(b"")  # a file where a model was: not a directory either
     assert modeldir.version_dirs(model_root) == []
+
+
+def test_a_hand_placed_version_name_is_counted_in_the_memory_estimate(settings: Settings) -> None:
+    """TF Serving reads `00000123` as version 123 and serves it: its bytes are what it holds."""
+    version_dir = settings.model_dir / "m" / "00000123"
+    version_dir.mkdir(parents=True)
+    (version_dir / "saved_model.pb").write_bytes(b"graph")
+    on_disk(settings, "m", 5)
+    assert capacity.memory_estimate(settings.model_dir) == {"m": round(1.2 * 5)}
