@@ -75,16 +75,13 @@ def free_memory_held(parameters: Path = PAGE_REPORTING) -> Iterator[None]:
     metal, a VM without free page reporting). This machine kind's kernel only, as root."""
     before: dict[str, str] = {}
     try:
-        try:
-            for name, value in HELD.items():
+        for name, value in HELD.items():
+            try:
                 before[name] = (parameters / name).read_text().strip()
-                try:
-                    (parameters / name).write_text(value)
-                except OSError:
-                    del before[name]  # not changed: nothing to put back
-                    raise
-        except OSError as exc:
-            raise SystemExit(f"cannot hold free memory back on this machine: {exc}") from exc
+                (parameters / name).write_text(value)
+            except OSError as exc:
+                before.pop(name, None)  # not changed: nothing to put back
+                raise SystemExit(f"cannot hold free memory back on this machine: {exc}") from exc
         yield
     finally:
         failed = []
