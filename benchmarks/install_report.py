@@ -23,7 +23,7 @@ COLUMNS = (
 
 
 def write_report(
-    rows: list[Row], runs: int, dropped: bool, out: Path, table: str = "benchmarks-install"
+    rows: list[Row], dropped: bool, out: Path, table: str = "benchmarks-install"
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cache = (
@@ -34,7 +34,7 @@ def write_report(
     )
     header = " | ".join(column.replace("|", "\\|") for column in COLUMNS)
     lines = [
-        f"Medians of {runs} runs, the methods in turns, {cache}. Each ratio is the "
+        f"Medians of {_runs(rows)}, the methods in turns, {cache}. Each ratio is the "
         "receiver's time divided by the other's (below 1: the receiver is faster); "
         f"{page_reporting()}.",
         "",
@@ -58,6 +58,17 @@ def write_report(
         )
     (out / f"{table}.md").write_text("\n".join(lines) + "\n")
     chart(rows, out / f"{table}.png")
+
+
+def _runs(rows: list[Row]) -> str:
+    """'3 runs', or '3 runs (9 at 100 MiB)': the count of the largest size, then the others'."""
+    counts = {row.size_mib: row.runs for row in rows}
+    most = counts[max(counts)]
+    fewer = sorted(size for size, runs in counts.items() if runs != most)
+    if not fewer:
+        return f"{most} runs"
+    others = ", ".join(f"{counts[size]} at {size} MiB" for size in fewer)
+    return f"{most} runs ({others})"
 
 
 def _seconds(value: float | None) -> str:

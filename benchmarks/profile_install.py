@@ -9,7 +9,9 @@ float32 weights unless KIND says half-zeros; tar.gz unless FORMAT names another)
 storage emulator's files in /dev/shm and recycles memory, as the install benchmark does,
 and runs `Installer.install` on it as the worker would, TIMES times (once unless told) as
 versions 1, 2, ..., printing where it keeps its files, then the process's resident memory
-after each install: how a long-lived worker's memory settles. Stopped by SIGTERM or
+after each install (how a long-lived worker's memory settles) and each of its threads'
+CPU seconds beside the seconds it was alive: a thread whose CPU nearly equals the
+install's time is what the install waits for (tar.gz: the inflate's). Stopped by SIGTERM or
 Ctrl-C, it removes its files. It limits glibc's heaps and hands freed memory back after each
 install as a worker does (`receiver.worker`); `MALLOC_ARENA_MAX=16`, glibc's default on
 two cores, shows what it would do without the limit. `summarize` reads py-spy's
@@ -23,10 +25,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from google.auth.credentials import AnonymousCredentials
@@ -80,19 +85,53 @@ def install(
             job, _ = journal.enqueue(ref, target)
             drop_caches()
             recycle_memory(2 * size_mib * 2**20 + blob.size, workdir)
-            started = time.perf_counter()
-            Installer(settings, store).install(ref, target, job.id)
+            with thread_times() as spent:
+                started = time.perf_counter()
+                Installer(settings, store).install(ref, target, job.id)
+                took = time.perf_counter() - started
             worker.return_freed_memory()
             print(
-                f"install {version}: {size_mib} MiB in {time.perf_counter() - started:.2f} s,"
+                f"install {version}: {size_mib} MiB in {took:.2f} s,"
                 f" resident after it {_resident_mib()} MiB",
                 flush=True,
             )
+            print("    " + ", ".join(f"{n} {c:.2f} s CPU of {w:.2f} s" for n, (c, w) in spent))
             shutil.rmtree(workdir / "m" / str(version))
     finally:
         emulator.stop()
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def thread_times() -> Iterator[list[tuple[str, tuple[float, float]]]]:
+    """Filled on leaving: CPU and alive seconds of the calling thread ("install") and of each
+    thread started meanwhile, summed by name. Threads still running are waited for (the
+    flusher lingers a second for more work), so each install counts only its own."""
+    spent: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    run = threading.Thread.run
+
+    def timed(thread: threading.Thread) -> None:
+        cpu, alive = time.thread_time(), time.perf_counter()
+        try:
+            run(thread)
+        finally:
+            total = spent[thread.name.rstrip("_0123456789")]  # a pool's threads: name_0, ...
+            total[0] += time.thread_time() - cpu
+            total[1] += time.perf_counter() - alive
+
+    before = set(threading.enumerate())
+    cpu, alive = time.thread_time(), time.perf_counter()
+    threading.Thread.run = timed  # type: ignore[method-assign,assignment]
+    report: list[tuple[str, tuple[float, float]]] = []
+    try:
+        yield report
+    finally:
+        spent["install"] = [time.thread_time() - cpu, time.perf_counter() - alive]
+        for thread in set(threading.enumerate()) - before:
+            thread.join(timeout=30)
+        threading.Thread.run = run  # type: ignore[method-assign]
+        report.extend(sorted(((n, (c, w)) for n, (c, w) in spent.items()), key=lambda i: -i[1][0]))
 
 
 def _resident_mib() -> int:

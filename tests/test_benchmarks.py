@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.host_memory import free_memory_held, page_reporting
-from benchmarks.models import FORMATS, KINDS
+from benchmarks.install import Row
+from benchmarks.install_report import COLUMNS, write_report
+from benchmarks.models import FORMATS, KINDS, MIB
 from tests.helpers import PROJECT_ROOT
 
 # A measured cell: a number, with or without its unit; "-" where a method does not apply.
@@ -68,7 +70,9 @@ def test_the_install_benchmark_measures_every_model_and_format(tmp_path):
     missing = [tool for tool in ("curl", "tar", "zstd", "zip", "unzip") if not shutil.which(tool)]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (make test installs them)")
-    run_benchmark("install.py", "--sizes", "1", "--runs", "1", "--out", str(tmp_path))
+    run_benchmark(
+        "install.py", "--sizes", "1", "--runs", "1", "--small-runs", "1", "--out", str(tmp_path)
+    )
     rows = table_rows((tmp_path / "benchmarks-install.md").read_text())
     # Every format for the weights; the half-zeros model of earlier rounds as tar.gz.
     assert len(rows) == len(FORMATS) + len(KINDS) - 1, rows
@@ -80,6 +84,18 @@ def test_the_install_benchmark_measures_every_model_and_format(tmp_path):
         assert len(times) >= 7 and all(value >= 0 for value in times), row
         assert float(row["receiver"].removesuffix(" s")) > 0, row
     assert (tmp_path / "benchmarks-install.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_install_table_says_how_many_runs_each_size_had(tmp_path):
+    rows = [
+        Row("weights", size, "tar", MIB, dict.fromkeys(COLUMNS, 1.0), 1.0, 1.0, runs=runs)
+        for size, runs in ((100, 9), (1024, 3), (5120, 3))
+    ]
+    table = tmp_path / "benchmarks-install.md"
+    write_report(rows, dropped=True, out=tmp_path)
+    assert table.read_text().startswith("Medians of 3 runs (9 at 100 MiB), the methods in turns")
+    write_report(rows[1:], dropped=True, out=tmp_path)
+    assert table.read_text().startswith("Medians of 3 runs, ")
 
 
 def test_the_sliced_download_benchmark_times_each_method_behind_its_throttling_proxy():
@@ -198,6 +214,13 @@ def test_the_install_profile_installs_a_model_again_and_again_reporting_memory()
     installs = re.findall(r"install (\d): 1 MiB in [\d.]+ s, resident after it (\d+) MiB", output)
     assert [version for version, _ in installs] == ["1", "2"], output
     assert all(int(resident) > 0 for _, resident in installs), output
+    # Each install's threads, the inflate's and the download's among them, each line its own.
+    threads = re.findall(r"\n    (.+)\n", output)
+    assert len(threads) == 2, output
+    for line in threads:
+        spent = dict(re.findall(r"([\w-]+) [\d.]+ s CPU of ([\d.]+) s", line))
+        assert {"install", "unpack-download", "unpack-inflate"} <= spent.keys(), line
+        assert float(spent["install"]) > 0, line  # the rest can round to 0.00 s at 1 MiB
 
 
 def test_an_install_profile_stopped_by_sigterm_leaves_no_files_behind():
