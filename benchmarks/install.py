@@ -71,17 +71,18 @@ class Row:
     size_mib: int
     archive_format: str
     archive_bytes: int
+    runs: int  # how many runs each median is of
     seconds: dict[str, float] = field(default_factory=dict)  # method -> median
     receiver_cpu: float = 0.0  # median seconds of CPU, the receiver's workers
     emulator_cpu: float = 0.0  # median seconds of CPU fake-gcs-server spent serving them
     peak_rss_mib: int = 0
     peaks_mib: list[int] = field(default_factory=list)  # the workers' peak after each install
-    runs: int = 0  # how many runs each median is of
 
 
-# A run of a model under 1 GiB lasts under a second, and this machine's speed drifts by
-# 10-25% from one run to the next (inflate alone on one file, minutes apart: 3.4-4.3 s a
-# GiB, docs/benchmarks.md): a median of three there measured the drift, not the receiver.
+# This machine's speed drifts by 10-25% from one minute to the next (inflate alone on one
+# file, minutes apart: 3.4-4.3 s a GiB, docs/benchmarks.md). A run of 1 GiB or more lasts
+# seconds, so three runs already span minutes of it, and more would cost an hour at 5 GiB;
+# a 100 MiB run lasts under a second, and nine of them cost about a minute a row.
 SMALL_MIB = 1024
 
 
@@ -116,9 +117,14 @@ def run(
                 # The half-zeros model is the comparison with earlier rounds: tar.gz only.
                 for archive_format in formats if kind == "weights" else formats[:1]:
                     row, dropped_here = measure(
-                        bucket, root, emulator, kind, size, archive_format,
+                        bucket,
+                        root,
+                        emulator,
+                        kind,
+                        size,
+                        archive_format,
                         runs_for(size, runs, small_runs),
-                    )  # fmt: skip
+                    )  # fmt: skip (the formatter would put each argument on a line)
                     dropped = dropped and dropped_here
                     rows.append(row)
                     print(
@@ -143,7 +149,7 @@ def measure(
     runs: int,
 ) -> tuple[Row, bool]:
     path = archive_path(kind, size, archive_format)
-    row = Row(kind, size, archive_format, path.stat().st_size, runs=runs)
+    row = Row(kind, size, archive_format, path.stat().st_size, runs)
     versions = iter(range(1, runs + 1))
     cpu: list[float] = []
     serving: list[float] = []
@@ -200,7 +206,9 @@ def measure(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1024], help="MiB")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--runs", type=int, default=3, help=f"runs of a model of {SMALL_MIB} MiB or more"
+    )
     parser.add_argument(
         "--small-runs", type=int, default=9, help=f"runs of a model under {SMALL_MIB} MiB"
     )

@@ -63,12 +63,13 @@ def write_report(
 def _runs(rows: list[Row]) -> str:
     """'3 runs', or '3 runs (9 at 100 MiB)': the count of the largest size, then the others'."""
     counts = {row.size_mib: row.runs for row in rows}
-    most = counts[max(counts)]
-    fewer = sorted(size for size, runs in counts.items() if runs != most)
-    if not fewer:
-        return f"{most} runs"
-    others = ", ".join(f"{counts[size]} at {size} MiB" for size in fewer)
-    return f"{most} runs ({others})"
+    most = counts[max(counts)] if counts else 0
+    others = ", ".join(f"{runs} at {size} MiB" for size, runs in counts.items() if runs != most)
+    return f"{_plural(most)} ({others})" if others else _plural(most)
+
+
+def _plural(runs: int) -> str:
+    return "1 run" if runs == 1 else f"{runs} runs"
 
 
 def _seconds(value: float | None) -> str:

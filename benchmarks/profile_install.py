@@ -27,6 +27,7 @@ import argparse
 import collections
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -95,7 +96,8 @@ def install(
                 f" resident after it {_resident_mib()} MiB",
                 flush=True,
             )
-            print("    " + ", ".join(f"{n} {c:.2f} s CPU of {w:.2f} s" for n, (c, w) in spent))
+            threads = ", ".join(f"{n} {c:.2f} s CPU of {w:.2f} s" for n, (c, w) in spent)
+            print(f"    {threads}", flush=True)
             shutil.rmtree(workdir / "m" / str(version))
     finally:
         emulator.stop()
@@ -106,8 +108,10 @@ def install(
 @contextlib.contextmanager
 def thread_times() -> Iterator[list[tuple[str, tuple[float, float]]]]:
     """Filled on leaving: CPU and alive seconds of the calling thread ("install") and of each
-    thread started meanwhile, summed by name. Threads still running are waited for (the
-    flusher lingers a second for more work), so each install counts only its own."""
+    `threading.Thread` started meanwhile (those that keep its `run`), summed by name.
+    Threads still running are waited for, up to `_JOIN_SECONDS` in all, so each install
+    counts only its own; the flusher's alive time includes the second it lingers for more
+    work. A thread still running then is reported as such."""
     spent: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     run = threading.Thread.run
 
@@ -116,7 +120,7 @@ def thread_times() -> Iterator[list[tuple[str, tuple[float, float]]]]:
         try:
             run(thread)
         finally:
-            total = spent[thread.name.rstrip("_0123456789")]  # a pool's threads: name_0, ...
+            total = spent[thread_kind(thread.name)]
             total[0] += time.thread_time() - cpu
             total[1] += time.perf_counter() - alive
 
@@ -128,10 +132,26 @@ def thread_times() -> Iterator[list[tuple[str, tuple[float, float]]]]:
         yield report
     finally:
         spent["install"] = [time.thread_time() - cpu, time.perf_counter() - alive]
+        threading.Thread.run = run  # type: ignore[method-assign]  # running ones keep `timed`
+        deadline = time.monotonic() + _JOIN_SECONDS
         for thread in set(threading.enumerate()) - before:
-            thread.join(timeout=30)
-        threading.Thread.run = run  # type: ignore[method-assign]
-        report.extend(sorted(((n, (c, w)) for n, (c, w) in spent.items()), key=lambda i: -i[1][0]))
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        running = [t.name for t in set(threading.enumerate()) - before]
+        report.extend((name, (c, w)) for name, (c, w) in sorted(spent.items(), key=_by_cpu))
+        if running:
+            print(f"    still running, not counted: {', '.join(sorted(running))}", flush=True)
+
+
+_JOIN_SECONDS = 30
+
+
+def _by_cpu(item: tuple[str, list[float]]) -> float:
+    return -item[1][0]
+
+
+def thread_kind(name: str) -> str:
+    """A thread's name without the number a pool or a counter gives it (`unpack-write_0`)."""
+    return re.sub(r"[-_]\d+$", "", name)
 
 
 def _resident_mib() -> int:
@@ -150,7 +170,7 @@ def summarize(raw: Path, top: int = 4, rate: int = 200) -> None:
     for line in raw.read_text().splitlines():
         stack, _, weight = line.rpartition(" ")
         frames = stack.split(";")
-        thread = frames[0].partition(": ")[2].rstrip("_0123456789") or "(unnamed)"
+        thread = thread_kind(frames[0].partition(": ")[2]) or "(unnamed)"
         if thread == "MainThread" and not any(f.startswith("Installer.install (") for f in frames):
             continue  # building and uploading the archive
         if thread == "(unnamed)" or any(wait in frames[-1] for wait in _WAITS):

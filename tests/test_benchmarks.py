@@ -2,6 +2,7 @@
 its table holds numbers. What the rows are called is the harness's business; the numbers
 themselves live in docs/."""
 
+import dataclasses
 import os
 import queue
 import re
@@ -88,7 +89,7 @@ def test_the_install_benchmark_measures_every_model_and_format(tmp_path):
 
 def test_the_install_table_says_how_many_runs_each_size_had(tmp_path):
     rows = [
-        Row("weights", size, "tar", MIB, dict.fromkeys(COLUMNS, 1.0), 1.0, 1.0, runs=runs)
+        Row("weights", size, "tar", MIB, runs, dict.fromkeys(COLUMNS, 1.0), 1.0, 1.0)
         for size, runs in ((100, 9), (1024, 3), (5120, 3))
     ]
     table = tmp_path / "benchmarks-install.md"
@@ -96,6 +97,8 @@ def test_the_install_table_says_how_many_runs_each_size_had(tmp_path):
     assert table.read_text().startswith("Medians of 3 runs (9 at 100 MiB), the methods in turns")
     write_report(rows[1:], dropped=True, out=tmp_path)
     assert table.read_text().startswith("Medians of 3 runs, ")
+    write_report([dataclasses.replace(rows[0], runs=1)], dropped=True, out=tmp_path)
+    assert table.read_text().startswith("Medians of 1 run, ")
 
 
 def test_the_sliced_download_benchmark_times_each_method_behind_its_throttling_proxy():
