@@ -124,7 +124,7 @@ def run(
                         size,
                         archive_format,
                         runs_for(size, runs, small_runs),
-                    )  # fmt: skip (the formatter would put each argument on a line)
+                    )
                     dropped = dropped and dropped_here
                     rows.append(row)
                     print(
