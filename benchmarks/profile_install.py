@@ -10,11 +10,13 @@ storage emulator's files in /dev/shm and recycles memory, as the install benchma
 and runs `Installer.install` on it as the worker would, TIMES times (once unless told) as
 versions 1, 2, ..., printing where it keeps its files, then the process's resident memory
 after each install (how a long-lived worker's memory settles) and each of its threads'
-CPU seconds beside the seconds it was alive: a thread whose CPU nearly equals the
-install's time is what the install waits for (tar.gz: the inflate's). Stopped by SIGTERM or
-Ctrl-C, it removes its files. It limits glibc's heaps and hands freed memory back after each
-install as a worker does (`receiver.worker`); `MALLOC_ARENA_MAX=16`, glibc's default on
-two cores, shows what it would do without the limit. `summarize` reads py-spy's
+CPU seconds beside the seconds it was alive and those it was ready to run but waited for a
+core: a thread whose CPU nearly equals the install's time is what the install waits for
+(tar.gz: the inflate's), and one that waits for a core shares the machine's cores with
+more work than they hold. Stopped by SIGTERM or Ctrl-C, it removes its files. It limits
+glibc's heaps and hands freed memory back after each install as a worker does
+(`receiver.worker`); `MALLOC_ARENA_MAX=16`, glibc's default on two cores, shows what it
+would do without the limit. `summarize` reads py-spy's
 collapsed stacks (`--threads`, which names each thread) and prints, for each thread of
 the install, how long it was busy (waits on locks and queues left out) and the innermost
 frames it was busy in. py-spy slows the process it samples: the shares are what to read,
@@ -96,7 +98,10 @@ def install(
                 f" resident after it {_resident_mib()} MiB",
                 flush=True,
             )
-            threads = ", ".join(f"{n} {c:.2f} s CPU of {w:.2f} s" for n, (c, w) in spent)
+            threads = ", ".join(
+                f"{n} {c:.2f} s CPU of {a:.2f} s ({w:.2f} s waiting for a core)"
+                for n, (c, a, w) in spent
+            )
             print(f"    {threads}", flush=True)
             shutil.rmtree(workdir / "m" / str(version))
     finally:
@@ -106,43 +111,61 @@ def install(
 
 
 @contextlib.contextmanager
-def thread_times() -> Iterator[list[tuple[str, tuple[float, float]]]]:
-    """Filled on leaving: CPU and alive seconds of the calling thread ("install") and of each
-    `threading.Thread` started meanwhile (those that keep its `run`), summed by name.
+def thread_times() -> Iterator[list[tuple[str, tuple[float, float, float]]]]:
+    """Filled on leaving: CPU, alive and core-waiting seconds of the calling thread
+    ("install") and of each `threading.Thread` started meanwhile (those that keep its
+    `run`), summed by name; waiting for a core is time runnable but not running
+    (`_waited_for_core`), which tells a thread off its core because both are busy from
+    one asleep on a lock, a queue or the interpreter.
     Threads still running are waited for, up to `_JOIN_SECONDS` in all, so each install
     counts only its own; the flusher's alive time includes the second it lingers for more
     work. A thread still running then is reported as such."""
-    spent: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    spent: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
     run = threading.Thread.run
 
     def timed(thread: threading.Thread) -> None:
-        cpu, alive = time.thread_time(), time.perf_counter()
+        cpu, alive, waited = time.thread_time(), time.perf_counter(), _waited_for_core()
         try:
             run(thread)
         finally:
             total = spent[thread_kind(thread.name)]
             total[0] += time.thread_time() - cpu
             total[1] += time.perf_counter() - alive
+            total[2] += _waited_for_core() - waited
 
     before = set(threading.enumerate())
-    cpu, alive = time.thread_time(), time.perf_counter()
+    cpu, alive, waited = time.thread_time(), time.perf_counter(), _waited_for_core()
     threading.Thread.run = timed  # type: ignore[method-assign,assignment]
-    report: list[tuple[str, tuple[float, float]]] = []
+    report: list[tuple[str, tuple[float, float, float]]] = []
     try:
         yield report
     finally:
-        spent["install"] = [time.thread_time() - cpu, time.perf_counter() - alive]
+        spent["install"] = [
+            time.thread_time() - cpu,
+            time.perf_counter() - alive,
+            _waited_for_core() - waited,
+        ]
         threading.Thread.run = run  # type: ignore[method-assign]  # running ones keep `timed`
         deadline = time.monotonic() + _JOIN_SECONDS
         for thread in set(threading.enumerate()) - before:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         running = [t.name for t in set(threading.enumerate()) - before]
-        report.extend((name, (c, w)) for name, (c, w) in sorted(spent.items(), key=_by_cpu))
+        report.extend((name, (c, a, w)) for name, (c, a, w) in sorted(spent.items(), key=_by_cpu))
         if running:
             print(f"    still running, not counted: {', '.join(sorted(running))}", flush=True)
 
 
 _JOIN_SECONDS = 30
+
+
+def _waited_for_core() -> float:
+    """Seconds the calling thread has been runnable but waiting for a core: the second
+    field of Linux's /proc/thread-self/schedstat (0 where the kernel keeps none)."""
+    try:
+        fields = Path("/proc/thread-self/schedstat").read_text().split()
+    except OSError:
+        return 0.0
+    return int(fields[1]) / 1e9
 
 
 def _by_cpu(item: tuple[str, list[float]]) -> float:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -221,9 +222,41 @@ def test_the_install_profile_installs_a_model_again_and_again_reporting_memory()
     threads = re.findall(r"\n    (.+)\n", output)
     assert len(threads) == 2, output
     for line in threads:
-        spent = dict(re.findall(r"([\w-]+) [\d.]+ s CPU of ([\d.]+) s", line))
+        spent = {
+            name: (float(alive), float(waited))
+            for name, alive, waited in re.findall(
+                r"([\w-]+) [\d.]+ s CPU of ([\d.]+) s \(([\d.]+) s waiting for a core\)", line
+            )
+        }
         assert {"install", "unpack-download", "unpack-inflate"} <= spent.keys(), line
-        assert float(spent["install"]) > 0, line  # the rest can round to 0.00 s at 1 MiB
+        assert spent["install"][0] > 0, line  # the rest can round to 0.00 s at 1 MiB
+        assert all(waited <= alive for alive, waited in spent.values()), line
+
+
+@pytest.mark.skipif(
+    not Path("/proc/thread-self/schedstat").exists(), reason="the kernel keeps no schedstat"
+)
+def test_the_install_profile_counts_time_a_thread_waits_for_a_core():
+    """Two busy loops on one core: each waits for it about as long as it runs."""
+    from benchmarks.profile_install import thread_times
+
+    core = min(os.sched_getaffinity(0))
+    rival = subprocess.Popen(
+        [sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{core}}})\nwhile 1: pass"]
+    )
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {core})  # this thread now shares the rival's core
+        with thread_times() as spent:
+            started = time.thread_time()
+            while time.thread_time() - started < 0.3:
+                pass
+    finally:
+        os.sched_setaffinity(0, before)
+        rival.kill()
+        rival.wait()
+    cpu, alive, waited = dict(spent)["install"]
+    assert cpu >= 0.3 and waited > 0.1 and waited <= alive, spent
 
 
 def test_an_install_profile_stopped_by_sigterm_leaves_no_files_behind():
