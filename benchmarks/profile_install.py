@@ -13,14 +13,14 @@ after each install (how a long-lived worker's memory settles) and each of its th
 CPU seconds beside the seconds it was alive and those it was ready to run but waited for a
 core: a thread whose CPU nearly equals the install's time is what the install waits for
 (tar.gz: the inflate's), and one that waits for a core shares the machine's cores with
-more work than they hold. Stopped by SIGTERM or Ctrl-C, it removes its files. It limits
-glibc's heaps and hands freed memory back after each install as a worker does
-(`receiver.worker`); `MALLOC_ARENA_MAX=16`, glibc's default on two cores, shows what it
-would do without the limit. `summarize` reads py-spy's
-collapsed stacks (`--threads`, which names each thread) and prints, for each thread of
-the install, how long it was busy (waits on locks and queues left out) and the innermost
-frames it was busy in. py-spy slows the process it samples: the shares are what to read,
-not the seconds.
+more work than they hold (Linux only: 0 elsewhere). Stopped by SIGTERM or Ctrl-C, it
+removes its files. It limits glibc's heaps and hands freed memory back after each install
+as a worker does (`receiver.worker`); `MALLOC_ARENA_MAX=16`, glibc's default on two cores,
+shows what it would do without the limit. `summarize` reads py-spy's collapsed stacks
+(`--threads`, which names each thread) and prints, for each thread of the install, how
+long it was busy (waits on locks and queues left out) and the innermost frames it was
+busy in. py-spy slows the process it samples: the shares are what to read, not the
+seconds.
 """
 
 from __future__ import annotations
@@ -114,9 +114,9 @@ def install(
 def thread_times() -> Iterator[list[tuple[str, tuple[float, float, float]]]]:
     """Filled on leaving: CPU, alive and core-waiting seconds of the calling thread
     ("install") and of each `threading.Thread` started meanwhile (those that keep its
-    `run`), summed by name; waiting for a core is time runnable but not running
-    (`_waited_for_core`), which tells a thread off its core because both are busy from
-    one asleep on a lock, a queue or the interpreter.
+    `run`), summed by name. Waiting for a core is time ready to run with every core busy
+    (`_waited_for_core`); a thread asleep on a lock, a queue or the interpreter is not
+    waiting for a core, so alive minus CPU minus that wait is the time it slept.
     Threads still running are waited for, up to `_JOIN_SECONDS` in all, so each install
     counts only its own; the flusher's alive time includes the second it lingers for more
     work. A thread still running then is reported as such."""
@@ -160,12 +160,12 @@ _JOIN_SECONDS = 30
 
 def _waited_for_core() -> float:
     """Seconds the calling thread has been runnable but waiting for a core: the second
-    field of Linux's /proc/thread-self/schedstat (0 where the kernel keeps none)."""
+    field of Linux's /proc/thread-self/schedstat, in nanoseconds (0 where the kernel keeps
+    none, or not in that form)."""
     try:
-        fields = Path("/proc/thread-self/schedstat").read_text().split()
-    except OSError:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
         return 0.0
-    return int(fields[1]) / 1e9
 
 
 def _by_cpu(item: tuple[str, list[float]]) -> float:

@@ -237,26 +237,27 @@ def test_the_install_profile_installs_a_model_again_and_again_reporting_memory()
     not Path("/proc/thread-self/schedstat").exists(), reason="the kernel keeps no schedstat"
 )
 def test_the_install_profile_counts_time_a_thread_waits_for_a_core():
-    """Two busy loops on one core: each waits for it about as long as it runs."""
+    """Three busy loops on one core: this one waits for it about twice as long as it runs
+    (its run time, schedstat's first field, would be about equal to its CPU)."""
     from benchmarks.profile_install import thread_times
 
     core = min(os.sched_getaffinity(0))
-    rival = subprocess.Popen(
-        [sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{core}}})\nwhile 1: pass"]
-    )
+    spin = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
+    rivals = [subprocess.Popen([sys.executable, "-c", spin, str(core)]) for _ in range(2)]
     before = os.sched_getaffinity(0)
     try:
-        os.sched_setaffinity(0, {core})  # this thread now shares the rival's core
+        os.sched_setaffinity(0, {core})  # this thread now shares the rivals' core
         with thread_times() as spent:
             started = time.thread_time()
             while time.thread_time() - started < 0.3:
                 pass
     finally:
         os.sched_setaffinity(0, before)
-        rival.kill()
-        rival.wait()
+        for rival in rivals:
+            rival.kill()
+            rival.wait()
     cpu, alive, waited = dict(spent)["install"]
-    assert cpu >= 0.3 and waited > 0.1 and waited <= alive, spent
+    assert cpu >= 0.3 and 1.2 * cpu < waited <= alive, spent
 
 
 def test_an_install_profile_stopped_by_sigterm_leaves_no_files_behind():
