@@ -124,27 +124,22 @@ def thread_times() -> Iterator[list[tuple[str, tuple[float, float, float]]]]:
     run = threading.Thread.run
 
     def timed(thread: threading.Thread) -> None:
-        cpu, alive, waited = time.thread_time(), time.perf_counter(), _waited_for_core()
+        started = _clocks()
         try:
             run(thread)
         finally:
             total = spent[thread_kind(thread.name)]
-            total[0] += time.thread_time() - cpu
-            total[1] += time.perf_counter() - alive
-            total[2] += _waited_for_core() - waited
+            for i, (now, then) in enumerate(zip(_clocks(), started, strict=True)):
+                total[i] += now - then
 
     before = set(threading.enumerate())
-    cpu, alive, waited = time.thread_time(), time.perf_counter(), _waited_for_core()
+    started = _clocks()
     threading.Thread.run = timed  # type: ignore[method-assign,assignment]
     report: list[tuple[str, tuple[float, float, float]]] = []
     try:
         yield report
     finally:
-        spent["install"] = [
-            time.thread_time() - cpu,
-            time.perf_counter() - alive,
-            _waited_for_core() - waited,
-        ]
+        spent["install"] = [now - then for now, then in zip(_clocks(), started, strict=True)]
         threading.Thread.run = run  # type: ignore[method-assign]  # running ones keep `timed`
         deadline = time.monotonic() + _JOIN_SECONDS
         for thread in set(threading.enumerate()) - before:
@@ -156,6 +151,11 @@ def thread_times() -> Iterator[list[tuple[str, tuple[float, float, float]]]]:
 
 
 _JOIN_SECONDS = 30
+
+
+def _clocks() -> tuple[float, float, float]:
+    """The calling thread's CPU seconds, the time, and its seconds waiting for a core."""
+    return time.thread_time(), time.perf_counter(), _waited_for_core()
 
 
 def _waited_for_core() -> float:

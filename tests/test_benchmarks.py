@@ -20,6 +20,7 @@ from benchmarks.host_memory import free_memory_held, page_reporting
 from benchmarks.install import Row
 from benchmarks.install_report import COLUMNS, write_report
 from benchmarks.models import FORMATS, KINDS, MIB
+from benchmarks.profile_install import thread_times
 from tests.helpers import PROJECT_ROOT
 
 # A measured cell: a number, with or without its unit; "-" where a method does not apply.
@@ -239,8 +240,6 @@ def test_the_install_profile_installs_a_model_again_and_again_reporting_memory()
 def test_the_install_profile_counts_time_a_thread_waits_for_a_core():
     """Three busy loops on one core: this one waits for it about twice as long as it runs
     (its run time, schedstat's first field, would be about equal to its CPU)."""
-    from benchmarks.profile_install import thread_times
-
     core = min(os.sched_getaffinity(0))
     spin = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
     rivals = [subprocess.Popen([sys.executable, "-c", spin, str(core)]) for _ in range(2)]
